@@ -1,0 +1,1 @@
+"""Standard benchmark loaders (registered on import)."""

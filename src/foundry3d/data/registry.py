@@ -1,0 +1,145 @@
+"""Datasets by name: ``load_dataset("sh3d16:test")``, ``load_dataset("modelnet40:train@/data/mn40")``.
+
+Spec grammar: ``NAME[:SPLIT][@ROOT]``. Embedded datasets (built from Debian packages) live in the
+cache folder; benchmarks are read from ``ROOT`` exactly as their users have them on disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from foundry3d.data.base import ConcatDataset, DatasetError, PointCloudDataset
+from foundry3d.data.embedded import EMBEDDED, SPLITS, embedded_path, load_embedded
+from foundry3d.data.store import dataset_dir, is_complete, read_meta
+
+
+@dataclass
+class BenchmarkEntry:
+    loader: Callable[..., PointCloudDataset]
+    splits: tuple[str, ...]
+    layout: str  # what the folder must contain (shown when it does not)
+
+
+BENCHMARKS: dict[str, BenchmarkEntry] = {}
+
+
+def register_benchmark(name: str, splits: tuple[str, ...], layout: str) -> Callable:
+    def deco(fn: Callable[..., PointCloudDataset]) -> Callable[..., PointCloudDataset]:
+        BENCHMARKS[name] = BenchmarkEntry(fn, splits, layout)
+        return fn
+
+    return deco
+
+
+def _ensure_benchmarks() -> None:
+    import foundry3d.data.benchmarks  # noqa: F401  (registers the benchmark loaders)
+
+
+def parse_spec(spec: str) -> tuple[str, str | None, str | None]:
+    root = None
+    if "@" in spec:
+        spec, root = spec.split("@", 1)
+    name, _, split = spec.partition(":")
+    return name.strip().lower(), (split.strip() or None), root
+
+
+def load_dataset(spec: str, split: str | None = None, root: str | Path | None = None) -> PointCloudDataset:
+    """Load ``NAME[:SPLIT][@ROOT]``; specs joined by ``+`` are concatenated, ``SPEC*k`` repeats one k times."""
+    if "+" in spec:
+        return ConcatDataset([load_dataset(s, split, root) for s in spec.split("+")])
+    if "*" in spec:
+        base, _, times = spec.rpartition("*")
+        if not times.isdigit() or int(times) < 1:
+            raise DatasetError(f"{spec!r}: the repeat factor after * must be a positive integer")
+        one = load_dataset(base, split, root)
+        return ConcatDataset([one] * int(times), name=f"{one.name}:{one.split}*{times}")
+    _ensure_benchmarks()
+    name, s, r = parse_spec(spec)
+    split = s or split or "train"
+    root = r or root
+    if name in EMBEDDED:
+        return load_embedded(name, split, root)
+    if name == "synthetic":
+        from foundry3d.data.synthetic import SyntheticShapes
+
+        if split not in ("train", "test", "pool"):
+            raise DatasetError(f"synthetic has no split {split!r}; splits: train, test, pool")
+        try:
+            per_class = int(root) if root else 20
+        except ValueError as e:
+            raise DatasetError(f"synthetic@{root}: the part after @ is the number of clouds per class") from e
+        return SyntheticShapes(split, per_class=per_class)
+    if name in BENCHMARKS:
+        entry = BENCHMARKS[name]
+        if root is None:
+            raise DatasetError(
+                f"benchmark {name} needs its folder: use {name}:{split}@/path/to/folder ({entry.layout})"
+            )
+        if split not in entry.splits:
+            raise DatasetError(f"{name} has no split {split!r}; splits: {', '.join(entry.splits)}")
+        path = Path(root).expanduser()
+        if not path.is_dir():
+            raise DatasetError(f"{name}: folder {path} does not exist; expected {entry.layout}")
+        return entry.loader(path, split)
+    raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(list_names())}")
+
+
+def list_names() -> list[str]:
+    _ensure_benchmarks()
+    return sorted(EMBEDDED) + ["synthetic"] + sorted(BENCHMARKS)
+
+
+def list_datasets(root: str | Path | None = None) -> list[dict[str, Any]]:
+    """What is built and what can be built (embedded) or read from a folder (benchmarks)."""
+    _ensure_benchmarks()
+    rows = []
+    for name, (folder, version, command) in EMBEDDED.items():
+        path = dataset_dir(folder, version, root)
+        rows.append(
+            {"name": name, "kind": "embedded", "built": is_complete(path), "path": str(path), "build": command,
+             "splits": list(SPLITS[name])}
+        )  # fmt: skip
+    for name, e in sorted(BENCHMARKS.items()):
+        rows.append({"name": name, "kind": "benchmark", "built": None, "path": None, "build": e.layout,
+                     "splits": list(e.splits)})  # fmt: skip
+    return rows
+
+
+def dataset_info(name: str, root: str | Path | None = None) -> dict[str, Any]:
+    """Counts (shapes, classes, per-class, splits, parts) of a built embedded dataset or a benchmark."""
+    _ensure_benchmarks()
+    base, split, r = parse_spec(name)
+    if base in EMBEDDED:
+        path = embedded_path(base, r or root)
+        meta = read_meta(path)
+        out: dict[str, Any] = {"name": base, "path": str(path), "version": meta["version"],
+                               "source_package": meta["source_package"], "package_version": meta["package_version"],
+                               "points_per_shape": meta["points_per_shape"]}  # fmt: skip
+        splits = {s: load_embedded(base, s, path=path) for s in SPLITS[base] if s not in ("all", "labelled")}
+        if base == "kicadparts":
+            ds = load_embedded(base, "all", path=path)
+            spec = ds.part_spec
+            assert spec is not None
+            share = {}
+            import numpy as np
+
+            counts = np.bincount(np.asarray(ds.part_labels).ravel(), minlength=spec.num_parts)
+            share = {p: round(float(c) / counts.sum(), 4) for p, c in zip(spec.parts, counts)}
+            out.update(
+                shapes=len(ds), categories=len(spec.categories), parts=spec.parts, part_point_share=share,
+                category_parts={spec.categories[k]: [spec.parts[p] for p in v] for k, v in spec.category_parts.items()},
+                per_category={c: int((ds.labels() == i).sum()) for i, c in enumerate(spec.categories)},
+            )  # fmt: skip
+        else:
+            lab = load_embedded(base, "labelled", path=path)
+            out.update(shapes=meta["shapes"], labelled=meta["labelled"], unlabelled_pool=meta["pool"],
+                       classes=len(lab.classes), per_class=lab.info()["per_class"])  # fmt: skip
+        out["splits"] = {s: len(d) for s, d in splits.items()}
+        out["skipped_meshes"] = meta["skipped"]["count"]
+        out["build_seconds"] = meta["build_seconds"]
+        return out
+    ds = load_dataset(name, root=root)
+    return ds.info()

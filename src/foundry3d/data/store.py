@@ -1,0 +1,93 @@
+"""Where built datasets live, and how they are written so that a half-built one never looks done.
+
+A dataset is built in ``<cache>/<name>-v<version>.partial-<pid>`` and renamed to
+``<cache>/<name>-v<version>`` only after ``meta.json`` (written last, with ``complete: true``)
+is in place. A folder without a complete ``meta.json`` is never read as a dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from foundry3d.data.base import DatasetError
+
+
+def cache_dir(override: str | Path | None = None) -> Path:
+    """Dataset cache: ``override``, else $FOUNDRY3D_CACHE, else $XDG_CACHE_HOME/foundry3d (~/.cache)."""
+    if override:
+        return Path(override).expanduser()
+    env = os.environ.get("FOUNDRY3D_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "foundry3d"
+
+
+def dataset_dir(name: str, version: str, root: str | Path | None = None) -> Path:
+    return cache_dir(root) / "datasets" / f"{name}-v{version}"
+
+
+def is_complete(path: Path) -> bool:
+    meta = path / "meta.json"
+    if not meta.is_file():
+        return False
+    try:
+        return bool(json.loads(meta.read_text()).get("complete"))
+    except (json.JSONDecodeError, OSError):
+        return False
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    if not is_complete(path):
+        raise DatasetError(f"{path} is not a complete dataset (no meta.json with complete: true)")
+    return json.loads((path / "meta.json").read_text())
+
+
+class DatasetWriter:
+    """Write arrays and JSON into a temporary folder; ``commit`` makes it the dataset atomically."""
+
+    def __init__(self, final: Path) -> None:
+        self.final = final
+        self.tmp = final.with_name(f"{final.name}.partial-{os.getpid()}")
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        self.tmp.mkdir(parents=True)
+
+    def array(self, name: str, value: np.ndarray) -> None:
+        np.save(self.tmp / f"{name}.npy", value, allow_pickle=False)
+
+    def json(self, name: str, value: Any) -> None:
+        (self.tmp / name).write_text(json.dumps(value, indent=1) + "\n")
+
+    def text(self, name: str, value: str) -> None:
+        (self.tmp / name).write_text(value)
+
+    def commit(self, meta: dict[str, Any]) -> Path:
+        self.json("meta.json", {**meta, "complete": True})
+        old = self.final.with_name(self.final.name + f".old-{os.getpid()}")
+        if self.final.exists():
+            os.replace(self.final, old)
+        os.replace(self.tmp, self.final)
+        if old.exists():
+            shutil.rmtree(old)
+        return self.final
+
+    def abort(self) -> None:
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def load_array(path: Path, name: str, mmap: bool = True) -> np.ndarray:
+    f = path / f"{name}.npy"
+    if not f.is_file():
+        raise DatasetError(f"{f} is missing: the dataset at {path} is incomplete; rebuild it")
+    try:
+        return np.load(f, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise DatasetError(f"{f} is corrupt or truncated ({e}); rebuild the dataset") from e

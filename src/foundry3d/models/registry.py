@@ -1,0 +1,76 @@
+"""Named backbone variants, created by name like timm's ``create_model``."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from foundry3d.models.backbone import BackboneConfig, PointTransformer
+
+_VARIANTS: dict[str, Callable[[], BackboneConfig]] = {}
+
+
+def register_variant(fn: Callable[[], BackboneConfig]) -> Callable[[], BackboneConfig]:
+    """Register a zero-argument function returning a BackboneConfig under its own name."""
+    _VARIANTS[fn.__name__] = fn
+    return fn
+
+
+@register_variant
+def vit_s() -> BackboneConfig:
+    """The paper's teacher: Point-JEPA ViT-S, 384 wide, 12 blocks, 6 heads, 64 x 32 patches."""
+    return BackboneConfig(name="vit_s")
+
+
+@register_variant
+def vit_s_mae() -> BackboneConfig:
+    """Point-MAE ViT-S: as ``vit_s`` but with biased first tokenizer layers and no qkv bias."""
+    return BackboneConfig(name="vit_s_mae", tokenizer_stage_bias=True, qkv_bias=False)
+
+
+@register_variant
+def tiny() -> BackboneConfig:
+    """CPU-friendly teacher: 192 wide, 6 blocks, 3 heads, same 64 x 32 patches.
+
+    The tokenizer is slimmed (32, 32, 64) so that it costs about a sixth of the model: a student
+    must keep its own tokenizer, so the tokenizer's share bounds how cheap a student can be.
+    """
+    return BackboneConfig(name="tiny", tokenizer_widths=(32, 32, 64), pos_hidden=64, dim=192, depth=6, num_heads=3)
+
+
+@register_variant
+def test() -> BackboneConfig:
+    """Seconds-fast variant for tests: 32 wide, 2 blocks, 16 x 8 patches of a 256-point cloud."""
+    return BackboneConfig(
+        name="test",
+        num_points=256,
+        num_groups=16,
+        group_size=8,
+        tokenizer_widths=(16, 32, 32),
+        pos_hidden=16,
+        dim=32,
+        depth=2,
+        num_heads=2,
+    )
+
+
+def list_models() -> list[str]:
+    return sorted(_VARIANTS)
+
+
+def variant_config(name: str, **overrides) -> BackboneConfig:
+    if name not in _VARIANTS:
+        raise ValueError(f"unknown model variant {name!r}; registered variants: {', '.join(list_models())}")
+    cfg = _VARIANTS[name]()
+    fields = {f.name for f in dataclasses.fields(BackboneConfig)}
+    unknown = sorted(k for k in overrides if k not in fields)
+    if unknown:
+        raise ValueError(f"unknown backbone option(s) {', '.join(unknown)}; valid: {', '.join(sorted(fields))}")
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    cfg.validate()
+    return cfg
+
+
+def create_model(name: str, **overrides) -> PointTransformer:
+    """Build a randomly initialised backbone variant; ``overrides`` change config fields."""
+    return PointTransformer(variant_config(name, **overrides))

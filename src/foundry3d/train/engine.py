@@ -1,0 +1,398 @@
+"""The one training loop: pretraining, distillation, heads and baselines are recipes on it.
+
+A recipe is a :class:`Task`: it owns the trainable module (whose ``forward`` returns
+``(loss, metrics)``), says how to build a batch from dataset indices, and optionally updates
+extra state after each step, evaluates, and exports a release at the end.
+
+Reproducibility by construction: the sample order is a pure function of (seed, epoch) and every
+step reseeds its random streams from (seed, step), so a run killed at any point and resumed from
+its last checkpoint ends with the same weights as an uninterrupted run. Under torchrun every
+rank builds the same global batch and keeps its own slice, so the data seen per step does not
+depend on the number of processes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from foundry3d.config import save_yaml, to_dict
+from foundry3d.models.checkpoint import CheckpointError, load_train_state, save_train_state
+from foundry3d.train.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    barrier,
+    cleanup,
+    init_distributed,
+    resolve_device,
+)
+
+
+@dataclass
+class EngineConfig:
+    """Optimisation and bookkeeping shared by every recipe."""
+
+    steps: int = 1000
+    batch_size: int = 32  # global batch (all processes together)
+    lr: float = 1e-3
+    min_lr: float = 1e-6
+    warmup_steps: int = 100
+    warmup_start_lr: float = 1e-6
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float | None = None
+    seed: int = 1
+    log_every: int = 10
+    ckpt_every: int = 200
+    eval_every: int = 0  # 0: evaluate only at the end (if the task evaluates at all)
+    threads: int | None = None
+    device: str = "auto"
+    progress: bool = True
+    tensorboard: bool = True
+
+    def validate(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+        if self.warmup_steps < 0 or self.log_every < 1 or self.ckpt_every < 1:
+            raise ValueError("warmup_steps must be >= 0; log_every and ckpt_every >= 1")
+        if self.lr <= 0 or self.min_lr < 0:
+            raise ValueError("lr must be > 0 and min_lr >= 0")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/inf; the message names the step and the last good checkpoint."""
+
+
+class RunDirError(RuntimeError):
+    """The run directory holds another run, or cannot be resumed."""
+
+
+class Task:
+    """Base recipe. Subclasses set ``module`` and implement ``num_samples`` and ``batch``."""
+
+    module: nn.Module
+    find_unused_parameters: bool = False
+
+    def num_samples(self) -> int:
+        raise NotImplementedError
+
+    def batch(self, indices: np.ndarray, generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+        """The *global* batch for ``indices`` (a dict of tensors with the batch on dim 0)."""
+        raise NotImplementedError
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser groups; no weight decay on biases, norms and learned tokens."""
+        decay, no_decay = [], []
+        for name, p in self.module.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim < 2 or name.endswith("token") else decay).append(p)
+        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def after_step(self, step: int, total_steps: int) -> dict[str, float]:
+        return {}
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"module": self.module.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["module"])
+
+    def finalize(self, run_dir: Path) -> dict[str, Any]:
+        """Write release artefacts at the end of training; returns a summary."""
+        return {}
+
+
+def lr_at(step: int, cfg: EngineConfig) -> float:
+    """Linear warm-up from warmup_start_lr, then cosine from lr to min_lr at the last step."""
+    if step < cfg.warmup_steps:
+        return cfg.warmup_start_lr + (cfg.lr - cfg.warmup_start_lr) * step / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    t = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * t))
+
+
+def step_seed(seed: int, step: int, stream: int = 0) -> int:
+    """A well-mixed 63-bit seed for (seed, step, stream)."""
+    return int(np.random.SeedSequence([seed, step, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def batch_indices(num_samples: int, batch_size: int, seed: int, step: int) -> np.ndarray:
+    """Indices of the global batch at ``step``: epoch-wise permutations, last partial batch dropped."""
+    per_epoch = num_samples // batch_size
+    if per_epoch < 1:
+        raise ValueError(f"batch_size={batch_size} exceeds the {num_samples} samples of the dataset")
+    epoch, pos = divmod(step, per_epoch)
+    perm = np.random.default_rng([seed, epoch]).permutation(num_samples)
+    return perm[pos * batch_size : (pos + 1) * batch_size]
+
+
+def _shard(value: Any, rank: int, world: int) -> Any:
+    if isinstance(value, torch.Tensor) and value.dim() > 0:
+        n = value.shape[0]
+        if n % world:
+            raise ValueError(f"global batch {n} is not divisible by the {world} processes")
+        per = n // world
+        return value[rank * per : (rank + 1) * per]
+    return value
+
+
+class RunLogger:
+    """metrics.jsonl + TensorBoard on rank 0; silent elsewhere."""
+
+    def __init__(self, run_dir: Path, info: DistInfo, tensorboard: bool) -> None:
+        self.info = info
+        self.path = run_dir / "metrics.jsonl"
+        self.tb = None
+        if info.is_main and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tb"))
+            except ImportError:  # tensorboard is a declared dependency; keep training without it
+                self.tb = None
+
+    def log(self, step: int, split: str, values: dict[str, float]) -> None:
+        if not self.info.is_main:
+            return
+        row = {"step": step, "split": split, "time": round(time.time(), 3), **values}
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            for k, v in values.items():
+                self.tb.add_scalar(f"{split}/{k}", v, step)
+
+    def truncate_after(self, step: int) -> None:
+        """On resume, drop rows logged after the checkpoint so the curve has no duplicates."""
+        if not self.info.is_main or not self.path.exists():
+            return
+        rows = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
+        keep = [ln for ln in rows if json.loads(ln).get("step", 0) <= step]
+        self.path.write_text("".join(r + "\n" for r in keep))
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def read_metrics(run_dir: str | Path, split: str | None = "train") -> list[dict[str, Any]]:
+    """Rows of a run's metrics.jsonl (optionally one split)."""
+    p = Path(run_dir) / "metrics.jsonl"
+    if not p.exists():
+        return []
+    rows = [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()]
+    return [r for r in rows if split is None or r.get("split") == split]
+
+
+def prepare_run_dir(
+    run_dir: Path, config: dict[str, Any], resume: bool, overwrite: bool, info: DistInfo
+) -> Path | None:
+    """Create or validate the run directory; returns the checkpoint to resume from, if any."""
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    exists = run_dir.exists() and any(run_dir.iterdir())
+    if resume:
+        if not ckpt.exists():
+            if exists and (run_dir / "config.yaml").exists():
+                return None  # killed before the first checkpoint: start over in place
+            raise RunDirError(f"cannot resume: {ckpt} does not exist")
+        return ckpt
+    if exists:
+        if not overwrite:
+            raise RunDirError(
+                f"run directory {run_dir} already holds a run; pass resume=True (--resume) to continue it "
+                f"or overwrite=True (--overwrite) to start again"
+            )
+        if info.is_main:
+            shutil.rmtree(run_dir)
+    barrier(info)
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_yaml(config, run_dir / "config.yaml")
+    barrier(info)
+    return None
+
+
+def fit(
+    task: Task,
+    cfg: EngineConfig,
+    run_dir: str | Path,
+    config: dict[str, Any],
+    resume: bool = False,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Train ``task`` for ``cfg.steps`` steps in ``run_dir``; returns the final summary."""
+    cfg.validate()
+    run_dir = Path(run_dir)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    info = init_distributed(device)
+    if info.enabled and device.type == "cuda":
+        device = resolve_device("cuda", info.local_rank)
+    try:
+        return _fit(task, cfg, run_dir, config, resume, overwrite, info, device)
+    finally:
+        cleanup(info)
+
+
+def _fit(
+    task: Task,
+    cfg: EngineConfig,
+    run_dir: Path,
+    config: dict[str, Any],
+    resume: bool,
+    overwrite: bool,
+    info: DistInfo,
+    device: torch.device,
+) -> dict[str, Any]:
+    if cfg.batch_size % info.world_size:
+        raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {info.world_size} processes")
+    ckpt_path = prepare_run_dir(run_dir, to_dict(config), resume, overwrite, info)
+    task.module.to(device)
+    optim = torch.optim.AdamW(task.param_groups(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    start = 0
+    if ckpt_path is not None:
+        state = load_train_state(ckpt_path)
+        if int(state["step"]) > cfg.steps:
+            raise RunDirError(f"{ckpt_path} is at step {state['step']}, beyond steps={cfg.steps}")
+        try:
+            task.load_state_dict(state["task"])
+            optim.load_state_dict(state["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"{ckpt_path} does not fit this recipe: {e}") from e
+        start = int(state["step"])
+    model: nn.Module = task.module
+    if info.enabled:
+        model = DistributedDataParallel(
+            task.module,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=task.find_unused_parameters,
+        )
+    logger = RunLogger(run_dir, info, cfg.tensorboard)
+    logger.truncate_after(start)
+    n = task.num_samples()
+    last_good = ckpt_path
+    bar = _progress(cfg, info, start)
+    acc: dict[str, float] = {}
+    acc_n = 0
+    t0 = time.time()
+    summary: dict[str, Any] = {}
+    try:
+        if cfg.eval_every and start == 0:
+            _evaluate(task, 0, info, logger)  # the curve starts from the initial weights
+        for step in range(start, cfg.steps):
+            lr = lr_at(step, cfg)
+            for g in optim.param_groups:
+                g["lr"] = lr * g.get("lr_scale", 1.0)
+            torch.manual_seed(step_seed(cfg.seed, step, 1 + info.rank))  # dropout, drop path
+            gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, 0))  # shared by all ranks
+            idx = batch_indices(n, cfg.batch_size, cfg.seed, step)
+            batch = task.batch(idx, gen, device)
+            batch = {k: _shard(v, info.rank, info.world_size) for k, v in batch.items()}
+            model.train()
+            loss, metrics = model(**batch, generator=gen)
+            if not torch.isfinite(loss):
+                where = f"{last_good}" if last_good is not None else "none (no checkpoint written yet)"
+                raise TrainingDiverged(
+                    f"loss became {loss.item()} at step {step}; stopping. Last good checkpoint: {where}"
+                )
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(task.module.parameters(), cfg.grad_clip)
+            optim.step()
+            extra = task.after_step(step + 1, cfg.steps)
+            vals = {
+                "loss": float(loss.detach()),
+                "lr": lr,
+                **{k: float(v) for k, v in metrics.items()},
+                **extra,
+            }
+            for k, v in vals.items():
+                acc[k] = acc.get(k, 0.0) + v
+            acc_n += 1
+            done = step + 1
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                keys = sorted(acc)
+                mean = all_reduce_mean(torch.tensor([acc[k] / acc_n for k in keys], dtype=torch.float64), info)
+                row = dict(zip(keys, mean.tolist()))
+                row["samples_per_s"] = acc_n * cfg.batch_size / max(1e-9, time.time() - t0)
+                logger.log(done, "train", row)
+                acc, acc_n, t0 = {}, 0, time.time()
+                if bar is not None:
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
+            if bar is not None:
+                bar.update(1)
+            if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
+                _evaluate(task, done, info, logger)
+            if done % cfg.ckpt_every == 0 or done == cfg.steps:
+                last_good = _checkpoint(task, optim, done, config, run_dir, info)
+        if cfg.steps > start or not (run_dir / "release").exists():
+            summary = _evaluate(task, cfg.steps, info, logger)
+            if info.is_main:
+                summary.update(task.finalize(run_dir))
+                (run_dir / "summary.json").write_text(json.dumps(to_dict(summary), indent=2) + "\n")
+        elif (run_dir / "summary.json").exists():
+            summary = json.loads((run_dir / "summary.json").read_text())
+        barrier(info)
+    finally:
+        if bar is not None:
+            bar.close()
+        logger.close()
+    return summary
+
+
+def _evaluate(task: Task, step: int, info: DistInfo, logger: RunLogger) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if info.is_main:
+        out = task.evaluate(step) or {}
+        if out:
+            logger.log(step, "eval", {k: float(v) for k, v in out.items() if isinstance(v, (int, float))})
+    barrier(info)
+    return out
+
+
+def _checkpoint(
+    task: Task, optim: torch.optim.Optimizer, step: int, config: dict, run_dir: Path, info: DistInfo
+) -> Path:
+    path = run_dir / "checkpoints" / "last.pt"
+    if info.is_main:
+        save_train_state(
+            {
+                "step": step,
+                "task": task.state_dict(),
+                "optimizer": optim.state_dict(),
+                "config": to_dict(config),
+            },
+            path,
+        )
+    barrier(info)
+    return path
+
+
+def _progress(cfg: EngineConfig, info: DistInfo, start: int) -> Any:
+    if not (cfg.progress and info.is_main):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.steps, initial=start, desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
+
+
+def iterate_batches(n: int, batch_size: int) -> Iterator[slice]:
+    for s in range(0, n, batch_size):
+        yield slice(s, min(n, s + batch_size))
