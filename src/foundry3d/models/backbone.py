@@ -127,7 +127,7 @@ class PointTransformer(nn.Module):
         """Tokens (B, G, D) before positional encoding, centres (B, G, 3), patch indices (B, G, K)."""
         g = num_groups or self.cfg.num_groups
         check_cloud(points, max(g, self.cfg.group_size))
-        return self.tokenizer(points.float(), g, fps_start, generator)
+        return self.tokenizer(points.to(self.pos_embed[0].weight.dtype), g, fps_start, generator)
 
     def forward_intermediates(
         self,

@@ -38,6 +38,7 @@ from foundry3d.train.distributed import (
     init_distributed,
     resolve_device,
 )
+from foundry3d.train.sync_batchnorm import convert_sync_batchnorm
 
 
 @dataclass
@@ -61,6 +62,7 @@ class EngineConfig:
     device: str = "auto"
     progress: bool = True
     tensorboard: bool = True
+    sync_batchnorm: bool = True  # under torchrun: BatchNorm statistics over all processes
 
     def validate(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
@@ -125,6 +127,15 @@ def lr_at(step: int, cfg: EngineConfig) -> float:
     span = max(1, cfg.steps - cfg.warmup_steps)
     t = min(1.0, (step - cfg.warmup_steps) / span)
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * t))
+
+
+def seed_all(seed: int) -> None:
+    """Seed torch, numpy and random before a recipe builds its modules (identical initial weights)."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
 
 
 def step_seed(seed: int, step: int, stream: int = 0) -> int:
@@ -206,11 +217,12 @@ def prepare_run_dir(
     ckpt = run_dir / "checkpoints" / "last.pt"
     exists = run_dir.exists() and any(run_dir.iterdir())
     if resume:
-        if not ckpt.exists():
-            if exists and (run_dir / "config.yaml").exists():
-                return None  # killed before the first checkpoint: start over in place
-            raise RunDirError(f"cannot resume: {ckpt} does not exist")
-        return ckpt
+        if ckpt.exists():
+            return ckpt
+        if exists and not (run_dir / "config.yaml").exists():
+            raise RunDirError(f"cannot resume: {run_dir} holds no foundry3d run ({ckpt} does not exist)")
+        # Nothing to resume (new folder, or killed before the first checkpoint): start fresh in place.
+        overwrite = True
     if exists:
         if not overwrite:
             raise RunDirError(
@@ -278,6 +290,8 @@ def _fit(
         start = int(state["step"])
     model: nn.Module = task.module
     if info.enabled:
+        if cfg.sync_batchnorm:
+            convert_sync_batchnorm(task.module, device)
         model = DistributedDataParallel(
             task.module,
             device_ids=[device.index] if device.type == "cuda" else None,

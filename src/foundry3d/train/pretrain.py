@@ -23,7 +23,7 @@ from foundry3d.eval.svm import svm_probe
 from foundry3d.models.checkpoint import save_release
 from foundry3d.models.jepa import JEPAConfig, PointJEPA
 from foundry3d.models.registry import create_model
-from foundry3d.train.engine import EngineConfig, Task, fit
+from foundry3d.train.engine import EngineConfig, Task, fit, seed_all
 
 
 @dataclass
@@ -129,5 +129,6 @@ def pretrain(
 ) -> dict[str, Any]:
     """Point-JEPA pretraining. ``config``: YAML path or built-in name (e.g. ``pretrain/tiny``)."""
     cfg = load_config(PretrainConfig, config, overrides)
+    seed_all(cfg.engine.seed)
     task = PretrainTask(cfg)
     return fit(task, cfg.engine, out, to_dict(cfg), resume=resume, overwrite=overwrite)

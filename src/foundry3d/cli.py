@@ -1,0 +1,188 @@
+"""The ``foundry3d`` command. Each verb calls one public Python function with the same arguments."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from foundry3d.version import __version__
+
+VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], Any]]] = {}
+
+
+def verb(name: str, help: str):
+    def deco(fn):
+        def wrap(setup):
+            VERBS[name] = (help, setup, fn)
+            return setup
+
+        return wrap
+
+    return deco
+
+
+def _recipe_args(p: argparse.ArgumentParser, out: str) -> None:
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides, e.g. engine.steps=500")
+    p.add_argument("--config", help="recipe YAML file or built-in name (see foundry3d/configs)")
+    p.add_argument("--out", default=out, help=f"run directory (default: {out})")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+
+
+# ---------------------------------------------------------------------------------------- pretrain
+def _pretrain(a: argparse.Namespace) -> Any:
+    from foundry3d.train.pretrain import pretrain
+
+    return pretrain(config=a.config, overrides=a.overrides, out=a.out, resume=a.resume, overwrite=a.overwrite)
+
+
+@verb("pretrain", "Point-JEPA self-supervised pretraining of a point-cloud backbone")(_pretrain)
+def _pretrain_args(p: argparse.ArgumentParser) -> None:
+    _recipe_args(p, "runs/pretrain")
+
+
+# -------------------------------------------------------------------------------------------- data
+def _data(a: argparse.Namespace) -> Any:
+    from foundry3d.data import build as builder
+    from foundry3d.data.registry import dataset_info, list_datasets
+
+    if a.action == "build":
+        kw: dict[str, Any] = {"root": a.root, "force": a.force, "workers": a.workers, "deb": a.deb}
+        if a.points:
+            kw["points"] = a.points
+        path = builder.build(a.name, **kw)
+        return {"path": str(path)}
+    if a.action == "list":
+        rows = list_datasets(a.root)
+        if a.json:
+            print(json.dumps(rows, indent=2))
+            return None
+        print(f"{'dataset':<26} {'kind':<10} {'status':<12} how to get it")
+        for r in rows:
+            status = "built" if r["built"] else ("not built" if r["kind"] == "embedded" else "folder")
+            print(f"{r['name']:<26} {r['kind']:<10} {status:<12} {r['build']}")
+        return None
+    if a.action == "info":
+        info = dataset_info(a.name, root=a.root)
+        print(json.dumps(info, indent=2) if a.json else _pretty(info))
+        return None
+    if a.action == "render":
+        from foundry3d.report.render import render_dataset
+
+        path = render_dataset(a.name, out=a.out, per_class=a.per_class, root=a.root, max_classes=a.max_classes)
+        print(path)
+        return None
+    raise SystemExit(f"unknown data action {a.action}")
+
+
+def _pretty(info: dict[str, Any]) -> str:
+    lines = []
+    for k, v in info.items():
+        if isinstance(v, dict):
+            lines.append(f"{k}:")
+            lines += [f"  {kk}: {vv}" for kk, vv in v.items()]
+        else:
+            lines.append(f"{k}: {v}")
+    return "\n".join(lines)
+
+
+@verb("data", "Build, list, inspect and render datasets (embedded Debian-built sets and benchmarks)")(_data)
+def _data_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    b = sub.add_parser("build", help="build an embedded dataset from its Debian package (sh3d16, kicad)")
+    b.add_argument("name")
+    b.add_argument("--root", help="dataset cache folder (default: $FOUNDRY3D_CACHE or ~/.cache/foundry3d)")
+    b.add_argument("--points", type=int, help="points stored per shape (default: 8192 sh3d16, 4096 kicad)")
+    b.add_argument("--workers", type=int, help="processes (default: all cores)")
+    b.add_argument("--deb", help="use this .deb instead of downloading it with apt-get")
+    b.add_argument("--force", action="store_true", help="rebuild even if the dataset exists")
+    ls = sub.add_parser("list", help="what is built and what can be built or read")
+    ls.add_argument("--root")
+    ls.add_argument("--json", action="store_true")
+    i = sub.add_parser("info", help="counts of a dataset (shapes, classes, per class, parts)")
+    i.add_argument("name", help="dataset name, e.g. sh3d16, kicad33, kicadparts, modelnet40@/path")
+    i.add_argument("--root")
+    i.add_argument("--json", action="store_true")
+    r = sub.add_parser("render", help="PNG grid of a few shapes per class (points coloured by part if any)")
+    r.add_argument("name", help="dataset spec, e.g. sh3d16:train or kicadparts:test")
+    r.add_argument("--out", help="PNG path (default: runs/renders/<name>.png)")
+    r.add_argument("--per-class", type=int, default=4)
+    r.add_argument("--max-classes", type=int, default=40)
+    r.add_argument("--root")
+
+
+# ----------------------------------------------------------------------------------------- convert
+def _convert(a: argparse.Namespace) -> Any:
+    from foundry3d.models.convert import convert
+
+    return convert(a.checkpoint, source=a.source, out=a.out, weights=a.weights, heads=a.heads)
+
+
+@verb("convert", "Convert an official Point-JEPA / Point-MAE checkpoint into a foundry3d release")(_convert)
+def _convert_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="official .ckpt (Point-JEPA) or .pth (Point-MAE) file")
+    p.add_argument("--source", required=True, choices=["point-jepa", "point-mae"])
+    p.add_argument("--out", required=True, help="release directory to write")
+    p.add_argument("--weights", default="student", choices=["student", "ema"], help="Point-JEPA: online or EMA")
+    p.add_argument("--heads", type=int, default=6, help="attention heads (not stored in the weights; ViT-S: 6)")
+
+
+# ------------------------------------------------------------------------------------------ models
+def _models(a: argparse.Namespace) -> Any:
+    from foundry3d.config import to_dict
+    from foundry3d.models.registry import list_models, variant_config
+
+    for name in list_models():
+        c = to_dict(variant_config(name))
+        print(f"{name:<10} dim={c['dim']:<4} depth={c['depth']:<3} heads={c['num_heads']:<3} "
+              f"groups={c['num_groups']}x{c['group_size']} points={c['num_points']}")  # fmt: skip
+
+
+@verb("models", "List the registered model variants")(_models)
+def _models_args(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+# -------------------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="foundry3d",
+        description="Distill 3D point-cloud foundation models into small, fast, still-universal students.",
+    )
+    parser.add_argument("--version", action="version", version=f"foundry3d {__version__}")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for name, (help_text, setup, _) in VERBS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        setup(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from foundry3d.config import ConfigError
+    from foundry3d.data.base import DatasetError
+    from foundry3d.models.checkpoint import CheckpointError
+    from foundry3d.train.engine import RunDirError, TrainingDiverged
+
+    try:
+        result = VERBS[args.verb][2](args)
+    except (ConfigError, DatasetError, CheckpointError, RunDirError, TrainingDiverged, FileNotFoundError) as e:
+        print(f"foundry3d {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print(f"foundry3d {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    if isinstance(result, dict) and result:
+        print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""Strict converters for official Point-JEPA and Point-MAE checkpoints onto our backbone.
+
+Each converter maps every official tensor to the parameter that plays the same role, or drops
+it with a stated reason; an unexpected key, a missing parameter or a shape mismatch is an
+error. Conv1d(k=1) kernels (out, in, 1) become Linear weights (out, in).
+
+Official layouts (read from the public repositories):
+* Point-JEPA (Ayumu-J-S/Point-JEPA, Lightning ``.ckpt``): ``state_dict`` with
+  ``tokenizer.embedding.encoder.{first,second}_conv.{0,1,3}``, ``positional_encoding.{0,2}``,
+  ``student.blocks.{i}.*`` / ``student.norm`` (online encoder), ``teacher.ema_model.*`` (EMA),
+  ``predictor.*`` and ``mask_token`` (pretraining only). Fine-tuned files use ``encoder.*``.
+* Point-MAE (Pang-Yatian/Point-MAE, ``.pth``): ``base_model`` with an optional ``module.``
+  prefix; pretraining keys under ``MAE_encoder.`` (``encoder.{first,second}_conv``,
+  ``pos_embed``, ``blocks.blocks.{i}``, ``norm``), decoder keys ``MAE_decoder``,
+  ``decoder_pos_embed``, ``increase_dim``, ``mask_token``; fine-tuned files (PointTransformer)
+  have the encoder keys at the top level plus ``cls_token``, ``cls_pos``, ``cls_head_finetune``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from foundry3d.models.backbone import BackboneConfig, PointTransformer
+from foundry3d.models.checkpoint import CheckpointError, save_release
+from foundry3d.models.safe_load import safe_torch_load
+
+
+@dataclass
+class Conversion:
+    config: BackboneConfig
+    state_dict: dict[str, Tensor]
+    mapping: dict[str, str] = field(default_factory=dict)  # official key -> our key
+    dropped: dict[str, str] = field(default_factory=dict)  # official key -> reason
+    notes: list[str] = field(default_factory=list)
+
+
+def _tokenizer_map(prefix: str) -> dict[str, str]:
+    out = {}
+    for stage, ours in (("first_conv", "stage1"), ("second_conv", "stage2")):
+        for i in (0, 3):
+            for p in ("weight", "bias"):
+                out[f"{prefix}{stage}.{i}.{p}"] = f"tokenizer.embed.{ours}.{i}.{p}"
+        for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+            out[f"{prefix}{stage}.1.{p}"] = f"tokenizer.embed.{ours}.1.{p}"
+    return out
+
+
+_BLOCK_SUFFIXES = [
+    "norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias",
+    "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias",
+]  # fmt: skip
+
+
+def _encoder_map(blocks_prefix: str, norm_prefix: str, depth: int) -> dict[str, str]:
+    out = {}
+    for i in range(depth):
+        for s in _BLOCK_SUFFIXES:
+            out[f"{blocks_prefix}{i}.{s}"] = f"encoder.blocks.{i}.{s}"
+    for p in ("weight", "bias"):
+        out[f"{norm_prefix}{p}"] = f"encoder.norm.{p}"
+    return out
+
+
+def _depth(sd: dict[str, Tensor], blocks_prefix: str) -> int:
+    pat = re.compile(re.escape(blocks_prefix) + r"(\d+)\.")
+    idx = {int(m.group(1)) for k in sd if (m := pat.match(k))}
+    if not idx:
+        raise CheckpointError(f"no transformer blocks found under '{blocks_prefix}*'")
+    if idx != set(range(max(idx) + 1)):
+        raise CheckpointError(f"blocks under '{blocks_prefix}' are not contiguous: {sorted(idx)}")
+    return max(idx) + 1
+
+
+def _infer_config(
+    sd: dict[str, Tensor], tok: str, pos: str, blocks: str, depth: int, name: str, num_heads: int, **kw: Any
+) -> BackboneConfig:
+    try:
+        c1 = sd[f"{tok}first_conv.0.weight"].shape[0]
+        c2 = sd[f"{tok}first_conv.3.weight"].shape[0]
+        c3 = sd[f"{tok}second_conv.0.weight"].shape[0]
+        dim = sd[f"{tok}second_conv.3.weight"].shape[0]
+        pos_hidden = sd[f"{pos}0.weight"].shape[0]
+        mlp_hidden = sd[f"{blocks}0.mlp.fc1.weight"].shape[0]
+    except KeyError as e:
+        raise CheckpointError(f"checkpoint lacks the expected key {e}: is it the right kind of checkpoint?") from e
+    if dim % num_heads:
+        raise CheckpointError(f"width {dim} is not divisible by num_heads={num_heads}; pass the right --heads")
+    return BackboneConfig(
+        name=name,
+        tokenizer_widths=(c1, c2, c3),
+        tokenizer_stage_bias=f"{tok}first_conv.0.bias" in sd,
+        pos_hidden=pos_hidden,
+        dim=dim,
+        depth=depth,
+        num_heads=num_heads,
+        mlp_ratio=mlp_hidden / dim,
+        qkv_bias=f"{blocks}0.attn.qkv.bias" in sd,
+        **kw,
+    )
+
+
+def _apply(
+    sd: dict[str, Tensor], mapping: dict[str, str], drops: list[tuple[str, str]], cfg: BackboneConfig
+) -> Conversion:
+    """Strictly apply ``mapping``; ``drops`` are (regex, reason) for keys deliberately left out."""
+    model = PointTransformer(cfg)
+    target = model.state_dict()
+    out: dict[str, Tensor] = {}
+    conv = Conversion(cfg, out)
+    for key, value in sd.items():
+        if key in mapping:
+            ours = mapping[key]
+            if ours not in target:
+                raise CheckpointError(f"internal: {key} maps to unknown parameter {ours}")
+            v = value.detach().clone()
+            if v.dim() == 3 and v.shape[-1] == 1 and target[ours].dim() == 2:
+                v = v.squeeze(-1)  # Conv1d(k=1) -> Linear
+            if v.shape != target[ours].shape:
+                raise CheckpointError(f"{key}: shape {tuple(v.shape)} does not fit {ours} {tuple(target[ours].shape)}")
+            if ours.endswith(("running_mean", "running_var")) and not torch.isfinite(v).all():
+                fill = 0.0 if ours.endswith("running_mean") else 1.0
+                v = torch.nan_to_num(v, nan=fill, posinf=fill, neginf=fill)
+                conv.notes.append(f"{key}: non-finite BatchNorm statistics replaced by {fill}")
+            out[ours] = v.to(target[ours].dtype)
+            conv.mapping[key] = ours
+            continue
+        reason = next((r for pat, r in drops if re.fullmatch(pat, key)), None)
+        if reason is None:
+            raise CheckpointError(f"unexpected key {key!r} in the checkpoint: refusing to guess its role")
+        conv.dropped[key] = reason
+    missing = sorted(set(target) - set(out))
+    # BatchNorm's step counter is bookkeeping; old files may lack it.
+    for k in [m for m in missing if m.endswith("num_batches_tracked")]:
+        out[k] = torch.zeros((), dtype=torch.long)
+        missing.remove(k)
+    if missing:
+        raise CheckpointError(f"the checkpoint does not fill these parameters: {', '.join(missing)}")
+    model.load_state_dict(out, strict=True)
+    return conv
+
+
+def _state_dict_of(obj: Any, keys: tuple[str, ...]) -> dict[str, Tensor]:
+    if isinstance(obj, dict):
+        for k in keys:
+            if k in obj and isinstance(obj[k], dict):
+                return dict(obj[k])
+        if obj and all(isinstance(v, Tensor) for v in obj.values()):
+            return dict(obj)
+    raise CheckpointError(f"no state dict found (looked for {', '.join(keys)} or a plain tensor dict)")
+
+
+def convert_point_jepa(
+    checkpoint: dict[str, Any] | str | Path,
+    weights: Literal["student", "ema"] = "student",
+    num_heads: int = 6,
+) -> Conversion:
+    """Official Point-JEPA checkpoint -> our backbone (``weights``: online student or EMA target)."""
+    obj = safe_torch_load(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
+    sd = _state_dict_of(obj, ("state_dict",))
+    tok = "tokenizer.embedding.encoder."
+    if "student.blocks.0.norm1.weight" in sd:
+        enc = {"student": "student.", "ema": "teacher.ema_model."}[weights]
+        if f"{enc}blocks.0.norm1.weight" not in sd:
+            raise CheckpointError(f"weights={weights!r} requested but the checkpoint has no '{enc}*' keys")
+    elif "encoder.blocks.0.norm1.weight" in sd:
+        enc = "encoder."  # fine-tuned (classification / segmentation) checkpoint
+    else:
+        raise CheckpointError("not a Point-JEPA checkpoint: no 'student.blocks.*' or 'encoder.blocks.*' keys")
+    depth = _depth(sd, f"{enc}blocks.")
+    cfg = _infer_config(sd, tok, "positional_encoding.", f"{enc}blocks.", depth, "point_jepa", num_heads)
+    mapping = {**_tokenizer_map(tok), **_encoder_map(f"{enc}blocks.", f"{enc}norm.", depth)}
+    mapping.update({f"positional_encoding.{i}.{p}": f"pos_embed.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")})
+    drops = [
+        (r"mask_token", "unused by the official code (the predictor has its own mask token)"),
+        (r"predictor\..*", "JEPA predictor: only needed for pretraining"),
+        (r"teacher\.(initted|step)", "EMA bookkeeping"),
+        (r"teacher\.online_model\..*", "duplicate of the online student encoder"),
+        (r"cls_head\..*", "classification head of a fine-tuned checkpoint: not part of the backbone"),
+        (r"(label_embedding|upsampling|seg_head)\..*", "segmentation head of a fine-tuned checkpoint"),
+    ]
+    if enc == "student.":
+        drops.append((r"teacher\.ema_model\..*", "EMA target encoder (pass weights='ema' to use it instead)"))
+    elif enc == "teacher.ema_model.":
+        drops.append((r"student\..*", "online encoder (weights='ema' selected the EMA target encoder)"))
+    conv = _apply(sd, mapping, drops, cfg)
+    conv.config.extra = {"source": "point-jepa", "weights": weights if enc != "encoder." else "fine-tuned"}
+    return conv
+
+
+def convert_point_mae(checkpoint: dict[str, Any] | str | Path, num_heads: int = 6) -> Conversion:
+    """Official Point-MAE checkpoint (pretrained or fine-tuned) -> our backbone (FPS start 0)."""
+    obj = safe_torch_load(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
+    raw = _state_dict_of(obj, ("base_model", "model", "state_dict"))
+    sd = {k.removeprefix("module."): v for k, v in raw.items()}
+    if "MAE_encoder.blocks.blocks.0.norm1.weight" in sd:
+        pre = "MAE_encoder."
+    elif "blocks.blocks.0.norm1.weight" in sd:
+        pre = ""
+    else:
+        raise CheckpointError("not a Point-MAE checkpoint: no 'MAE_encoder.blocks.blocks.*' or 'blocks.blocks.*' keys")
+    tok = f"{pre}encoder."
+    depth = _depth(sd, f"{pre}blocks.blocks.")
+    cfg = _infer_config(sd, tok, f"{pre}pos_embed.", f"{pre}blocks.blocks.", depth, "point_mae", num_heads)
+    mapping = {**_tokenizer_map(tok), **_encoder_map(f"{pre}blocks.blocks.", f"{pre}norm.", depth)}
+    mapping.update({f"{pre}pos_embed.{i}.{p}": f"pos_embed.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")})
+    drops = [
+        (r"MAE_decoder\..*", "MAE decoder: only needed for pretraining"),
+        (r"decoder_pos_embed\..*", "MAE decoder positional embedding: pretraining only"),
+        (r"increase_dim\..*", "MAE point-reconstruction head: pretraining only"),
+        (r"mask_token", "MAE mask token: pretraining only"),
+        (r"cls_token|cls_pos", "fine-tuned classification token: our backbone has no prefix token (patch-token "
+         "outputs then differ from the fine-tuned model, which lets patches attend to it)"),
+        (r"cls_head_finetune\..*", "classification head of a fine-tuned checkpoint: not part of the backbone"),
+    ]  # fmt: skip
+    conv = _apply(sd, mapping, drops, cfg)
+    conv.config.extra = {"source": "point-mae", "weights": "pretrained" if pre else "fine-tuned"}
+    if not pre:
+        conv.notes.append("fine-tuned Point-MAE: cls_token/cls_pos dropped (see dropped reasons)")
+    return conv
+
+
+CONVERTERS = {"point-jepa": convert_point_jepa, "point-mae": convert_point_mae}
+
+
+def convert(
+    checkpoint: str | Path,
+    source: Literal["point-jepa", "point-mae"],
+    out: str | Path,
+    weights: Literal["student", "ema"] = "student",
+    heads: int = 6,
+) -> dict[str, Any]:
+    """Convert an official checkpoint into a foundry3d release directory usable as a teacher."""
+    if source not in CONVERTERS:
+        raise ValueError(f"unknown source {source!r}; choose from {', '.join(CONVERTERS)}")
+    if source == "point-jepa":
+        conv = convert_point_jepa(checkpoint, weights=weights, num_heads=heads)
+    else:
+        conv = convert_point_mae(checkpoint, num_heads=heads)
+    model = PointTransformer(conv.config)
+    model.load_state_dict(conv.state_dict, strict=True)
+    meta = {"converted_from": str(checkpoint), "source": source, "dropped": conv.dropped, "notes": conv.notes}
+    path = save_release(model, out, meta)
+    return {"release": str(path), "mapped": len(conv.mapping), "dropped": len(conv.dropped), "notes": conv.notes}
