@@ -70,7 +70,7 @@ def _data(a: argparse.Namespace) -> Any:
         print(json.dumps(info, indent=2) if a.json else _pretty(info))
         return None
     if a.action == "render":
-        from foundry3d.report.render import render_dataset
+        from foundry3d.data.preview import render_dataset
 
         path = render_dataset(a.name, out=a.out, per_class=a.per_class, root=a.root, max_classes=a.max_classes)
         print(path)

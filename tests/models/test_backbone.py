@@ -72,7 +72,7 @@ def test_release_roundtrip_and_bad_files(tmp_path, cloud):
     # truncated
     data = (tmp_path / "rel" / "model.safetensors").read_bytes()
     (tmp_path / "trunc.safetensors").write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="truncated|corrupt|readable"):
+    with pytest.raises(CheckpointError, match=r"truncated|corrupt|readable"):
         load(tmp_path / "trunc.safetensors")
     # wrong kind requested
     with pytest.raises(CheckpointError, match="expected"):

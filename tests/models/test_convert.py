@@ -90,7 +90,7 @@ def test_strictness():
     with pytest.raises(CheckpointError, match="unexpected key"):
         convert_point_jepa({"state_dict": {**sd, "student.extra.weight": torch.zeros(1)}}, num_heads=2)
     missing = {k: v for k, v in sd.items() if k != "student.blocks.0.mlp.fc1.weight"}
-    with pytest.raises(CheckpointError, match="does not fill|lacks"):
+    with pytest.raises(CheckpointError, match=r"does not fill|lacks"):
         convert_point_jepa({"state_dict": missing}, num_heads=2)
     bad = dict(sd)
     bad["student.norm.weight"] = torch.zeros(5)

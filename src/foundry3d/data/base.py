@@ -7,7 +7,7 @@ unlabelled), and for part segmentation a per-point part label and the shape's ca
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -44,9 +44,9 @@ class PointCloudDataset:
 
     name: str = "dataset"
     split: str = ""
-    classes: list[str] = []
+    classes: ClassVar[list[str]] = []
     part_spec: PartSpec | None = None
-    protocol: dict[str, Any] = {}  # how the benchmark is normally consumed (points, groups, ...)
+    protocol: ClassVar[dict[str, Any]] = {}  # how the benchmark is normally consumed (points, groups, ...)
     version: str = ""
 
     def __len__(self) -> int:

@@ -312,7 +312,7 @@ def build_kicad(
                 "pool": len(pool_idx),
                 "parts_train": len(parts_train),
                 "parts_test": len(parts_test),
-            },  # fmt: skip
+            },
             "parts": kicad.PARTS,
             "part_point_share": {n: round(float(s), 4) for n, s in zip(kicad.PARTS, share)},
             "parts_test_points_outside_category_parts": outside,

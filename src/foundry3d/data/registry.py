@@ -21,14 +21,20 @@ class BenchmarkEntry:
     loader: Callable[..., PointCloudDataset]
     splits: tuple[str, ...]
     layout: str  # what the folder must contain (shown when it does not)
+    pattern: str | None = None  # regex for parametrised splits (e.g. few-shot folds)
+
+    def accepts(self, split: str) -> bool:
+        import re
+
+        return split in self.splits or (self.pattern is not None and re.fullmatch(self.pattern, split) is not None)
 
 
 BENCHMARKS: dict[str, BenchmarkEntry] = {}
 
 
-def register_benchmark(name: str, splits: tuple[str, ...], layout: str) -> Callable:
+def register_benchmark(name: str, splits: tuple[str, ...], layout: str, pattern: str | None = None) -> Callable:
     def deco(fn: Callable[..., PointCloudDataset]) -> Callable[..., PointCloudDataset]:
-        BENCHMARKS[name] = BenchmarkEntry(fn, splits, layout)
+        BENCHMARKS[name] = BenchmarkEntry(fn, splits, layout, pattern)
         return fn
 
     return deco
@@ -78,7 +84,7 @@ def load_dataset(spec: str, split: str | None = None, root: str | Path | None = 
             raise DatasetError(
                 f"benchmark {name} needs its folder: use {name}:{split}@/path/to/folder ({entry.layout})"
             )
-        if split not in entry.splits:
+        if not entry.accepts(split):
             raise DatasetError(f"{name} has no split {split!r}; splits: {', '.join(entry.splits)}")
         path = Path(root).expanduser()
         if not path.is_dir():
@@ -89,7 +95,7 @@ def load_dataset(spec: str, split: str | None = None, root: str | Path | None = 
 
 def list_names() -> list[str]:
     _ensure_benchmarks()
-    return sorted(EMBEDDED) + ["synthetic"] + sorted(BENCHMARKS)
+    return [*sorted(EMBEDDED), "synthetic", *sorted(BENCHMARKS)]
 
 
 def list_datasets(root: str | Path | None = None) -> list[dict[str, Any]]:
@@ -111,7 +117,7 @@ def list_datasets(root: str | Path | None = None) -> list[dict[str, Any]]:
 def dataset_info(name: str, root: str | Path | None = None) -> dict[str, Any]:
     """Counts (shapes, classes, per-class, splits, parts) of a built embedded dataset or a benchmark."""
     _ensure_benchmarks()
-    base, split, r = parse_spec(name)
+    base, _, r = parse_spec(name)
     if base in EMBEDDED:
         path = embedded_path(base, r or root)
         meta = read_meta(path)

@@ -85,8 +85,8 @@ class SyntheticShapes(PointCloudDataset):
         self.per_class = per_class
         self.num_points = num_points
         self.seed = seed + {"train": 0, "test": 1_000_003, "pool": 2_000_003}.get(split, 3_000_017)
-        self.part_spec = PartSpec(categories=list(CLASSES), parts=list(PARTS),
-                                  category_parts={i: [0, 1] if i != 4 else [0, 2] for i in range(len(CLASSES))})  # fmt: skip
+        category_parts = {i: [0, 1] if i != 4 else [0, 2] for i in range(len(CLASSES))}
+        self.part_spec = PartSpec(categories=list(CLASSES), parts=list(PARTS), category_parts=category_parts)
         self.protocol = {"num_points": num_points, "sampling": "first"}
         self.version = "synthetic-v1"
 

@@ -21,8 +21,8 @@ def farthest_point_sample(
     """Indices (B, k) of ``k`` farthest-point samples of ``points`` (B, N, 3).
 
     ``start`` is a point index (default 0, like pointnet2's CUDA kernel), a LongTensor (B,) of
-    per-cloud start indices, or ``"random"`` for a random start per cloud drawn from ``generator``. FPS is prefix-consistent: the first ``m``
-    of ``k`` samples are the ``m``-sample FPS of the same cloud.
+    per-cloud start indices, or ``"random"`` for a random start per cloud drawn from ``generator``.
+    FPS is prefix-consistent: the first ``m`` of ``k`` samples are the ``m``-sample FPS.
     """
     if points.dim() != 3 or points.shape[-1] != 3:
         raise ValueError(f"points must have shape (B, N, 3), got {tuple(points.shape)}")

@@ -1,1 +1,6 @@
-"""Standard benchmark loaders (registered on import)."""
+"""Standard benchmark loaders, registered on import: ShapeNet-55/34, ModelNet40 (+ few-shot),
+ScanObjectNN (OBJ_BG, OBJ_ONLY, PB_T50_RS) and ShapeNetPart."""
+
+from foundry3d.data.benchmarks import modelnet, scanobjectnn, shapenet, shapenetpart
+
+__all__ = ["modelnet", "scanobjectnn", "shapenet", "shapenetpart"]

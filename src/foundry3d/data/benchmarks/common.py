@@ -1,0 +1,41 @@
+"""Helpers shared by the benchmark loaders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from foundry3d.data.base import DatasetError
+
+
+def require(path: Path, what: str, layout: str) -> Path:
+    """``path`` must exist; otherwise name what is missing and the expected layout."""
+    if not path.exists():
+        raise DatasetError(f"{what} not found: {path} is missing. Expected layout: {layout}")
+    return path
+
+
+def read_lines(path: Path, layout: str) -> list[str]:
+    require(path, "split/list file", layout)
+    return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+
+
+def pc_normalize(points: np.ndarray) -> np.ndarray:
+    """Centroid to the origin, farthest point at distance 1 (the loaders' ``pc_normalize``)."""
+    c = points - points.mean(0, keepdims=True)
+    r = float(np.sqrt((c**2).sum(1)).max())
+    return c / r if r > 0 else c
+
+
+def load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise DatasetError(f"{path} is corrupt or truncated: {e}") from e
+
+
+def check_cloud(points: np.ndarray, path: Path | str) -> np.ndarray:
+    if points.ndim != 2 or points.shape[1] < 3 or not np.isfinite(points[:, :3]).all():
+        raise DatasetError(f"{path}: expected an (N, >=3) array of finite coordinates, got {points.shape}")
+    return points
