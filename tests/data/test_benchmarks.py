@@ -124,7 +124,7 @@ def test_scanobjectnn_variants(tmp_path):
         assert len(tr) == 6 and tr.num_classes == 15 and tr[2].label == 2
         assert len(load_dataset(f"{variant}:test@{root}")) == 3
     (root / "main_split_nobg" / "test_objectdataset.h5").write_bytes(b"not hdf5")
-    with pytest.raises(DatasetError, match="test_objectdataset.h5"):
+    with pytest.raises(DatasetError, match=r"test_objectdataset\.h5"):
         load_dataset(f"scanobjectnn_objonly:test@{root}")
 
 
@@ -134,7 +134,7 @@ def test_shapenetpart(tmp_path):
     cats = [("Airplane", "02691156"), ("Bag", "02773838")]
     (root / "synsetoffset2category.txt").write_text("".join(f"{n}\t{s}\n" for n, s in cats))
     files = {"train": [], "val": [], "test": []}
-    for (name, syn), parts in zip(cats, ([0, 1, 2, 3], [4, 5])):
+    for (_name, syn), parts in zip(cats, ([0, 1, 2, 3], [4, 5])):
         (root / syn).mkdir()
         for m, split in enumerate(["train", "train", "val", "test"]):
             n = 500 + m

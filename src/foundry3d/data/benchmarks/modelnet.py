@@ -81,7 +81,7 @@ def _from_dat(root: Path, split: str, classes: list[str]) -> ArrayDataset:
     return ArrayDataset(xyz, labels, name="modelnet40", split=split, classes=classes,
                         normals=pts[:, :, 3:6] if pts.shape[2] >= 6 else None,
                         protocol={"num_points": 1024, "num_groups": 64, "sampling": "first"},
-                        version=f"modelnet40 8192pts_fps.dat ({split}, {len(xyz)} shapes; rows in FPS order)")  # fmt: skip
+                        version=f"modelnet40 8192pts_fps.dat ({split}, {len(xyz)} shapes, FPS-ordered)")  # fmt: skip
 
 
 def _from_h5(root: Path, split: str) -> ArrayDataset:
