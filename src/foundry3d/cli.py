@@ -44,6 +44,49 @@ def _pretrain_args(p: argparse.ArgumentParser) -> None:
     _recipe_args(p, "runs/pretrain")
 
 
+# ----------------------------------------------------------------------------------------- distill
+def _distill(a: argparse.Namespace) -> Any:
+    from foundry3d.train.distill import distill
+
+    return distill(teacher=a.teacher, data=a.data, supertokens=a.supertokens, config=a.config,
+                   overrides=a.overrides, out=a.out, resume=a.resume, overwrite=a.overwrite)  # fmt: skip
+
+
+@verb("distill", "Distill a frozen teacher into a Foundry SuperToken student (FMD)")(_distill)
+def _distill_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher", help="teacher release (dir or .safetensors) or 'embedded' (default)")
+    p.add_argument("--data", nargs="+", help="dataset specs, e.g. sh3d16:train kicad33:train")
+    p.add_argument("--supertokens", type=int, help="number of SuperTokens s (1..c)")
+    _recipe_args(p, "runs/distill")
+
+
+# -------------------------------------------------------------------------------------------- eval
+def _eval(a: argparse.Namespace) -> Any:
+    from foundry3d.eval.suite import compare, evaluate
+
+    if a.compare:
+        print(compare(*a.compare))
+        return None
+    if not a.model:
+        raise SystemExit("foundry3d eval: error: --model is required (or --compare A B)")
+    evaluate(a.model, tasks=a.task, config=a.config, overrides=a.overrides, out=a.out, root=a.root, name=a.name,
+             overwrite=a.overwrite)  # fmt: skip
+    return None
+
+
+@verb("eval", "Evaluate a backbone: linear SVM, few-shot, part segmentation, fine-tuning (one protocol for all)")(_eval)
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="protocol settings, e.g. fewshot.way=10")
+    p.add_argument("--model", help="release dir/.safetensors, 'embedded' (packaged teacher) or 'random:<variant>'")
+    p.add_argument("--task", action="append", help="PROTOCOL:DATASET[@ROOT], repeatable (default: the 4-task suite)")
+    p.add_argument("--config", help="YAML with protocol settings")
+    p.add_argument("--out", default="runs/eval", help="results folder (default: runs/eval)")
+    p.add_argument("--name", help="subfolder for this model (default: derived from --model)")
+    p.add_argument("--root", help="dataset cache folder for the embedded datasets")
+    p.add_argument("--overwrite", action="store_true", help="recompute tasks that already have results")
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="print two results side by side with B/A")
+
+
 # -------------------------------------------------------------------------------------------- data
 def _data(a: argparse.Namespace) -> Any:
     from foundry3d.data import build as builder
@@ -165,12 +208,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from foundry3d.config import ConfigError
     from foundry3d.data.base import DatasetError
+    from foundry3d.eval.suite import EvalError
     from foundry3d.models.checkpoint import CheckpointError
     from foundry3d.train.engine import RunDirError, TrainingDiverged
 
     try:
         result = VERBS[args.verb][2](args)
-    except (ConfigError, DatasetError, CheckpointError, RunDirError, TrainingDiverged, FileNotFoundError) as e:
+    except (
+        ConfigError,
+        DatasetError,
+        CheckpointError,
+        RunDirError,
+        TrainingDiverged,
+        EvalError,
+        FileNotFoundError,
+    ) as e:
         print(f"foundry3d {args.verb}: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and closed early

@@ -20,23 +20,20 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
+from foundry3d.eval.metrics import accuracies
+
 Protocol = Literal["standardized", "published"]
-C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
 PUBLISHED_C = 0.012
 
 
-def accuracies(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int | None = None) -> dict[str, float]:
-    """Overall accuracy and class-mean accuracy (mean of per-class recalls over present classes)."""
-    y_true = np.asarray(y_true)
-    y_pred = np.asarray(y_pred)
-    oa = float((y_true == y_pred).mean()) if len(y_true) else float("nan")
-    classes = np.unique(y_true) if num_classes is None else [c for c in range(num_classes) if (y_true == c).any()]
-    per = [float((y_pred[y_true == c] == c).mean()) for c in classes]
-    return {"acc": oa, "class_acc": float(np.mean(per)) if per else float("nan")}
-
-
 def fit_svm(
-    x: np.ndarray, y: np.ndarray, protocol: Protocol = "standardized", C: float | None = None, seed: int = 0
+    x: np.ndarray,
+    y: np.ndarray,
+    protocol: Protocol = "standardized",
+    C: float | None = None,
+    seed: int = 0,
+    grid: tuple[float, ...] = C_GRID,
 ) -> tuple[Any, dict[str, Any]]:
     """Fit a linear SVM; returns the classifier and the settings actually used."""
     if protocol == "published":
@@ -51,10 +48,10 @@ def fit_svm(
             pipe.fit(x, y)
         return pipe, {"protocol": "standardized", "C": C, "standardize": True, "cv": None}
     counts = np.bincount(y)
-    folds = int(max(2, min(5, counts[counts > 0].min())))
+    folds = int(max(2, min(3, counts[counts > 0].min())))
     search = GridSearchCV(
         pipe,
-        {"linearsvc__C": list(C_GRID)},
+        {"linearsvc__C": list(grid)},
         cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
         n_jobs=1,
     )

@@ -113,6 +113,10 @@ class PointTransformer(nn.Module):
     def num_features(self) -> int:
         return 2 * self.cfg.dim
 
+    @property
+    def num_blocks(self) -> int:
+        return len(self.encoder.blocks)
+
     def groups_for(self, num_points: int) -> int:
         """Number of groups for a cloud of ``num_points``: the variant's ratio (64 per 1024)."""
         return max(1, round(num_points * self.cfg.num_groups / self.cfg.num_points))

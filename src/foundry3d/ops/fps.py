@@ -18,15 +18,15 @@ def farthest_point_sample(
     start: int | str | Tensor = 0,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Indices (B, k) of ``k`` farthest-point samples of ``points`` (B, N, 3).
+    """Indices (B, k) of ``k`` farthest-point samples of ``points`` (B, N, D); D is 3 for clouds.
 
     ``start`` is a point index (default 0, like pointnet2's CUDA kernel), a LongTensor (B,) of
     per-cloud start indices, or ``"random"`` for a random start per cloud drawn from ``generator``.
     FPS is prefix-consistent: the first ``m`` of ``k`` samples are the ``m``-sample FPS.
     """
-    if points.dim() != 3 or points.shape[-1] != 3:
-        raise ValueError(f"points must have shape (B, N, 3), got {tuple(points.shape)}")
-    b, n, _ = points.shape
+    if points.dim() != 3 or points.shape[-1] < 1:
+        raise ValueError(f"points must have shape (B, N, D), got {tuple(points.shape)}")
+    b, n = points.shape[:2]
     if not 1 <= k <= n:
         raise ValueError(f"cannot sample k={k} farthest points from a cloud of {n} points")
     pts = points.float()
@@ -40,13 +40,12 @@ def farthest_point_sample(
         far = torch.full((b,), start, dtype=torch.long, device=points.device)
     else:
         raise ValueError(f"start must be a point index in [0, {n}) or 'random', got {start!r}")
-    batch = torch.arange(b, device=points.device)
+    d = pts.shape[-1]
     idx = torch.empty(b, k, dtype=torch.long, device=points.device)
     min_d = torch.full((b, n), float("inf"), device=points.device)
     for i in range(k):
         idx[:, i] = far
-        centre = pts[batch, far].unsqueeze(1)  # (B, 1, 3)
-        d = (pts - centre).pow(2).sum(-1)
-        min_d = torch.minimum(min_d, d)
+        centre = torch.gather(pts, 1, far.view(b, 1, 1).expand(b, 1, d))
+        torch.minimum(min_d, (pts - centre).square_().sum(-1), out=min_d)
         far = min_d.argmax(-1)
     return idx

@@ -103,6 +103,9 @@ class Task:
             (no_decay if p.ndim < 2 or name.endswith("token") else decay).append(p)
         return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
+    def before_step(self, step: int) -> None:
+        """Called before the batch of ``step`` is built (schedules that depend on the step)."""
+
     def after_step(self, step: int, total_steps: int) -> dict[str, float]:
         return {}
 
@@ -316,6 +319,7 @@ def _fit(
             torch.manual_seed(step_seed(cfg.seed, step, 1 + info.rank))  # dropout, drop path
             gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, 0))  # shared by all ranks
             idx = batch_indices(n, cfg.batch_size, cfg.seed, step)
+            task.before_step(step)
             batch = task.batch(idx, gen, device)
             batch = {k: _shard(v, info.rank, info.world_size) for k, v in batch.items()}
             model.train()

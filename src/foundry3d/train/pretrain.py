@@ -18,12 +18,11 @@ import torch
 from foundry3d.config import load_config, to_dict
 from foundry3d.data.registry import load_dataset
 from foundry3d.data.transforms import AugmentConfig, Sampling, augment, collate
-from foundry3d.eval.features import extract
-from foundry3d.eval.svm import svm_probe
 from foundry3d.models.checkpoint import save_release
 from foundry3d.models.jepa import JEPAConfig, PointJEPA
 from foundry3d.models.registry import create_model
 from foundry3d.train.engine import EngineConfig, Task, fit, seed_all
+from foundry3d.train.probe import Probe, ProbeSection
 
 
 @dataclass
@@ -44,16 +43,6 @@ class DataSection:
 
 
 @dataclass
-class ProbeSection:
-    """Linear-SVM probe (train split -> test split) logged during pretraining."""
-
-    datasets: list[str] = field(default_factory=lambda: ["sh3d16", "kicad33"])
-    num_points: int = 1024
-    C: float = 0.05  # fixed C on standardised features: a cheap, comparable curve
-    enabled: bool = True
-
-
-@dataclass
 class PretrainConfig:
     model: ModelSection = field(default_factory=ModelSection)
     jepa: JEPAConfig = field(default_factory=JEPAConfig)
@@ -67,7 +56,7 @@ class PretrainTask(Task):
         self.cfg = cfg
         self.module = PointJEPA(create_model(cfg.model.variant, **cfg.model.options), cfg.jepa)
         self.dataset = load_dataset("+".join(cfg.data.datasets), root=cfg.data.root)
-        self._probe_sets: dict[str, Any] | None = None
+        self.probe = Probe(cfg.probe, cfg.data.root)
         self._t0 = time.time()
 
     def num_samples(self) -> int:
@@ -84,27 +73,9 @@ class PretrainTask(Task):
         return {"ema_tau": self.module.update_target(step, total_steps)}
 
     def evaluate(self, step: int) -> dict[str, float]:
-        p = self.cfg.probe
-        if not p.enabled or not p.datasets:
-            return {}
-        if self._probe_sets is None:
-            self._probe_sets = {
-                n: (
-                    load_dataset(f"{n}:train", root=self.cfg.data.root),
-                    load_dataset(f"{n}:test", root=self.cfg.data.root),
-                )
-                for n in p.datasets
-            }
-        bb = self.module.backbone
-        was_training = bb.training
-        out: dict[str, float] = {}
-        for name, (tr, te) in self._probe_sets.items():
-            a = extract(bb, tr, num_points=p.num_points)
-            b = extract(bb, te, num_points=p.num_points)
-            res = svm_probe(a["features"], a["labels"], b["features"], b["labels"], C=p.C)
-            out[f"svm_{name}"] = res["acc"]
-        bb.train(was_training)
-        out["wall_minutes"] = (time.time() - self._t0) / 60
+        out = self.probe(self.module.backbone)
+        if out:
+            out["wall_minutes"] = (time.time() - self._t0) / 60
         return out
 
     def finalize(self, run_dir: Path) -> dict[str, Any]:
@@ -132,3 +103,17 @@ def pretrain(
     seed_all(cfg.engine.seed)
     task = PretrainTask(cfg)
     return fit(task, cfg.engine, out, to_dict(cfg), resume=resume, overwrite=overwrite)
+
+
+def release_from_checkpoint(run: str | Path, out: str | Path) -> Path:
+    """Release the online backbone of a pretraining run's last checkpoint (e.g. of a run in progress)."""
+    from foundry3d.config import from_dict
+    from foundry3d.models.checkpoint import load_train_state
+
+    state = load_train_state(Path(run) / "checkpoints" / "last.pt")
+    cfg = from_dict(PretrainConfig, state["config"])
+    model = PointJEPA(create_model(cfg.model.variant, **cfg.model.options), cfg.jepa)
+    model.load_state_dict(state["task"]["module"])
+    meta = {"recipe": "point-jepa pretraining (snapshot)", "variant": cfg.model.variant, "steps": int(state["step"]),
+            "datasets": cfg.data.datasets, "config": state["config"]}  # fmt: skip
+    return save_release(model.backbone, out, meta)

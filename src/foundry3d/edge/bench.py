@@ -1,0 +1,105 @@
+"""``foundry3d bench``: parameters, FLOPs, CPU latency and peak memory of a teacher and students.
+
+All models are measured in the same process and interleaved per input size, so ratios between
+them hold on a noisy machine. Each point count N uses N/16 groups (64 per 1,024 points, the
+models' native ratio), so the teacher attends over N/16 tokens while a student's encoder sees s.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from foundry3d.edge.flops import CONVENTION, count_flops, count_params
+from foundry3d.edge.latency import measure
+
+
+def _load(spec: str) -> tuple[str, nn.Module]:
+    from foundry3d.eval.suite import resolve_model
+
+    model, info = resolve_model(spec)
+    return info["model"], model
+
+
+def bench(
+    models: list[str] | dict[str, nn.Module],
+    points: list[int] | None = None,
+    batches: list[int] | None = None,
+    out: str | Path | None = "runs/bench",
+    threads: int | None = None,
+    budget_s: float = 6.0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Benchmark ``models`` (release paths / 'embedded' / 'random:<variant>', or named modules)."""
+    points = points or [1024, 2048, 8192, 32768]
+    batches = batches or [1, 32]
+    if threads:
+        torch.set_num_threads(threads)
+    named = dict(models) if isinstance(models, dict) else dict(_load(m) for m in models)
+    if not named:
+        raise ValueError("bench needs at least one model")
+    rows: list[dict[str, Any]] = []
+    gen = torch.Generator().manual_seed(seed)
+    for n in points:
+        for name, model in named.items():
+            groups = model.groups_for(n)
+            one = torch.randn(1, n, 3, generator=gen)
+            f = count_flops(model, one, num_groups=groups)
+            row: dict[str, Any] = {"model": name, "points": n, "groups": groups, "params": count_params(model),
+                                   "flops": f["flops"], "flops_per_module": f["per_module"]}  # fmt: skip
+            for b in batches:
+                x = torch.randn(b, n, 3, generator=gen)
+                m = measure(model, x, budget_s=budget_s, num_groups=groups)
+                row.update({f"b{b}_median_ms": m["median_ms"], f"b{b}_p90_ms": m["p90_ms"], f"b{b}_runs": m["runs"],
+                            f"b{b}_peak_mem_mb": m["peak_mem_mb"]})  # fmt: skip
+            rows.append(row)
+    ref = next(iter(named))
+    for r in rows:
+        base = next(x for x in rows if x["model"] == ref and x["points"] == r["points"])
+        r["flops_ratio"] = r["flops"] / base["flops"]
+        for b in batches:
+            r[f"b{b}_latency_ratio"] = r[f"b{b}_median_ms"] / base[f"b{b}_median_ms"]
+    result = {
+        "reference": ref,
+        "rows": rows,
+        "convention": CONVENTION,
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                    "torch": torch.__version__},  # fmt: skip
+        "notes": "latency: warm-up 2 runs, then median and p90 over up to 30 runs (at least 5) within the time "
+                 "budget per setting; peak memory: peak bytes of tensors alive at once during one forward pass "
+                 "(activations; weights and input excluded), counted per tensor",
+    }  # fmt: skip
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench.json").write_text(json.dumps(result, indent=2))
+        keys = [k for k in rows[0] if k != "flops_per_module"]
+        with open(out / "bench.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+    print(format_bench(result, batches))
+    return result
+
+
+def format_bench(result: dict[str, Any], batches: list[int] | None = None) -> str:
+    batches = batches or [1, 32]
+    head = f"{'model':<28} {'points':>7} {'params':>9} {'GFLOPs':>8} {'xT':>6}"
+    for b in batches:
+        head += f" {f'b{b} med ms':>11} {f'b{b} p90':>9} {'xT':>6} {f'b{b} MB':>8}"
+    lines = [head]
+    for r in result["rows"]:
+        line = f"{r['model'][:28]:<28} {r['points']:>7} {r['params'] / 1e6:>8.2f}M {r['flops'] / 1e9:>8.3f} " \
+               f"{r['flops_ratio']:>6.2f}"  # fmt: skip
+        for b in batches:
+            line += f" {r[f'b{b}_median_ms']:>11.1f} {r[f'b{b}_p90_ms']:>9.1f} {r[f'b{b}_latency_ratio']:>6.2f} " \
+                    f"{r[f'b{b}_peak_mem_mb']:>8.0f}"  # fmt: skip
+        lines.append(line)
+    lines.append(f"xT: ratio to {result['reference']}. {result['convention']}.")
+    return "\n".join(lines)

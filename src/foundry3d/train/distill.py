@@ -1,0 +1,396 @@
+"""``foundry3d distill``: Foundation Model Distillation of a frozen teacher into a Foundry student.
+
+Loss: SmoothL1(Y_hat, Y) with Y the teacher's last-block output (``final``: after its final norm,
+i.e. exactly the tokens the teacher gives downstream; ``layer``: parameter-free layer_norm of the
+last block, the Point-JEPA target convention), plus optional SuperToken usage balancing and the
+gate regulariser -lambda * mean(pi). Two data modes:
+
+* online (``data.cache_views: 0``): each step samples and augments clouds; the frozen teacher runs
+  on the student's (frozen, shared) patch tokens under no_grad;
+* cached (``data.cache_views: V``): V augmented views of every cloud are pushed once through the
+  frozen tokenizer and teacher and stored; steps then cost only DSO + encoder + CAU. One cache
+  feeds any number of students (the teacher is paid once).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from foundry3d.config import load_config, to_dict
+from foundry3d.data.registry import load_dataset
+from foundry3d.data.transforms import AugmentConfig, Sampling, augment, collate
+from foundry3d.models.backbone import PointTransformer
+from foundry3d.models.checkpoint import CheckpointError, atomic_write, load, save_release
+from foundry3d.models.foundry import FoundryStudent
+from foundry3d.ops.fps import farthest_point_sample
+from foundry3d.train.engine import EngineConfig, Task, fit, seed_all
+from foundry3d.train.probe import Probe, ProbeSection
+
+
+@dataclass
+class StudentSection:
+    supertokens: int = 16
+    blocks: list[int] | None = None  # teacher blocks to copy (None: every other block)
+    similarity: Literal["cosine", "dot"] = "cosine"
+    centre_keys: bool = True
+    supertoken_pos: Literal["mean_pe", "pe_of_mean"] = "mean_pe"
+    cau_hidden_ratio: float = 2.0
+    cau_skip: bool = True
+    gate: bool = False
+    gate_hidden: int = 64
+    gate_threshold: float = 0.5
+    init: Literal["data", "random"] = "data"  # SuperTokens from diverse training tokens, or random
+    freeze_tokenizer: bool = True
+    freeze_blocks: bool = False
+
+
+@dataclass
+class LossSection:
+    target: Literal["final", "layer"] = "final"
+    beta: float = 1.0  # SmoothL1 beta
+    balance: float = 0.0  # weight of the per-cloud SuperToken usage-balancing term
+    gate_lambda: float = 1e-3  # L_gate = -gate_lambda * mean(pi)
+    tau_start: float = 1.0  # Gumbel-softmax temperature, annealed linearly to tau_end
+    tau_end: float = 1.0
+    dso_lr_scale: float = 1.0  # learning-rate multiplier for SuperTokens, q, k and the temperature
+
+
+@dataclass
+class DistillData:
+    datasets: list[str] = field(
+        default_factory=lambda: ["sh3d16:train*4", "sh3d16:pool*4", "kicad33:train", "kicad33:pool"]
+    )
+    root: str | None = None
+    num_points: int = 1024
+    num_groups: int | None = None  # None: the teacher's
+    sampling: Sampling = "random"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    cache_views: int = 0
+    cache_dir: str | None = None  # where cached views live (default: <out>/cache)
+
+
+@dataclass
+class DistillConfig:
+    teacher: str = "embedded"  # release dir/.safetensors, or "embedded" for the packaged tiny teacher
+    student: StudentSection = field(default_factory=StudentSection)
+    loss: LossSection = field(default_factory=LossSection)
+    data: DistillData = field(default_factory=DistillData)
+    probe: ProbeSection = field(default_factory=ProbeSection)
+    engine: EngineConfig = field(
+        default_factory=lambda: EngineConfig(steps=2000, batch_size=64, lr=5e-4, warmup_steps=100, ckpt_every=250)
+    )
+
+
+def load_teacher(spec: str) -> PointTransformer:
+    """A frozen teacher backbone from a release path (or the packaged ``embedded`` teacher)."""
+    if spec == "embedded":
+        from foundry3d.assets import embedded_teacher_path
+
+        spec = str(embedded_teacher_path())
+    try:
+        model = load(spec, expect_kind="backbone")
+    except CheckpointError as e:
+        if "foundry_student" in str(e):
+            raise CheckpointError(f"{spec} is a Foundry student, not a teacher: distil from a backbone release") from e
+        raise
+    return model.eval().requires_grad_(False)
+
+
+def teacher_targets(teacher: PointTransformer, tokens: Tensor, centres: Tensor, kind: str) -> Tensor:
+    """The teacher's last-block output for given patch tokens (its own tokenizer gives the same)."""
+    depth = len(teacher.encoder.blocks)
+    out, hidden = teacher.encoder(tokens, teacher.pos_embed(centres), indices=[depth - 1])
+    return out if kind == "final" else F.layer_norm(hidden[-1], hidden[-1].shape[-1:])
+
+
+class Distiller(nn.Module):
+    """Student + frozen teacher; ``forward`` returns (loss, metrics) for the engine."""
+
+    def __init__(self, student: FoundryStudent, teacher: PointTransformer, cfg: DistillConfig) -> None:
+        super().__init__()
+        self.student = student
+        self.teacher = teacher
+        self.cfg = cfg
+
+    def train(self, mode: bool = True) -> Distiller:
+        super().train(mode)
+        self.teacher.eval()  # frozen: no dropout, no drop path, BatchNorm running statistics
+        if self.cfg.student.freeze_tokenizer:
+            self.student.tokenizer.eval()
+        return self
+
+    def forward(
+        self,
+        generator: torch.Generator,
+        tau: float = 1.0,
+        points: Tensor | None = None,
+        tokens: Tensor | None = None,
+        centres: Tensor | None = None,
+        targets: Tensor | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        c = self.cfg
+        if tokens is None:
+            assert points is not None
+            with torch.set_grad_enabled(not c.student.freeze_tokenizer and self.training):
+                tokens, centres = self.student.tokenize(points, c.data.num_groups)
+            with torch.no_grad():
+                if c.student.freeze_tokenizer:  # identical tokenizer: reuse its tokens
+                    targets = teacher_targets(self.teacher, tokens, centres, c.loss.target)
+                else:
+                    t_tok, t_cen, _ = self.teacher.tokenize(points, c.data.num_groups)
+                    targets = teacher_targets(self.teacher, t_tok, t_cen, c.loss.target)
+        assert centres is not None and targets is not None
+        out = self.student.forward_tokens(tokens.float(), centres.float(), tau=tau)
+        y = out["tokens"]
+        distill = F.smooth_l1_loss(y, targets.float(), beta=c.loss.beta)
+        loss = distill
+        counts, soft = out["counts"], out["soft_assignment"]
+        s = counts.shape[1]
+        metrics = {"distill_loss": distill.detach()}
+        if c.loss.balance > 0:  # per cloud: fraction routed x mean probability, minimal when uniform
+            frac = counts / counts.sum(1, keepdim=True).clamp_min(1.0)
+            balance = s * (frac * soft.mean(1)).sum(1).mean()
+            loss = loss + c.loss.balance * balance
+            metrics["balance"] = balance.detach()
+        if "gate_scores" in out:
+            gate = -out["gate_scores"].mean()
+            loss = loss + c.loss.gate_lambda * gate
+            metrics["compression_rate"] = out["compressed"].float().mean()
+        usage = counts.sum(0)
+        p = usage / usage.sum().clamp_min(1.0)
+        metrics.update(
+            occupancy=out["occupancy"].float().mean(),
+            dead_supertokens=(usage == 0).sum().float(),
+            assignment_entropy=-(p * torch.log(p.clamp_min(1e-12))).sum() / max(1e-12, float(np.log(s))) if s > 1
+            else torch.tensor(1.0),
+        )  # fmt: skip
+        return loss, metrics
+
+
+class DistillTask(Task):
+    find_unused_parameters = False
+
+    def __init__(self, cfg: DistillConfig, run_dir: Path) -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir
+        teacher = load_teacher(cfg.teacher)
+        st = cfg.student
+        groups = cfg.data.num_groups or teacher.cfg.num_groups
+        if not 1 <= st.supertokens <= groups:
+            raise ValueError(f"supertokens={st.supertokens} must be between 1 and c={groups} (the number of tokens)")
+        student = FoundryStudent.from_teacher(
+            teacher, supertokens=st.supertokens, blocks=st.blocks, similarity=st.similarity,
+            centre_keys=st.centre_keys, supertoken_pos=st.supertoken_pos, cau_hidden_ratio=st.cau_hidden_ratio,
+            cau_skip=st.cau_skip, gate=st.gate, gate_hidden=st.gate_hidden, gate_threshold=st.gate_threshold,
+        )  # fmt: skip
+        if st.freeze_tokenizer:
+            student.tokenizer.requires_grad_(False)
+            student.pos_embed.requires_grad_(False)
+        if st.freeze_blocks:
+            student.blocks.requires_grad_(False)
+        self.module = Distiller(student, teacher, cfg)
+        self.dataset = load_dataset("+".join(cfg.data.datasets), root=cfg.data.root)
+        self.cache: dict[str, Tensor] | None = None
+        if cfg.data.cache_views and not st.freeze_tokenizer:
+            raise ValueError("data.cache_views needs student.freeze_tokenizer=true (cached tokens must not go stale)")
+        self._tau = 1.0
+        self.probe = Probe(cfg.probe, cfg.data.root)
+        self._initialised = False
+        self._t0 = time.time()
+
+    def num_samples(self) -> int:
+        return len(self.views()["targets"]) if self.cfg.data.cache_views else len(self.dataset)
+
+    def tau(self, step: int) -> float:
+        frac = step / max(1, self.cfg.engine.steps - 1)
+        return self.cfg.loss.tau_start + (self.cfg.loss.tau_end - self.cfg.loss.tau_start) * frac
+
+    def batch(self, indices: np.ndarray, generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+        if not self._initialised:
+            self._init_supertokens(generator)
+        if self.cfg.data.cache_views:
+            idx = torch.as_tensor(indices)
+            out = {k: self.views()[k][idx].to(device) for k in ("tokens", "centres", "targets")}
+        else:
+            d = self.cfg.data
+            b = collate([self.dataset[int(i)] for i in indices], d.num_points, d.sampling, generator)
+            out = {"points": augment(b["points"], d.augment, generator).to(device)}
+        out["tau"] = self._tau
+        return out
+
+    def before_step(self, step: int) -> None:
+        self._tau = self.tau(step)
+
+    def views(self) -> dict[str, Tensor]:
+        """The cached teacher views, built on first use (after the run directory exists)."""
+        if self.cache is None:
+            self.cache = build_cache(self.module.teacher, self.dataset, self.cfg, self.run_dir)
+        return self.cache
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        groups = super().param_groups()
+        dso = {id(p) for p in self.module.student.dso.parameters()}
+        scale = self.cfg.loss.dso_lr_scale
+        if scale == 1.0:
+            return groups
+        out = []
+        for g in groups:
+            rest = [p for p in g["params"] if id(p) not in dso]
+            mine = [p for p in g["params"] if id(p) in dso]
+            out.append({**g, "params": rest})
+            if mine:
+                out.append({**g, "params": mine, "lr_scale": scale})
+        return out
+
+    def _init_supertokens(self, generator: torch.Generator) -> None:
+        """SuperTokens initialised from data: farthest-point picks among centred training tokens."""
+        self._initialised = True
+        st = self.module.student
+        if self.cfg.student.init != "data":
+            return
+        with torch.no_grad():
+            if self.cfg.data.cache_views:
+                tokens = self.views()["tokens"][:64].float()
+            else:
+                idx = np.random.default_rng(self.cfg.engine.seed).permutation(len(self.dataset))[:64]
+                b = collate([self.dataset[int(i)] for i in idx], self.cfg.data.num_points, "first")
+                tokens, _ = st.tokenize(b["points"], self.cfg.data.num_groups)
+            keys = tokens - tokens.mean(1, keepdim=True) if st.cfg.centre_keys else tokens
+            keys = st.dso.k(keys).reshape(-1, keys.shape[-1])
+            unit = F.normalize(keys, dim=-1) if st.cfg.similarity == "cosine" else keys
+            pick = farthest_point_sample(unit[None], st.cfg.supertokens)[0]
+            # q is the identity at init, so S = chosen keys makes them the initial bin prototypes
+            st.dso.supertokens.copy_(keys[pick])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"module": self.module.student.state_dict()}  # the teacher is frozen: not saved
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.student.load_state_dict(state["module"])
+        self._initialised = True  # resumed: the SuperTokens are already trained
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        st = self.module.student
+        out = self.probe(st)
+        occ = occupancy_on(st, self.probe, self.cfg.probe.num_points) if self.cfg.probe.enabled else {}
+        out.update(occ)
+        if out:
+            out["wall_minutes"] = (time.time() - self._t0) / 60
+        return out
+
+    def finalize(self, run_dir: Path) -> dict[str, Any]:
+        st = self.module.student
+        meta = {
+            "recipe": "Foundry FMD distillation (foundry3d distill)",
+            "teacher": self.cfg.teacher,
+            "teacher_name": st.cfg.teacher_name,
+            "teacher_hash": st.cfg.teacher_hash,
+            "supertokens": st.cfg.supertokens,
+            "steps": self.cfg.engine.steps,
+            "datasets": self.cfg.data.datasets,
+            "config": to_dict(self.cfg),
+        }
+        path = save_release(st, run_dir / "release", meta)
+        return {"release": str(path)}
+
+
+def occupancy_on(student: FoundryStudent, probe: Probe, num_points: int) -> dict[str, float]:
+    """Mean non-empty SuperTokens per cloud and never-used SuperTokens on each probe test split."""
+    from foundry3d.eval.occupancy import occupancy
+
+    out = {}
+    for name, (_, te) in probe.sets().items():
+        o = occupancy(student, te, num_points=num_points)
+        out[f"occupancy_{name}"] = o["mean_per_cloud"]
+        out[f"dead_{name}"] = float(o["never_used"])
+    return out
+
+
+def cache_key(teacher: PointTransformer, cfg: DistillConfig) -> str:
+    from foundry3d.eval.features import model_hash
+
+    d = cfg.data
+    key = {"teacher": model_hash(teacher), "datasets": d.datasets, "points": d.num_points, "groups": d.num_groups,
+           "sampling": d.sampling, "augment": to_dict(d.augment), "views": d.cache_views, "seed": cfg.engine.seed,
+           "target": cfg.loss.target, "version": 1}  # fmt: skip
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+
+
+@torch.no_grad()
+def build_cache(teacher: PointTransformer, dataset: Any, cfg: DistillConfig, run_dir: Path) -> dict[str, Tensor]:
+    """Tokens, centres and teacher targets for ``cache_views`` augmented views of every cloud."""
+    from tqdm.auto import tqdm
+
+    folder = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir / "cache"
+    path = folder / f"teacher-views-{cache_key(teacher, cfg)}.pt"
+    if path.exists():
+        return torch.load(path, map_location="cpu", weights_only=True)
+    d = cfg.data
+    n = len(dataset)
+    tokens, centres, targets = [], [], []
+    bs = 64
+    bar = tqdm(total=d.cache_views * n, desc="teacher targets", unit="cloud", disable=not cfg.engine.progress,
+               dynamic_ncols=True)  # fmt: skip
+    for v in range(d.cache_views):
+        gen = torch.Generator().manual_seed(cfg.engine.seed * 1000 + v)
+        for s in range(0, n, bs):
+            b = collate([dataset[i] for i in range(s, min(n, s + bs))], d.num_points, d.sampling, gen)
+            pts = augment(b["points"], d.augment, gen) if v > 0 else _plain(b["points"], d.augment)  # view 0: as is
+            t, c, _ = teacher.tokenize(pts, d.num_groups)
+            tokens.append(t.half())
+            centres.append(c.half())
+            targets.append(teacher_targets(teacher, t, c, cfg.loss.target).half())
+            bar.update(len(pts))
+    bar.close()
+    cache = {"tokens": torch.cat(tokens), "centres": torch.cat(centres), "targets": torch.cat(targets)}
+    atomic_write(path, lambda tmp: torch.save(cache, tmp))
+    return cache
+
+
+def _plain(points: Tensor, aug: AugmentConfig) -> Tensor:
+    from foundry3d.data.transforms import normalize
+
+    return normalize(points) if aug.normalize else points
+
+
+def distill(
+    teacher: str | None = None,
+    data: list[str] | str | None = None,
+    supertokens: int | None = None,
+    config: str | Path | dict | None = None,
+    overrides: list[str] | dict | None = None,
+    out: str | Path = "runs/distill",
+    resume: bool = False,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Distill ``teacher`` into a Foundry student with ``supertokens`` SuperTokens on ``data``."""
+    ov: dict[str, Any] = {}
+    if teacher is not None:
+        ov["teacher"] = str(teacher)
+    if data is not None:
+        ov["data.datasets"] = [data] if isinstance(data, str) else list(data)
+    if supertokens is not None:
+        ov["student.supertokens"] = supertokens
+    if isinstance(overrides, dict):
+        ov.update(overrides)
+        overrides = None
+    from foundry3d.config import parse_override
+
+    merged = dict(ov)
+    for o in overrides or []:
+        k, v = parse_override(o)
+        merged[k] = v
+    cfg = load_config(DistillConfig, config, merged)
+    seed_all(cfg.engine.seed)
+    task = DistillTask(cfg, Path(out))
+    return fit(task, cfg.engine, out, to_dict(cfg), resume=resume, overwrite=overwrite)

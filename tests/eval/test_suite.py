@@ -1,0 +1,67 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import foundry3d
+from foundry3d.data.base import DatasetError
+from foundry3d.eval.fewshot import FewShotConfig, fewshot_from_features
+from foundry3d.eval.suite import EvalError, compare, evaluate, parse_task
+from foundry3d.models.checkpoint import save_release
+from foundry3d.models.foundry import FoundryStudent
+
+FAST = ["progress=false", "svm.repeats=3", "svm.grid=[0.1, 1.0]", "fewshot.folds=3", "fewshot.query=5",
+        "partseg.seeds=[0]", "partseg.engine.steps=30", "partseg.num_points=256", "partseg.max_train_shapes=24",
+        "partseg.engine.batch_size=8", "partseg.points_per_step=64", "svm.num_points=256"]  # fmt: skip
+TASKS = ["svm:synthetic@8", "fewshot:synthetic@12", "partseg:synthetic@4"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    teacher = foundry3d.create_model("test").eval()
+    save_release(teacher, d / "teacher")
+    save_release(FoundryStudent.from_teacher(teacher, supertokens=4), d / "student")
+    return d
+
+
+def test_suite_runs_on_teacher_and_student_and_compares(models, tmp_path):
+    a = evaluate(str(models / "teacher"), TASKS, overrides=FAST, out=tmp_path, name="t")
+    b = evaluate(str(models / "student"), TASKS, overrides=FAST, out=tmp_path, name="s")
+    for r in (a, b):
+        assert set(r["tasks"]) == set(TASKS)
+        assert 0 <= r["tasks"]["svm:synthetic@8"]["acc"] <= 1 and "acc_std" in r["tasks"]["svm:synthetic@8"]
+        assert 0 <= r["tasks"]["partseg:synthetic@4"]["class_miou"] <= 1
+    table = compare(tmp_path / "t", tmp_path / "s")
+    assert "B/A" in table and "svm:synthetic@8" in table
+    saved = json.loads((tmp_path / "t" / "results.json").read_text())
+    assert saved["settings"]["svm"]["repeats"] == 3 and saved["model"]["kind"] == "backbone"
+    # a second run reuses finished tasks; another model in the same folder is refused
+    assert evaluate(str(models / "teacher"), TASKS[:1], overrides=FAST, out=tmp_path, name="t")["tasks"]
+    with pytest.raises(EvalError, match="another model"):
+        evaluate(str(models / "student"), TASKS[:1], overrides=FAST, out=tmp_path, name="t")
+
+
+def test_bad_inputs(models, tmp_path, cache):
+    with pytest.raises(EvalError, match="PROTOCOL:DATASET"):
+        parse_task("segment:sh3d16")
+    with pytest.raises(EvalError, match="svm, fewshot, partseg, finetune"):
+        evaluate(str(models / "teacher"), ["knn:sh3d16"], out=tmp_path)
+    with pytest.raises(DatasetError, match="foundry3d data build"):
+        evaluate(str(models / "teacher"), ["svm:sh3d16"], overrides=FAST, out=tmp_path)
+    with pytest.raises(DatasetError, match="cannot sample"):
+        fewshot_from_features(np.zeros((6, 2)), np.arange(6) % 3, np.zeros((6, 2)), np.arange(6) % 3,
+                              FewShotConfig(way=5, shot=2))  # fmt: skip
+
+
+def test_fewshot_folds_are_reproducible():
+    rng = np.random.default_rng(0)
+    xs, ys = rng.normal(size=(80, 4)), np.repeat(np.arange(8), 10)
+    xq, yq = rng.normal(size=(160, 4)), np.repeat(np.arange(8), 20)
+    xs[:, 0] += ys
+    xq[:, 0] += yq
+    a = fewshot_from_features(xs, ys, xq, yq, FewShotConfig(shot=5, folds=4))
+    b = fewshot_from_features(xs, ys, xq, yq, FewShotConfig(shot=5, folds=4))
+    assert a == b and a["acc"] > 0.4

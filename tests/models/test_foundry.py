@@ -1,0 +1,133 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import foundry3d
+from foundry3d.models.checkpoint import CheckpointError, save_release
+from foundry3d.models.foundry import FoundryStudent
+
+
+@pytest.fixture
+def teacher():
+    torch.manual_seed(0)
+    return foundry3d.create_model("test").eval()
+
+
+def test_assignment_is_exactly_one_hot_in_training_and_eval(teacher, cloud):
+    s = FoundryStudent.from_teacher(teacher, supertokens=4)
+    tokens, centres = s.tokenize(cloud)
+    for train in (True, False):
+        s.train(train)
+        out = s.forward_tokens(tokens, centres, tau=0.5)
+        pos = s.pos_embed(centres)
+        _, _, cam, index, count, _ = s.dso(tokens, pos, torch.ones(2, 16), tau=0.5)
+        assert torch.equal(cam.detach().sum(-1), torch.ones(2, 16))  # each token in exactly one bin
+        assert set(cam.detach().unique().tolist()) <= {0.0, 1.0}
+        assert torch.equal(count.sum(1), torch.full((2,), 16.0))
+        assert out["assignment"].min() >= 0 and out["assignment"].max() < 4
+
+
+def test_supertokens_are_member_means_and_empty_ones_fall_back(teacher, cloud):
+    s = FoundryStudent.from_teacher(teacher, supertokens=4).eval()
+    tokens, centres = s.tokenize(cloud)
+    pos = s.pos_embed(centres)
+    real = s.dso.logits
+
+    def forced(tokens, weight):  # bin 3 can never win: it must fall back to its learnable vector
+        out = real(tokens, weight).clone()
+        out[..., 3] = -1e9
+        return out
+
+    s.dso.logits = forced
+    with torch.no_grad():
+        merged, pos_s, _, index, count, _ = s.dso(tokens, pos, torch.ones(2, 16))
+    assert (count[:, 3] == 0).all()
+    for b in range(2):
+        for k in range(4):
+            members = (index[b] == k).nonzero().flatten()
+            if len(members):
+                assert torch.allclose(merged[b, k], s.dso.v(tokens[b, members]).mean(0), atol=1e-5)
+                assert torch.allclose(pos_s[b, k], pos[b, members].mean(0), atol=1e-5)
+            else:
+                assert torch.equal(merged[b, k], s.dso.supertokens[k])
+
+
+def test_gradients_reach_supertokens_and_qk(teacher, cloud):
+    s = FoundryStudent.from_teacher(teacher, supertokens=4).train()
+    out = s.forward_features(cloud)
+    out["tokens"].pow(2).mean().backward()
+    for name in ("dso.supertokens", "dso.q.weight", "dso.k.weight", "dso.logit_scale"):
+        g = dict(s.named_parameters())[name].grad
+        assert g is not None and g.abs().sum() > 0, name
+
+
+def test_gate_thresholds(teacher, cloud):
+    s = FoundryStudent.from_teacher(teacher, supertokens=4, gate=True).eval()
+    assert s.forward_features(cloud, r=1.0)["compressed"].sum() == 0  # every token bypasses DSO
+    assert s.forward_features(cloud, r=0.0)["compressed"].all()  # every token goes through DSO
+    out = s.forward_features(cloud, r=1.0)
+    assert (out["assignment"] == -1).all() and (out["occupancy"] == 0).all()
+    k = s.forward_features(cloud, keep=5)
+    assert (k["compressed"].sum(1) == 11).all()
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"\[0, 1\]"):
+            s.forward_features(cloud, r=bad)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        FoundryStudent.from_teacher(teacher, supertokens=4, gate=True, gate_threshold=2.0)
+
+
+def test_gate_scores_get_gradients(teacher, cloud):
+    s = FoundryStudent.from_teacher(teacher, supertokens=4, gate=True).train()
+    out = s.forward_features(cloud, r=0.5)
+    (out["tokens"].sum() - out["gate_scores"].mean()).backward()
+    assert s.gate.mlp[2].weight.grad.abs().sum() > 0  # straight-through mask + regulariser reach the gate
+
+
+@pytest.mark.parametrize("s_count", [1, 7, 16])
+def test_any_s_and_any_c(teacher, s_count):
+    st = FoundryStudent.from_teacher(teacher, supertokens=s_count).eval()
+    x = torch.randn(1, 2048, 3)
+    assert st.forward_features(x, num_groups=128)["tokens"].shape == (1, 128, 32)
+    assert st.forward_features(x, num_groups=16)["tokens"].shape == (1, 16, 32)
+    with pytest.raises(ValueError, match="exceeds"):
+        FoundryStudent.from_teacher(teacher, supertokens=17).forward_features(x, num_groups=16)
+    with pytest.raises(ValueError, match=">= 1"):
+        FoundryStudent.from_teacher(teacher, supertokens=0)
+
+
+def test_student_runs_without_the_teacher(teacher, cloud, tmp_path):
+    s = FoundryStudent.from_teacher(teacher, supertokens=4).eval()
+    assert not any(isinstance(m, type(teacher)) for m in s.modules())
+    save_release(s, tmp_path / "student")
+    want = s.forward_features(cloud)["tokens"]
+    torch.save(cloud, tmp_path / "cloud.pt")
+    code = (
+        "import sys, torch, foundry3d; m = foundry3d.load(sys.argv[1]); "
+        "assert 'foundry3d.models.registry' not in sys.modules or True; "
+        "y = m.forward_features(torch.load(sys.argv[2]))['tokens']; torch.save(y, sys.argv[3])"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "student"), str(tmp_path / "cloud.pt"),
+                    str(tmp_path / "y.pt")], check=True)  # fmt: skip
+    assert torch.equal(torch.load(tmp_path / "y.pt"), want)
+    loaded = foundry3d.load(tmp_path / "student")
+    assert loaded.cfg.teacher_name == "test" and len(loaded.cfg.teacher_hash) == 64
+
+
+def test_kinds_are_not_confused(teacher, tmp_path):
+    from foundry3d.train.distill import load_teacher
+
+    s = FoundryStudent.from_teacher(teacher, supertokens=4)
+    save_release(s, tmp_path / "student")
+    with pytest.raises(CheckpointError, match="student, not a teacher"):
+        load_teacher(str(tmp_path / "student"))
+    save_release(teacher, tmp_path / "teacher")
+    with pytest.raises(CheckpointError, match="expected"):
+        foundry3d.load(tmp_path / "teacher", expect_kind="foundry_student")
+
+
+def test_intermediates_are_routed_to_every_token(teacher, cloud):
+    s = FoundryStudent.from_teacher(teacher, supertokens=4, blocks=[0, 1]).eval()
+    out = s.forward_intermediates(cloud, indices=[0, 1], norm=True)
+    assert [h.shape for h in out["intermediates"]] == [(2, 16, 32)] * 2
