@@ -31,9 +31,13 @@ def test_defaults_yaml_and_overrides(tmp_path):
 
 @pytest.mark.parametrize(
     "override, match",
-    [("inner.lrr=1", "unknown config key inner.lrr"), ("inner.steps=1.5", "integer"), ("bogus=1", "unknown"),
-     ("inner.pair=[1]", "expected 2")],
-)  # fmt: skip
+    [
+        ("inner.lrr=1", "unknown config key inner.lrr"),
+        ("inner.steps=1.5", "integer"),
+        ("bogus=1", "unknown"),
+        ("inner.pair=[1]", "expected 2"),
+    ],
+)
 def test_bad_keys_and_values_are_errors(override, match):
     with pytest.raises(ConfigError, match=match):
         load_config(Outer, None, [override])

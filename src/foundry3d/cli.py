@@ -48,8 +48,16 @@ def _pretrain_args(p: argparse.ArgumentParser) -> None:
 def _distill(a: argparse.Namespace) -> Any:
     from foundry3d.train.distill import distill
 
-    return distill(teacher=a.teacher, data=a.data, supertokens=a.supertokens, config=a.config,
-                   overrides=a.overrides, out=a.out, resume=a.resume, overwrite=a.overwrite)  # fmt: skip
+    return distill(
+        teacher=a.teacher,
+        data=a.data,
+        supertokens=a.supertokens,
+        config=a.config,
+        overrides=a.overrides,
+        out=a.out,
+        resume=a.resume,
+        overwrite=a.overwrite,
+    )
 
 
 @verb("distill", "Distill a frozen teacher into a Foundry SuperToken student (FMD)")(_distill)
@@ -69,8 +77,16 @@ def _eval(a: argparse.Namespace) -> Any:
         return None
     if not a.model:
         raise SystemExit("foundry3d eval: error: --model is required (or --compare A B)")
-    evaluate(a.model, tasks=a.task, config=a.config, overrides=a.overrides, out=a.out, root=a.root, name=a.name,
-             overwrite=a.overwrite)  # fmt: skip
+    evaluate(
+        a.model,
+        tasks=a.task,
+        config=a.config,
+        overrides=a.overrides,
+        out=a.out,
+        root=a.root,
+        name=a.name,
+        overwrite=a.overwrite,
+    )
     return None
 
 
@@ -180,8 +196,10 @@ def _models(a: argparse.Namespace) -> Any:
 
     for name in list_models():
         c = to_dict(variant_config(name))
-        print(f"{name:<10} dim={c['dim']:<4} depth={c['depth']:<3} heads={c['num_heads']:<3} "
-              f"groups={c['num_groups']}x{c['group_size']} points={c['num_points']}")  # fmt: skip
+        print(
+            f"{name:<10} dim={c['dim']:<4} depth={c['depth']:<3} heads={c['num_heads']:<3} "
+            f"groups={c['num_groups']}x{c['group_size']} points={c['num_points']}"
+        )
 
 
 @verb("models", "List the registered model variants")(_models)

@@ -111,8 +111,11 @@ def test_modelnet_fewshot_folds(tmp_path, spelling):
 
 def test_scanobjectnn_variants(tmp_path):
     root = tmp_path / "ScanObjectNN"
-    for folder, suffix in (("main_split", "objectdataset.h5"), ("main_split_nobg", "objectdataset.h5"),
-                           ("main_split", "objectdataset_augmentedrot_scale75.h5")):  # fmt: skip
+    for folder, suffix in (
+        ("main_split", "objectdataset.h5"),
+        ("main_split_nobg", "objectdataset.h5"),
+        ("main_split", "objectdataset_augmentedrot_scale75.h5"),
+    ):
         (root / folder).mkdir(parents=True, exist_ok=True)
         for prefix, n in (("training", 6), ("test", 3)):
             with h5py.File(root / folder / f"{prefix}_{suffix}", "w") as f:

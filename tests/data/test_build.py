@@ -30,8 +30,10 @@ def test_vrml_reader():
     with pytest.raises(VRMLError, match="not a VRML"):
         parse_vrml(b"solid stl")
     with pytest.raises(VRMLError, match="outside"):
-        parse_vrml(b"#VRML V2.0\nShape { geometry IndexedFaceSet { coordIndex [0,1,9,-1] "
-                   b"coord Coordinate { point [0 0 0,1 0 0,0 1 0] } } }")  # fmt: skip
+        parse_vrml(
+            b"#VRML V2.0\nShape { geometry IndexedFaceSet { coordIndex [0,1,9,-1] "
+            b"coord Coordinate { point [0 0 0,1 0 0,0 1 0] } } }"
+        )
 
 
 def test_label_rules():

@@ -11,9 +11,20 @@ from foundry3d.eval.suite import EvalError, compare, evaluate, parse_task
 from foundry3d.models.checkpoint import save_release
 from foundry3d.models.foundry import FoundryStudent
 
-FAST = ["progress=false", "svm.repeats=3", "svm.grid=[0.1, 1.0]", "fewshot.folds=3", "fewshot.query=5",
-        "partseg.seeds=[0]", "partseg.engine.steps=30", "partseg.num_points=256", "partseg.max_train_shapes=24",
-        "partseg.engine.batch_size=8", "partseg.points_per_step=64", "svm.num_points=256"]  # fmt: skip
+FAST = [
+    "progress=false",
+    "svm.repeats=3",
+    "svm.grid=[0.1, 1.0]",
+    "fewshot.folds=3",
+    "fewshot.query=5",
+    "partseg.seeds=[0]",
+    "partseg.engine.steps=30",
+    "partseg.num_points=256",
+    "partseg.max_train_shapes=24",
+    "partseg.engine.batch_size=8",
+    "partseg.points_per_step=64",
+    "svm.num_points=256",
+]
 TASKS = ["svm:synthetic@8", "fewshot:synthetic@12", "partseg:synthetic@4"]
 
 
@@ -52,8 +63,9 @@ def test_bad_inputs(models, tmp_path, cache):
     with pytest.raises(DatasetError, match="foundry3d data build"):
         evaluate(str(models / "teacher"), ["svm:sh3d16"], overrides=FAST, out=tmp_path)
     with pytest.raises(DatasetError, match="cannot sample"):
-        fewshot_from_features(np.zeros((6, 2)), np.arange(6) % 3, np.zeros((6, 2)), np.arange(6) % 3,
-                              FewShotConfig(way=5, shot=2))  # fmt: skip
+        fewshot_from_features(
+            np.zeros((6, 2)), np.arange(6) % 3, np.zeros((6, 2)), np.arange(6) % 3, FewShotConfig(way=5, shot=2)
+        )
 
 
 def test_fewshot_folds_are_reproducible():

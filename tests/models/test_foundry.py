@@ -22,7 +22,7 @@ def test_assignment_is_exactly_one_hot_in_training_and_eval(teacher, cloud):
         s.train(train)
         out = s.forward_tokens(tokens, centres, tau=0.5)
         pos = s.pos_embed(centres)
-        _, _, cam, index, count, _ = s.dso(tokens, pos, torch.ones(2, 16), tau=0.5)
+        _, _, cam, _index, count, _ = s.dso(tokens, pos, torch.ones(2, 16), tau=0.5)
         assert torch.equal(cam.detach().sum(-1), torch.ones(2, 16))  # each token in exactly one bin
         assert set(cam.detach().unique().tolist()) <= {0.0, 1.0}
         assert torch.equal(count.sum(1), torch.full((2,), 16.0))
@@ -108,8 +108,10 @@ def test_student_runs_without_the_teacher(teacher, cloud, tmp_path):
         "assert 'foundry3d.models.registry' not in sys.modules or True; "
         "y = m.forward_features(torch.load(sys.argv[2]))['tokens']; torch.save(y, sys.argv[3])"
     )
-    subprocess.run([sys.executable, "-c", code, str(tmp_path / "student"), str(tmp_path / "cloud.pt"),
-                    str(tmp_path / "y.pt")], check=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "student"), str(tmp_path / "cloud.pt"), str(tmp_path / "y.pt")],
+        check=True,
+    )
     assert torch.equal(torch.load(tmp_path / "y.pt"), want)
     loaded = foundry3d.load(tmp_path / "student")
     assert loaded.cfg.teacher_name == "test" and len(loaded.cfg.teacher_hash) == 64

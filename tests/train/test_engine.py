@@ -127,10 +127,25 @@ def test_torchrun_two_processes_match_one(tmp_path):
     assert one.wait(timeout=300) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
-         "-m", "foundry3d.cli", "pretrain", "--out", str(tmp_path / "two"), *TINY, *steps],
-        env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29533",
+            "-m",
+            "foundry3d.cli",
+            "pretrain",
+            "--out",
+            str(tmp_path / "two"),
+            *TINY,
+            *steps,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert two.returncode == 0, two.stderr[-2000:]
     a, b = np.array(losses(tmp_path / "one")), np.array(losses(tmp_path / "two"))
     assert len(a) == len(b) == 6

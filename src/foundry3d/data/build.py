@@ -103,11 +103,21 @@ def build_sh3d16(
         w.json(
             "shapes.json",
             [
-                {"id": e.key, "name": e.name, "category": e.category, "class": e.label, "creator": e.creator,
-                 "pack": e.pack, "license": e.license, "model": e.model, "rotation": e.rotation, "groups": r[2]}
+                {
+                    "id": e.key,
+                    "name": e.name,
+                    "category": e.category,
+                    "class": e.label,
+                    "creator": e.creator,
+                    "pack": e.pack,
+                    "license": e.license,
+                    "model": e.model,
+                    "rotation": e.rotation,
+                    "groups": r[2],
+                }
                 for e, r in kept
             ],
-        )  # fmt: skip
+        )
         w.json("classes.json", sh3d.CLASSES)
         w.json("splits.json", {"train": tr, "test": te, "pool": pool_idx})
         w.text("ATTRIBUTION.md", _sh3d_attribution(kept, version))
@@ -281,8 +291,14 @@ def build_kicad(
             "splits.json",
             {"train": tr, "test": te, "pool": pool_idx, "parts_train": parts_train, "parts_test": parts_test},
         )
-        w.json("parts.json", {"parts": kicad.PARTS, "categories": part_categories,
-                              "category_parts": {str(k): v for k, v in category_parts.items()}})  # fmt: skip
+        w.json(
+            "parts.json",
+            {
+                "parts": kicad.PARTS,
+                "categories": part_categories,
+                "category_parts": {str(k): v for k, v in category_parts.items()},
+            },
+        )
         w.text("ATTRIBUTION.md", _kicad_attribution(version, Counter(libs)))
         if copyright_text:
             w.text("LICENSE-debian-copyright.txt", copyright_text)
@@ -360,6 +376,7 @@ def build(name: str, **kwargs: Any) -> Path:
     path = BUILDERS[key](**kwargs)
     meta = json.loads((path / "meta.json").read_text())
     if kwargs.get("progress", True):
-        print(f"{key}: {meta['shapes']} shapes ({meta['skipped']['count']} skipped) in {path} "
-              f"[{meta['build_seconds']} s]")  # fmt: skip
+        print(
+            f"{key}: {meta['shapes']} shapes ({meta['skipped']['count']} skipped) in {path} [{meta['build_seconds']} s]"
+        )
     return path

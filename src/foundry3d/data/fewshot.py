@@ -44,8 +44,10 @@ def sample_episode(
     query_labels = np.asarray(query_labels)
     ok = eligible_classes(support_labels, query_labels, shot, query)
     if len(ok) < way:
-        counts = {int(c): (int((support_labels == c).sum()), int((query_labels == c).sum()))
-                  for c in np.unique(support_labels[support_labels >= 0])}  # fmt: skip
+        counts = {
+            int(c): (int((support_labels == c).sum()), int((query_labels == c).sum()))
+            for c in np.unique(support_labels[support_labels >= 0])
+        }
         raise DatasetError(
             f"cannot sample a {way}-way {shot}-shot episode with {query} queries per class: only {len(ok)} "
             f"classes have >= {shot} support and >= {query} query shapes "
@@ -66,7 +68,12 @@ def sample_episode(
 
 
 def sample_folds(
-    support_labels: np.ndarray, query_labels: np.ndarray, way: int, shot: int, query: int = 20, folds: int = 10,
+    support_labels: np.ndarray,
+    query_labels: np.ndarray,
+    way: int,
+    shot: int,
+    query: int = 20,
+    folds: int = 10,
     seed: int = 0,
-) -> list[Episode]:  # fmt: skip
+) -> list[Episode]:
     return [sample_episode(support_labels, query_labels, way, shot, query, f, seed) for f in range(folds)]

@@ -105,12 +105,26 @@ def list_datasets(root: str | Path | None = None) -> list[dict[str, Any]]:
     for name, (folder, version, command) in EMBEDDED.items():
         path = dataset_dir(folder, version, root)
         rows.append(
-            {"name": name, "kind": "embedded", "built": is_complete(path), "path": str(path), "build": command,
-             "splits": list(SPLITS[name])}
-        )  # fmt: skip
+            {
+                "name": name,
+                "kind": "embedded",
+                "built": is_complete(path),
+                "path": str(path),
+                "build": command,
+                "splits": list(SPLITS[name]),
+            }
+        )
     for name, e in sorted(BENCHMARKS.items()):
-        rows.append({"name": name, "kind": "benchmark", "built": None, "path": None, "build": e.layout,
-                     "splits": list(e.splits)})  # fmt: skip
+        rows.append(
+            {
+                "name": name,
+                "kind": "benchmark",
+                "built": None,
+                "path": None,
+                "build": e.layout,
+                "splits": list(e.splits),
+            }
+        )
     return rows
 
 
@@ -121,9 +135,14 @@ def dataset_info(name: str, root: str | Path | None = None) -> dict[str, Any]:
     if base in EMBEDDED:
         path = embedded_path(base, r or root)
         meta = read_meta(path)
-        out: dict[str, Any] = {"name": base, "path": str(path), "version": meta["version"],
-                               "source_package": meta["source_package"], "package_version": meta["package_version"],
-                               "points_per_shape": meta["points_per_shape"]}  # fmt: skip
+        out: dict[str, Any] = {
+            "name": base,
+            "path": str(path),
+            "version": meta["version"],
+            "source_package": meta["source_package"],
+            "package_version": meta["package_version"],
+            "points_per_shape": meta["points_per_shape"],
+        }
         splits = {s: load_embedded(base, s, path=path) for s in SPLITS[base] if s not in ("all", "labelled")}
         if base == "kicadparts":
             ds = load_embedded(base, "all", path=path)
@@ -135,14 +154,22 @@ def dataset_info(name: str, root: str | Path | None = None) -> dict[str, Any]:
             counts = np.bincount(np.asarray(ds.part_labels).ravel(), minlength=spec.num_parts)
             share = {p: round(float(c) / counts.sum(), 4) for p, c in zip(spec.parts, counts)}
             out.update(
-                shapes=len(ds), categories=len(spec.categories), parts=spec.parts, part_point_share=share,
+                shapes=len(ds),
+                categories=len(spec.categories),
+                parts=spec.parts,
+                part_point_share=share,
                 category_parts={spec.categories[k]: [spec.parts[p] for p in v] for k, v in spec.category_parts.items()},
                 per_category={c: int((ds.labels() == i).sum()) for i, c in enumerate(spec.categories)},
-            )  # fmt: skip
+            )
         else:
             lab = load_embedded(base, "labelled", path=path)
-            out.update(shapes=meta["shapes"], labelled=meta["labelled"], unlabelled_pool=meta["pool"],
-                       classes=len(lab.classes), per_class=lab.info()["per_class"])  # fmt: skip
+            out.update(
+                shapes=meta["shapes"],
+                labelled=meta["labelled"],
+                unlabelled_pool=meta["pool"],
+                classes=len(lab.classes),
+                per_class=lab.info()["per_class"],
+            )
         out["splits"] = {s: len(d) for s, d in splits.items()}
         out["skipped_meshes"] = meta["skipped"]["count"]
         out["build_seconds"] = meta["build_seconds"]

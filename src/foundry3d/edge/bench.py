@@ -51,13 +51,25 @@ def bench(
             groups = model.groups_for(n)
             one = torch.randn(1, n, 3, generator=gen)
             f = count_flops(model, one, num_groups=groups)
-            row: dict[str, Any] = {"model": name, "points": n, "groups": groups, "params": count_params(model),
-                                   "flops": f["flops"], "flops_per_module": f["per_module"]}  # fmt: skip
+            row: dict[str, Any] = {
+                "model": name,
+                "points": n,
+                "groups": groups,
+                "params": count_params(model),
+                "flops": f["flops"],
+                "flops_per_module": f["per_module"],
+            }
             for b in batches:
                 x = torch.randn(b, n, 3, generator=gen)
                 m = measure(model, x, budget_s=budget_s, num_groups=groups)
-                row.update({f"b{b}_median_ms": m["median_ms"], f"b{b}_p90_ms": m["p90_ms"], f"b{b}_runs": m["runs"],
-                            f"b{b}_peak_mem_mb": m["peak_mem_mb"]})  # fmt: skip
+                row.update(
+                    {
+                        f"b{b}_median_ms": m["median_ms"],
+                        f"b{b}_p90_ms": m["p90_ms"],
+                        f"b{b}_runs": m["runs"],
+                        f"b{b}_peak_mem_mb": m["peak_mem_mb"],
+                    }
+                )
             rows.append(row)
     ref = next(iter(named))
     for r in rows:
@@ -69,12 +81,15 @@ def bench(
         "reference": ref,
         "rows": rows,
         "convention": CONVENTION,
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__},  # fmt: skip
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
         "notes": "latency: warm-up 2 runs, then median and p90 over up to 30 runs (at least 5) within the time "
-                 "budget per setting; peak memory: peak bytes of tensors alive at once during one forward pass "
-                 "(activations; weights and input excluded), counted per tensor",
-    }  # fmt: skip
+        "budget per setting; peak memory: peak bytes of tensors alive at once during one forward pass "
+        "(activations; weights and input excluded), counted per tensor",
+    }
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -95,11 +110,15 @@ def format_bench(result: dict[str, Any], batches: list[int] | None = None) -> st
         head += f" {f'b{b} med ms':>11} {f'b{b} p90':>9} {'xT':>6} {f'b{b} MB':>8}"
     lines = [head]
     for r in result["rows"]:
-        line = f"{r['model'][:28]:<28} {r['points']:>7} {r['params'] / 1e6:>8.2f}M {r['flops'] / 1e9:>8.3f} " \
-               f"{r['flops_ratio']:>6.2f}"  # fmt: skip
+        line = (
+            f"{r['model'][:28]:<28} {r['points']:>7} {r['params'] / 1e6:>8.2f}M {r['flops'] / 1e9:>8.3f} "
+            f"{r['flops_ratio']:>6.2f}"
+        )
         for b in batches:
-            line += f" {r[f'b{b}_median_ms']:>11.1f} {r[f'b{b}_p90_ms']:>9.1f} {r[f'b{b}_latency_ratio']:>6.2f} " \
-                    f"{r[f'b{b}_peak_mem_mb']:>8.0f}"  # fmt: skip
+            line += (
+                f" {r[f'b{b}_median_ms']:>11.1f} {r[f'b{b}_p90_ms']:>9.1f} {r[f'b{b}_latency_ratio']:>6.2f} "
+                f"{r[f'b{b}_peak_mem_mb']:>8.0f}"
+            )
         lines.append(line)
     lines.append(f"xT: ratio to {result['reference']}. {result['convention']}.")
     return "\n".join(lines)

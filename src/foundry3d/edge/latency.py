@@ -12,9 +12,14 @@ from torch import nn
 
 @torch.inference_mode()
 def measure(
-    model: nn.Module, points: torch.Tensor, warmup: int = 2, min_runs: int = 5, max_runs: int = 30,
-    budget_s: float = 8.0, **kwargs: Any,
-) -> dict[str, float]:  # fmt: skip
+    model: nn.Module,
+    points: torch.Tensor,
+    warmup: int = 2,
+    min_runs: int = 5,
+    max_runs: int = 30,
+    budget_s: float = 8.0,
+    **kwargs: Any,
+) -> dict[str, float]:
     """Median / p90 / mean latency (ms) over as many runs as fit in ``budget_s`` (within bounds)."""
     model.eval()
     for _ in range(warmup):

@@ -67,10 +67,16 @@ def cached_extract(
     if cache is None:
         return extract(model, dataset, **kwargs)
     key = json.dumps(
-        {"model": model_hash(model), "data": dataset.name, "split": dataset.split, "version": dataset.version,
-         "n": len(dataset), **{k: v for k, v in kwargs.items() if k not in ("progress", "batch_size", "desc")}},
+        {
+            "model": model_hash(model),
+            "data": dataset.name,
+            "split": dataset.split,
+            "version": dataset.version,
+            "n": len(dataset),
+            **{k: v for k, v in kwargs.items() if k not in ("progress", "batch_size", "desc")},
+        },
         sort_keys=True,
-    )  # fmt: skip
+    )
     name = hashlib.sha256(key.encode()).hexdigest()[:24]
     path = Path(cache) / f"{name}.npz"
     if path.exists():

@@ -33,9 +33,17 @@ class FinetuneConfig:
     votes: int = 0  # 0: single pass; n: average the logits of n augmented passes
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(scale=(0.8, 1.2), rotate_up=False))
     engine: EngineConfig = field(
-        default_factory=lambda: EngineConfig(steps=1500, batch_size=32, lr=5e-4, warmup_steps=100, grad_clip=10.0,
-                                             log_every=50, ckpt_every=500, progress=False)
-    )  # fmt: skip
+        default_factory=lambda: EngineConfig(
+            steps=1500,
+            batch_size=32,
+            lr=5e-4,
+            warmup_steps=100,
+            grad_clip=10.0,
+            log_every=50,
+            ckpt_every=500,
+            progress=False,
+        )
+    )
 
 
 class Classifier(nn.Module):
@@ -92,9 +100,13 @@ def predict(model: Classifier, data: PointCloudDataset, cfg: FinetuneConfig, bat
 
 
 def finetune_protocol(
-    backbone: nn.Module, train: PointCloudDataset, test: PointCloudDataset, cfg: FinetuneConfig, run_dir: Path,
+    backbone: nn.Module,
+    train: PointCloudDataset,
+    test: PointCloudDataset,
+    cfg: FinetuneConfig,
+    run_dir: Path,
     seed: int = 0,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     seed_all(seed)
     task = FinetuneTask(backbone, train, cfg)
     fit(task, cfg.engine, run_dir, {"finetune": "classification", "seed": seed}, overwrite=True)

@@ -41,9 +41,18 @@ class PartSegConfig:
     hidden: int = 128
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     engine: EngineConfig = field(
-        default_factory=lambda: EngineConfig(steps=600, batch_size=32, lr=2e-3, min_lr=1e-5, warmup_steps=30,
-                                             weight_decay=0.05, log_every=50, ckpt_every=600, progress=False)
-    )  # fmt: skip
+        default_factory=lambda: EngineConfig(
+            steps=600,
+            batch_size=32,
+            lr=2e-3,
+            min_lr=1e-5,
+            warmup_steps=30,
+            weight_decay=0.05,
+            log_every=50,
+            ckpt_every=600,
+            progress=False,
+        )
+    )
 
 
 def thirds(depth: int) -> list[int]:
@@ -52,9 +61,14 @@ def thirds(depth: int) -> list[int]:
 
 @torch.no_grad()
 def extract_partseg(
-    model: nn.Module, dataset: PointCloudDataset, cfg: PartSegConfig, batch_size: int = 32, limit: int | None = None,
-    seed: int = 0, progress: bool = False,
-) -> dict[str, np.ndarray]:  # fmt: skip
+    model: nn.Module,
+    dataset: PointCloudDataset,
+    cfg: PartSegConfig,
+    batch_size: int = 32,
+    limit: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
     """Averaged block features per token plus everything needed to propagate them to points."""
     from tqdm.auto import tqdm
 
@@ -90,8 +104,16 @@ class _SegLoss(nn.Module):
         super().__init__()
         self.head = head
 
-    def forward(self, tokens: Tensor, idx: Tensor, w: Tensor, xyz: Tensor, category: Tensor, parts: Tensor,
-                generator: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]:  # fmt: skip
+    def forward(
+        self,
+        tokens: Tensor,
+        idx: Tensor,
+        w: Tensor,
+        xyz: Tensor,
+        category: Tensor,
+        parts: Tensor,
+        generator: torch.Generator,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         logits = self.head(tokens, idx, w, xyz, category)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), parts.reshape(-1))
         return loss, {"point_acc": (logits.argmax(-1) == parts).float().mean()}
@@ -131,8 +153,13 @@ def score(head: PartSegHead, data: dict[str, np.ndarray], spec: PartSpec, batch_
     for s in range(0, len(data["tokens"]), batch_size):
         sl = slice(s, s + batch_size)
         cat = torch.from_numpy(data["category"][sl]).long()
-        logits = head(torch.from_numpy(data["tokens"][sl]).float(), torch.from_numpy(data["idx"][sl]).long(),
-                      torch.from_numpy(data["w"][sl]).float(), torch.from_numpy(data["xyz"][sl]).float(), cat)  # fmt: skip
+        logits = head(
+            torch.from_numpy(data["tokens"][sl]).float(),
+            torch.from_numpy(data["idx"][sl]).long(),
+            torch.from_numpy(data["w"][sl]).float(),
+            torch.from_numpy(data["xyz"][sl]).float(),
+            cat,
+        )
         pred = (logits + allowed[cat].unsqueeze(1)).argmax(-1).numpy()
         gt = data["parts"][sl]
         for i in range(len(pred)):
@@ -143,9 +170,13 @@ def score(head: PartSegHead, data: dict[str, np.ndarray], spec: PartSpec, batch_
 
 
 def partseg_protocol(
-    model: nn.Module, train: PointCloudDataset, test: PointCloudDataset, cfg: PartSegConfig, run_dir: Path,
+    model: nn.Module,
+    train: PointCloudDataset,
+    test: PointCloudDataset,
+    cfg: PartSegConfig,
+    run_dir: Path,
     progress: bool = False,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Extract frozen features, train the head for each seed on the engine, score the test split."""
     spec = train.part_spec
     assert spec is not None
@@ -161,9 +192,15 @@ def partseg_protocol(
     cm, cs = mean_std([r["class_miou"] for r in results])
     im, is_ = mean_std([r["instance_miou"] for r in results])
     return {
-        "class_miou": cm, "class_miou_std": cs, "instance_miou": im, "instance_miou_std": is_,
-        "seeds": list(cfg.seeds), "train_shapes": len(tr["tokens"]), "test_shapes": len(te["tokens"]),
-        "blocks": cfg.blocks or thirds(model.num_blocks), "num_points": cfg.num_points,
+        "class_miou": cm,
+        "class_miou_std": cs,
+        "instance_miou": im,
+        "instance_miou_std": is_,
+        "seeds": list(cfg.seeds),
+        "train_shapes": len(tr["tokens"]),
+        "test_shapes": len(te["tokens"]),
+        "blocks": cfg.blocks or thirds(model.num_blocks),
+        "num_points": cfg.num_points,
         "num_groups": cfg.num_groups or model.groups_for(cfg.num_points),
         "per_category_miou": {spec.categories[k]: v for k, v in results[0]["per_category_miou"].items()},
-    }  # fmt: skip
+    }

@@ -117,9 +117,16 @@ class Runner:
         return load_dataset(f"{name}:{split}", root=root or self.root)
 
     def features(self, ds: Any, num_points: int, sampling: Sampling = "first") -> dict[str, np.ndarray]:
-        return cached_extract(self.model, ds, self.folder / "features", num_points=num_points, sampling=sampling,
-                              batch_size=self.cfg.batch_size, progress=self.cfg.progress,
-                              desc=f"{ds.name}:{ds.split}")  # fmt: skip
+        return cached_extract(
+            self.model,
+            ds,
+            self.folder / "features",
+            num_points=num_points,
+            sampling=sampling,
+            batch_size=self.cfg.batch_size,
+            progress=self.cfg.progress,
+            desc=f"{ds.name}:{ds.split}",
+        )
 
     def svm(self, name: str, root: str | None) -> dict[str, Any]:
         c = self.cfg.svm
@@ -143,8 +150,13 @@ class Runner:
             out["spread"] = "bootstrap std over test shapes (1000 resamples)"
         if c.published:
             out["acc_published"] = svm_probe(a["features"], a["labels"], b["features"], b["labels"], "published")["acc"]
-        out.update(train_shapes=len(tr), test_shapes=len(te), num_points=c.num_points, sampling=c.sampling,
-                   dataset_version=te.version)  # fmt: skip
+        out.update(
+            train_shapes=len(tr),
+            test_shapes=len(te),
+            num_points=c.num_points,
+            sampling=c.sampling,
+            dataset_version=te.version,
+        )
         return out
 
     def fewshot(self, name: str, root: str | None) -> dict[str, Any]:
@@ -169,8 +181,9 @@ class Runner:
             raise EvalError(f"{self.info['model']} has no forward_intermediates: part segmentation needs block outputs")
         train = self.data(name, "trainval" if name == "shapenetpart" else "train", root)
         test = self.data(name, "test", root)
-        res = partseg_protocol(self.model, train, test, self.cfg.partseg, self.folder / f"partseg-{name}",
-                               progress=self.cfg.progress)  # fmt: skip
+        res = partseg_protocol(
+            self.model, train, test, self.cfg.partseg, self.folder / f"partseg-{name}", progress=self.cfg.progress
+        )
         return {**res, "dataset_version": test.version, "head_steps": self.cfg.partseg.engine.steps}
 
     def finetune(self, name: str, root: str | None) -> dict[str, Any]:
@@ -204,8 +217,10 @@ def evaluate(
     path = folder / "results.json"
     results = json.loads(path.read_text()) if path.exists() and not overwrite else {}
     if results and results.get("model", {}).get("hash") != info["hash"]:
-        raise EvalError(f"{path} holds results of another model ({results['model'].get('model')}); "
-                        f"use another --out/--name or --overwrite")  # fmt: skip
+        raise EvalError(
+            f"{path} holds results of another model ({results['model'].get('model')}); "
+            f"use another --out/--name or --overwrite"
+        )
     results.update(model=info, settings=to_dict(cfg))
     results.setdefault("tasks", {})
     runner = Runner(net, info, cfg, folder, root)
@@ -272,8 +287,10 @@ def compare(a: str | Path, b: str | Path) -> str:
         proto = t.split(":", 1)[0]
         key = PRIMARY[proto]
         va, vb = primary(ra["tasks"][t], proto), primary(rb["tasks"][t], proto)
-        lines.append(f"{t + ' (' + key + ')':<34} {_fmt(ra['tasks'][t], proto):>14} "
-                     f"{_fmt(rb['tasks'][t], proto):>14} {vb / va:>8.3f}")  # fmt: skip
+        lines.append(
+            f"{t + ' (' + key + ')':<34} {_fmt(ra['tasks'][t], proto):>14} "
+            f"{_fmt(rb['tasks'][t], proto):>14} {vb / va:>8.3f}"
+        )
     return "\n".join(lines)
 
 

@@ -52,9 +52,19 @@ def _tokenizer_map(prefix: str) -> dict[str, str]:
 
 
 _BLOCK_SUFFIXES = [
-    "norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias",
-    "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias",
-]  # fmt: skip
+    "norm1.weight",
+    "norm1.bias",
+    "attn.qkv.weight",
+    "attn.qkv.bias",
+    "attn.proj.weight",
+    "attn.proj.bias",
+    "norm2.weight",
+    "norm2.bias",
+    "mlp.fc1.weight",
+    "mlp.fc1.bias",
+    "mlp.fc2.weight",
+    "mlp.fc2.bias",
+]
 
 
 def _encoder_map(blocks_prefix: str, norm_prefix: str, depth: int) -> dict[str, str]:
@@ -214,10 +224,13 @@ def convert_point_mae(checkpoint: dict[str, Any] | str | Path, num_heads: int = 
         (r"decoder_pos_embed\..*", "MAE decoder positional embedding: pretraining only"),
         (r"increase_dim\..*", "MAE point-reconstruction head: pretraining only"),
         (r"mask_token", "MAE mask token: pretraining only"),
-        (r"cls_token|cls_pos", "fine-tuned classification token: our backbone has no prefix token (patch-token "
-         "outputs then differ from the fine-tuned model, which lets patches attend to it)"),
+        (
+            r"cls_token|cls_pos",
+            "fine-tuned classification token: our backbone has no prefix token (patch-token "
+            "outputs then differ from the fine-tuned model, which lets patches attend to it)",
+        ),
         (r"cls_head_finetune\..*", "classification head of a fine-tuned checkpoint: not part of the backbone"),
-    ]  # fmt: skip
+    ]
     conv = _apply(sd, mapping, drops, cfg)
     conv.config.extra = {"source": "point-mae", "weights": "pretrained" if pre else "fine-tuned"}
     if not pre:

@@ -173,8 +173,9 @@ class FoundryStudent(nn.Module):
         self.cfg = cfg
         t = cfg.teacher_config
         self.tcfg = t
-        self.tokenizer = PointTokenizer(t.num_groups, t.group_size, t.tokenizer_widths, t.dim,
-                                        t.tokenizer_stage_bias, t.fps_start)  # fmt: skip
+        self.tokenizer = PointTokenizer(
+            t.num_groups, t.group_size, t.tokenizer_widths, t.dim, t.tokenizer_stage_bias, t.fps_start
+        )
         self.pos_embed = PositionalEmbedding(t.dim, t.pos_hidden)
         self.gate = Gate(t.dim, cfg.gate_hidden) if cfg.gate else None
         self.dso = DSO(t.dim, cfg.supertokens, cfg.similarity, cfg.centre_keys)
@@ -190,9 +191,12 @@ class FoundryStudent(nn.Module):
         """A student whose tokenizer, positional MLP, blocks and final norm are copies of the teacher's."""
         from foundry3d.models.checkpoint import weights_hash
 
-        cfg = FoundryConfig(teacher=teacher.config_dict(), teacher_name=teacher.cfg.name,
-                            teacher_hash=getattr(teacher, "release_hash", None) or weights_hash(teacher.state_dict()),
-                            **options)  # fmt: skip
+        cfg = FoundryConfig(
+            teacher=teacher.config_dict(),
+            teacher_name=teacher.cfg.name,
+            teacher_hash=getattr(teacher, "release_hash", None) or weights_hash(teacher.state_dict()),
+            **options,
+        )
         student = cls(cfg)
         student.tokenizer.load_state_dict(teacher.tokenizer.state_dict())
         student.pos_embed.load_state_dict(teacher.pos_embed.state_dict())
@@ -320,9 +324,13 @@ class FoundryStudent(nn.Module):
         return self.forward_tokens(tokens, centres, r=r, keep=keep)  # type: ignore[return-value]
 
     def forward_intermediates(
-        self, points: Tensor, indices: list[int] | int | None = None, norm: bool = False,
-        num_groups: int | None = None, r: float | None = None,
-    ) -> dict[str, Tensor | list[Tensor]]:  # fmt: skip
+        self,
+        points: Tensor,
+        indices: list[int] | int | None = None,
+        norm: bool = False,
+        num_groups: int | None = None,
+        r: float | None = None,
+    ) -> dict[str, Tensor | list[Tensor]]:
         """Per-block encoder outputs routed back to the c tokens (+ token residual), for dense heads."""
         idx = resolve_indices(indices, len(self.blocks))
         tokens, centres = self.tokenize(points, num_groups)

@@ -12,10 +12,16 @@ class ClassificationHead(nn.Module):
     def __init__(self, in_dim: int, num_classes: int, hidden: int = 256, dropout: float = 0.5) -> None:
         super().__init__()
         self.mlp = nn.Sequential(
-            nn.Linear(in_dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(hidden, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(in_dim, hidden, bias=False),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden, bias=False),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
             nn.Linear(hidden, num_classes),
-        )  # fmt: skip
+        )
 
     def forward(self, pooled: Tensor) -> Tensor:
         return self.mlp(pooled)
@@ -49,13 +55,15 @@ class PartSegHead(nn.Module):
 
     def __init__(self, dim: int, num_categories: int, num_parts: int, hidden: int = 128, cat_dim: int = 32) -> None:
         super().__init__()
-        self.cat_embed = nn.Sequential(nn.Linear(num_categories, cat_dim, bias=False), nn.BatchNorm1d(cat_dim),
-                                       nn.LeakyReLU(0.2))  # fmt: skip
+        self.cat_embed = nn.Sequential(
+            nn.Linear(num_categories, cat_dim, bias=False), nn.BatchNorm1d(cat_dim), nn.LeakyReLU(0.2)
+        )
         self.global_proj = nn.Linear(2 * dim + cat_dim, hidden)
         self.point_proj = nn.Linear(dim + 3, hidden)
         self.norm = nn.LayerNorm(hidden)
-        self.mlp = nn.Sequential(nn.GELU(), nn.Dropout(0.2), nn.Linear(hidden, hidden // 2), nn.GELU(),
-                                 nn.Linear(hidden // 2, num_parts))  # fmt: skip
+        self.mlp = nn.Sequential(
+            nn.GELU(), nn.Dropout(0.2), nn.Linear(hidden, hidden // 2), nn.GELU(), nn.Linear(hidden // 2, num_parts)
+        )
         self.num_categories = num_categories
 
     def forward(self, tokens: Tensor, idx: Tensor, weight: Tensor, xyz: Tensor, category: Tensor) -> Tensor:

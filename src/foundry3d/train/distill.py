@@ -171,9 +171,10 @@ class Distiller(nn.Module):
         metrics.update(
             occupancy=out["occupancy"].float().mean(),
             dead_supertokens=(usage == 0).sum().float(),
-            assignment_entropy=-(p * torch.log(p.clamp_min(1e-12))).sum() / max(1e-12, float(np.log(s))) if s > 1
+            assignment_entropy=-(p * torch.log(p.clamp_min(1e-12))).sum() / max(1e-12, float(np.log(s)))
+            if s > 1
             else torch.tensor(1.0),
-        )  # fmt: skip
+        )
         return loss, metrics
 
 
@@ -189,10 +190,18 @@ class DistillTask(Task):
         if not 1 <= st.supertokens <= groups:
             raise ValueError(f"supertokens={st.supertokens} must be between 1 and c={groups} (the number of tokens)")
         student = FoundryStudent.from_teacher(
-            teacher, supertokens=st.supertokens, blocks=st.blocks, similarity=st.similarity,
-            centre_keys=st.centre_keys, supertoken_pos=st.supertoken_pos, cau_hidden_ratio=st.cau_hidden_ratio,
-            cau_skip=st.cau_skip, gate=st.gate, gate_hidden=st.gate_hidden, gate_threshold=st.gate_threshold,
-        )  # fmt: skip
+            teacher,
+            supertokens=st.supertokens,
+            blocks=st.blocks,
+            similarity=st.similarity,
+            centre_keys=st.centre_keys,
+            supertoken_pos=st.supertoken_pos,
+            cau_hidden_ratio=st.cau_hidden_ratio,
+            cau_skip=st.cau_skip,
+            gate=st.gate,
+            gate_hidden=st.gate_hidden,
+            gate_threshold=st.gate_threshold,
+        )
         if st.freeze_tokenizer:
             student.tokenizer.requires_grad_(False)
             student.pos_embed.requires_grad_(False)
@@ -320,9 +329,18 @@ def cache_key(teacher: PointTransformer, cfg: DistillConfig) -> str:
     from foundry3d.eval.features import model_hash
 
     d = cfg.data
-    key = {"teacher": model_hash(teacher), "datasets": d.datasets, "points": d.num_points, "groups": d.num_groups,
-           "sampling": d.sampling, "augment": to_dict(d.augment), "views": d.cache_views, "seed": cfg.engine.seed,
-           "target": cfg.loss.target, "version": 1}  # fmt: skip
+    key = {
+        "teacher": model_hash(teacher),
+        "datasets": d.datasets,
+        "points": d.num_points,
+        "groups": d.num_groups,
+        "sampling": d.sampling,
+        "augment": to_dict(d.augment),
+        "views": d.cache_views,
+        "seed": cfg.engine.seed,
+        "target": cfg.loss.target,
+        "version": 1,
+    }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -339,8 +357,13 @@ def build_cache(teacher: PointTransformer, dataset: Any, cfg: DistillConfig, run
     n = len(dataset)
     tokens, centres, targets = [], [], []
     bs = 64
-    bar = tqdm(total=d.cache_views * n, desc="teacher targets", unit="cloud", disable=not cfg.engine.progress,
-               dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        total=d.cache_views * n,
+        desc="teacher targets",
+        unit="cloud",
+        disable=not cfg.engine.progress,
+        dynamic_ncols=True,
+    )
     for v in range(d.cache_views):
         gen = torch.Generator().manual_seed(cfg.engine.seed * 1000 + v)
         for s in range(0, n, bs):

@@ -114,6 +114,11 @@ def release_from_checkpoint(run: str | Path, out: str | Path) -> Path:
     cfg = from_dict(PretrainConfig, state["config"])
     model = PointJEPA(create_model(cfg.model.variant, **cfg.model.options), cfg.jepa)
     model.load_state_dict(state["task"]["module"])
-    meta = {"recipe": "point-jepa pretraining (snapshot)", "variant": cfg.model.variant, "steps": int(state["step"]),
-            "datasets": cfg.data.datasets, "config": state["config"]}  # fmt: skip
+    meta = {
+        "recipe": "point-jepa pretraining (snapshot)",
+        "variant": cfg.model.variant,
+        "steps": int(state["step"]),
+        "datasets": cfg.data.datasets,
+        "config": state["config"],
+    }
     return save_release(model.backbone, out, meta)

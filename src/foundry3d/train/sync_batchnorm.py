@@ -63,8 +63,9 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm1d) and not isinstance(child, CPUSyncBatchNorm):
-            new = CPUSyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
-                                   child.track_running_stats)  # fmt: skip
+            new = CPUSyncBatchNorm(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+            )
             new.load_state_dict(child.state_dict())
             new.train(child.training)
             setattr(module, name, new)

@@ -78,10 +78,16 @@ def _from_dat(root: Path, split: str, classes: list[str]) -> ArrayDataset:
     pts = np.stack([check_cloud(np.asarray(p, np.float32), path) for p in data[0]])
     labels = np.array([int(np.asarray(lab).reshape(-1)[0]) for lab in data[1]], np.int64)
     xyz = np.stack([pc_normalize(p[:, :3]) for p in pts])
-    return ArrayDataset(xyz, labels, name="modelnet40", split=split, classes=classes,
-                        normals=pts[:, :, 3:6] if pts.shape[2] >= 6 else None,
-                        protocol={"num_points": 1024, "num_groups": 64, "sampling": "first"},
-                        version=f"modelnet40 8192pts_fps.dat ({split}, {len(xyz)} shapes, FPS-ordered)")  # fmt: skip
+    return ArrayDataset(
+        xyz,
+        labels,
+        name="modelnet40",
+        split=split,
+        classes=classes,
+        normals=pts[:, :, 3:6] if pts.shape[2] >= 6 else None,
+        protocol={"num_points": 1024, "num_groups": 64, "sampling": "first"},
+        version=f"modelnet40 8192pts_fps.dat ({split}, {len(xyz)} shapes, FPS-ordered)",
+    )
 
 
 def _from_h5(root: Path, split: str) -> ArrayDataset:
@@ -103,10 +109,16 @@ def _from_h5(root: Path, split: str) -> ArrayDataset:
     pts = np.concatenate(data)
     if not np.isfinite(pts).all():
         raise DatasetError(f"{root}: non-finite coordinates in ply_data_{split}*.h5")
-    return ArrayDataset(pts, np.concatenate(labels), name="modelnet40", split=split, classes=classes,
-                        normals=np.concatenate(normals) if len(normals) == len(files) else None,
-                        protocol={"num_points": 1024, "num_groups": 64, "sampling": "fps"},
-                        version=f"modelnet40_ply_hdf5_2048 ({split}, {len(pts)} shapes)")  # fmt: skip
+    return ArrayDataset(
+        pts,
+        np.concatenate(labels),
+        name="modelnet40",
+        split=split,
+        classes=classes,
+        normals=np.concatenate(normals) if len(normals) == len(files) else None,
+        protocol={"num_points": 1024, "num_groups": 64, "sampling": "fps"},
+        version=f"modelnet40_ply_hdf5_2048 ({split}, {len(pts)} shapes)",
+    )
 
 
 @register_benchmark("modelnet40", ("train", "test"), LAYOUT)
@@ -145,10 +157,17 @@ def load_fewshot_fold(root: Path, way: int, shot: int, fold: int) -> tuple[Array
             )
         pts = np.stack([pc_normalize(check_cloud(np.asarray(x[0], np.float32), path)[:, :3]) for x in items])
         labels = np.array([int(x[1]) for x in items], np.int64)
-        out.append(ArrayDataset(pts, labels, name="modelnet40_fewshot", split=f"{way}way_{shot}shot/{fold}/{part}",
-                                classes=[str(i) for i in range(way)],
-                                protocol={"num_points": 1024, "num_groups": 64, "sampling": "first"},
-                                version=f"ModelNet40 few-shot {way}-way {shot}-shot fold {fold}"))  # fmt: skip
+        out.append(
+            ArrayDataset(
+                pts,
+                labels,
+                name="modelnet40_fewshot",
+                split=f"{way}way_{shot}shot/{fold}/{part}",
+                classes=[str(i) for i in range(way)],
+                protocol={"num_points": 1024, "num_groups": 64, "sampling": "first"},
+                version=f"ModelNet40 few-shot {way}-way {shot}-shot fold {fold}",
+            )
+        )
     return out[0], out[1]
 
 

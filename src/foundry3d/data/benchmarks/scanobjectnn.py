@@ -16,15 +16,32 @@ from foundry3d.data.base import ArrayDataset, DatasetError
 from foundry3d.data.benchmarks.common import require
 from foundry3d.data.registry import register_benchmark
 
-CLASSES = ["bag", "bin", "box", "cabinet", "chair", "desk", "display", "door", "shelf", "table", "bed", "pillow",
-           "sink", "sofa", "toilet"]  # fmt: skip
+CLASSES = [
+    "bag",
+    "bin",
+    "box",
+    "cabinet",
+    "chair",
+    "desk",
+    "display",
+    "door",
+    "shelf",
+    "table",
+    "bed",
+    "pillow",
+    "sink",
+    "sofa",
+    "toilet",
+]
 VARIANTS = {
     "scanobjectnn_objbg": ("main_split", "objectdataset.h5", "OBJ_BG"),
     "scanobjectnn_objonly": ("main_split_nobg", "objectdataset.h5", "OBJ_ONLY"),
     "scanobjectnn_hardest": ("main_split", "objectdataset_augmentedrot_scale75.h5", "PB_T50_RS"),
 }
-LAYOUT = ("ScanObjectNN/ with main_split/{training,test}_objectdataset[_augmentedrot_scale75].h5 and "
-          "main_split_nobg/{training,test}_objectdataset.h5 (the h5_files release)")  # fmt: skip
+LAYOUT = (
+    "ScanObjectNN/ with main_split/{training,test}_objectdataset[_augmentedrot_scale75].h5 and "
+    "main_split_nobg/{training,test}_objectdataset.h5 (the h5_files release)"
+)
 
 
 def _load(root: Path, split: str, variant: str) -> ArrayDataset:
@@ -39,9 +56,15 @@ def _load(root: Path, split: str, variant: str) -> ArrayDataset:
         raise DatasetError(f"{path} is not a readable ScanObjectNN file (keys data, label): {e}") from e
     if data.ndim != 3 or data.shape[-1] != 3 or len(data) != len(labels):
         raise DatasetError(f"{path}: expected data (N, 2048, 3) and label (N,), got {data.shape}, {labels.shape}")
-    return ArrayDataset(data, labels, name=variant, split=split, classes=CLASSES,
-                        protocol={"num_points": 2048, "num_groups": 128, "sampling": "first"},
-                        version=f"ScanObjectNN {label} ({split}, {len(data)} shapes)")  # fmt: skip
+    return ArrayDataset(
+        data,
+        labels,
+        name=variant,
+        split=split,
+        classes=CLASSES,
+        protocol={"num_points": 2048, "num_groups": 128, "sampling": "first"},
+        version=f"ScanObjectNN {label} ({split}, {len(data)} shapes)",
+    )
 
 
 for _name in VARIANTS:

@@ -17,13 +17,28 @@ from foundry3d.data.base import DatasetError, PartSpec, PointCloudDataset, Sampl
 from foundry3d.data.benchmarks.common import pc_normalize, read_lines, require
 from foundry3d.data.registry import register_benchmark
 
-LAYOUT = ("shapenetcore_partanno_segmentation_benchmark_v0_normal/ with synsetoffset2category.txt, "
-          "<synset>/<model>.txt and train_test_split/shuffled_{train,val,test}_file_list.json")  # fmt: skip
+LAYOUT = (
+    "shapenetcore_partanno_segmentation_benchmark_v0_normal/ with synsetoffset2category.txt, "
+    "<synset>/<model>.txt and train_test_split/shuffled_{train,val,test}_file_list.json"
+)
 PART_RANGES = {
-    "Airplane": (0, 4), "Bag": (4, 6), "Cap": (6, 8), "Car": (8, 12), "Chair": (12, 16), "Earphone": (16, 19),
-    "Guitar": (19, 22), "Knife": (22, 24), "Lamp": (24, 28), "Laptop": (28, 30), "Motorbike": (30, 36),
-    "Mug": (36, 38), "Pistol": (38, 41), "Rocket": (41, 44), "Skateboard": (44, 47), "Table": (47, 50),
-}  # fmt: skip
+    "Airplane": (0, 4),
+    "Bag": (4, 6),
+    "Cap": (6, 8),
+    "Car": (8, 12),
+    "Chair": (12, 16),
+    "Earphone": (16, 19),
+    "Guitar": (19, 22),
+    "Knife": (22, 24),
+    "Lamp": (24, 28),
+    "Laptop": (28, 30),
+    "Motorbike": (30, 36),
+    "Mug": (36, 38),
+    "Pistol": (38, 41),
+    "Rocket": (41, 44),
+    "Skateboard": (44, 47),
+    "Table": (47, 50),
+}
 
 
 class ShapeNetPart(PointCloudDataset):
@@ -71,8 +86,14 @@ class ShapeNetPart(PointCloudDataset):
         if arr.shape[1] != 7 or not np.isfinite(arr).all():
             raise DatasetError(f"{path}: expected 7 finite columns, got shape {arr.shape}")
         cat = int(self._labels[i])
-        return Sample(points=pc_normalize(arr[:, :3]), normals=arr[:, 3:6], label=cat, category=cat,
-                      parts=arr[:, 6].astype(np.int64), name=f"{synset}/{model}")  # fmt: skip
+        return Sample(
+            points=pc_normalize(arr[:, :3]),
+            normals=arr[:, 3:6],
+            label=cat,
+            category=cat,
+            parts=arr[:, 6].astype(np.int64),
+            name=f"{synset}/{model}",
+        )
 
     def labels(self) -> np.ndarray:
         return self._labels
