@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -101,6 +102,56 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", help="dataset cache folder for the embedded datasets")
     p.add_argument("--overwrite", action="store_true", help="recompute tasks that already have results")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="print two results side by side with B/A")
+
+
+# -------------------------------------------------------------------------------------- quickstart
+def _quickstart(a: argparse.Namespace) -> Any:
+    from foundry3d.quickstart import quickstart
+
+    quickstart(out=a.out, full=a.full, overwrite=a.overwrite, teacher=a.teacher, root=a.root)
+    return None
+
+
+@verb("quickstart", "The main job: data, embedded teacher, SuperToken students, evaluation, bench, report")(_quickstart)
+def _quickstart_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="runs/quickstart", help="output folder (default: runs/quickstart)")
+    p.add_argument("--full", action="store_true", help="longer distillation, full evaluation and benchmark")
+    p.add_argument("--overwrite", action="store_true", help="discard the folder's previous run")
+    p.add_argument("--teacher", default="embedded", help="teacher release (default: the embedded tiny teacher)")
+    p.add_argument("--root", help="dataset cache folder")
+
+
+# ------------------------------------------------------------------------------------------- bench
+def _bench(a: argparse.Namespace) -> Any:
+    from foundry3d.edge.bench import bench
+
+    bench(a.model, points=a.points, batches=a.batch, out=a.out, threads=a.threads, budget_s=a.budget)
+    return None
+
+
+@verb("bench", "Parameters, FLOPs, CPU latency and peak memory of a teacher and students")(_bench)
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", nargs="+", required=True, help="models to compare; the first is the reference")
+    p.add_argument("--points", type=int, nargs="+", help="point counts (default: 1024 2048 8192 32768)")
+    p.add_argument("--batch", type=int, nargs="+", help="batch sizes (default: 1 32)")
+    p.add_argument("--out", default="runs/bench", help="folder for bench.json and bench.csv")
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--budget", type=float, default=6.0, help="seconds of timed runs per setting")
+
+
+# ------------------------------------------------------------------------------------------ export
+def _export(a: argparse.Namespace) -> Any:
+    from foundry3d.edge.export import export_onnx
+
+    return export_onnx(a.model, a.out, num_points=a.points, verify=not a.no_verify)
+
+
+@verb("export", "Export a teacher or student to ONNX and check onnxruntime against PyTorch")(_export)
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="release dir/.safetensors, or 'embedded'")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--points", type=int, default=1024, help="points per cloud that fixes the number of groups")
+    p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime parity check")
 
 
 # -------------------------------------------------------------------------------------------- data
@@ -228,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     from foundry3d.data.base import DatasetError
     from foundry3d.eval.suite import EvalError
     from foundry3d.models.checkpoint import CheckpointError
+    from foundry3d.quickstart import QuickstartError
     from foundry3d.train.engine import RunDirError, TrainingDiverged
 
     try:
@@ -239,8 +291,13 @@ def main(argv: list[str] | None = None) -> int:
         RunDirError,
         TrainingDiverged,
         EvalError,
+        QuickstartError,
         FileNotFoundError,
+        RuntimeError,
+        ValueError,
     ) as e:
+        if os.environ.get("FOUNDRY3D_DEBUG"):
+            raise
         print(f"foundry3d {args.verb}: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and closed early

@@ -17,7 +17,7 @@ def teacher():
 
 def test_assignment_is_exactly_one_hot_in_training_and_eval(teacher, cloud):
     s = FoundryStudent.from_teacher(teacher, supertokens=4)
-    tokens, centres = s.tokenize(cloud)
+    tokens, centres, _ = s.tokenize(cloud)
     for train in (True, False):
         s.train(train)
         out = s.forward_tokens(tokens, centres, tau=0.5)
@@ -31,7 +31,7 @@ def test_assignment_is_exactly_one_hot_in_training_and_eval(teacher, cloud):
 
 def test_supertokens_are_member_means_and_empty_ones_fall_back(teacher, cloud):
     s = FoundryStudent.from_teacher(teacher, supertokens=4).eval()
-    tokens, centres = s.tokenize(cloud)
+    tokens, centres, _ = s.tokenize(cloud)
     pos = s.pos_embed(centres)
     real = s.dso.logits
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from foundry3d.data.base import PointCloudDataset
 from foundry3d.data.transforms import Sampling, collate
@@ -31,6 +32,71 @@ def model_hash(model: nn.Module) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+_TOKENS: OrderedDict[str, dict[str, Tensor]] = OrderedDict()
+TOKEN_CACHE_BYTES = 2 * 2**30
+
+
+def _tokenizer_key(model: nn.Module, dataset: PointCloudDataset, num_points: int, groups: int, sampling: str) -> str:
+    tok = model.tokenizer
+    parts = [
+        weights_hash(tok.state_dict()),
+        str(tok.group_size),
+        str(tok.fps_start),
+        dataset.name,
+        dataset.split,
+        dataset.version,
+        str(len(dataset)),
+        str(num_points),
+        str(groups),
+        sampling,
+    ]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+@torch.no_grad()
+def tokenized(
+    model: nn.Module,
+    dataset: PointCloudDataset,
+    num_points: int,
+    num_groups: int | None,
+    sampling: Sampling,
+    batch_size: int = 64,
+    progress: bool = False,
+    desc: str = "tokens",
+) -> dict[str, Tensor]:
+    """Patch tokens, centres, points and labels of every cloud, computed once per tokenizer.
+
+    Models whose tokenizers hold identical weights (a teacher and the students that copied and
+    froze its tokenizer) share the work; everything after the tokenizer runs per model.
+    """
+    from tqdm.auto import tqdm
+
+    groups = num_groups or model.groups_for(num_points)
+    key = _tokenizer_key(model, dataset, num_points, groups, sampling)
+    if key in _TOKENS:
+        _TOKENS.move_to_end(key)
+        return _TOKENS[key]
+    model.eval()
+    gen = torch.Generator().manual_seed(0)
+    out: dict[str, list[Tensor]] = {k: [] for k in ("tokens", "centres", "points", "labels", "categories", "parts")}
+    n = len(dataset)
+    for s in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+        b = collate([dataset[i] for i in range(s, min(n, s + batch_size))], num_points, sampling, gen)
+        tokens, centres, _ = model.tokenize(b["points"], groups)
+        out["tokens"].append(tokens)
+        out["centres"].append(centres)
+        for k in ("points", "labels", "categories", "parts"):
+            if k in b:
+                out[k].append(b[k])
+    res = {k: torch.cat(v) for k, v in out.items() if v}
+    _TOKENS[key] = res
+    while sum(t.numel() * t.element_size() for r in _TOKENS.values() for t in r.values()) > TOKEN_CACHE_BYTES:
+        _TOKENS.popitem(last=False)
+        if len(_TOKENS) <= 1:
+            break
+    return res
+
+
 @torch.no_grad()
 def extract(
     model: nn.Module,
@@ -43,18 +109,13 @@ def extract(
     desc: str = "features",
 ) -> dict[str, np.ndarray]:
     """Pooled features (S, 2D) and labels (S,) of every cloud, in dataset order."""
-    from tqdm.auto import tqdm
-
     model.eval()
-    feats, labels = [], []
-    n = len(dataset)
-    gen = torch.Generator().manual_seed(0)
-    for s in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
-        batch = collate([dataset[i] for i in range(s, min(n, s + batch_size))], num_points, sampling, gen)
-        out = model.forward_features(batch["points"], num_groups=num_groups)
+    data = tokenized(model, dataset, num_points, num_groups, sampling, batch_size, progress, desc)
+    feats = []
+    for s in range(0, len(data["tokens"]), batch_size):
+        out = model.forward_tokens(data["tokens"][s : s + batch_size], data["centres"][s : s + batch_size])
         feats.append(pool_tokens(out["tokens"], out.get("mask")).float().numpy())
-        labels.append(batch["labels"].numpy())
-    return {"features": np.concatenate(feats), "labels": np.concatenate(labels)}
+    return {"features": np.concatenate(feats), "labels": data["labels"].numpy()}
 
 
 def cached_extract(

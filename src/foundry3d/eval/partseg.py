@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from foundry3d.data.base import DatasetError, PartSpec, PointCloudDataset
-from foundry3d.data.transforms import collate
+from foundry3d.eval.features import tokenized
 from foundry3d.eval.metrics import mean_std, part_mious, shape_iou
 from foundry3d.models.heads import PartSegHead, three_nn
 from foundry3d.train.engine import EngineConfig, Task, fit, seed_all
@@ -70,33 +70,34 @@ def extract_partseg(
     progress: bool = False,
 ) -> dict[str, np.ndarray]:
     """Averaged block features per token plus everything needed to propagate them to points."""
-    from tqdm.auto import tqdm
-
     if dataset.part_spec is None:
         raise DatasetError(f"{dataset.name} has no part labels: part segmentation needs a part dataset")
+    if limit is not None and len(dataset) > limit:
+        from foundry3d.data.base import ArrayDataset
+
+        pick = np.sort(np.random.default_rng(seed).choice(len(dataset), size=limit, replace=False))
+        if not isinstance(dataset, ArrayDataset):
+            raise DatasetError("max_train_shapes needs an in-memory dataset; set partseg.max_train_shapes=null")
+        dataset = dataset.subset(pick)
     model.eval()
-    n = len(dataset)
-    order = np.arange(n)
-    if limit is not None and n > limit:
-        order = np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
     blocks = cfg.blocks or thirds(model.num_blocks)
-    groups = cfg.num_groups or model.groups_for(cfg.num_points)
-    out: dict[str, list[np.ndarray]] = {k: [] for k in ("tokens", "idx", "w", "xyz", "parts", "category")}
-    for s in tqdm(range(0, len(order), batch_size), desc="part features", disable=not progress, leave=False):
-        samples = [dataset[int(i)] for i in order[s : s + batch_size]]
-        b = collate(samples, cfg.num_points, "first")
-        if "parts" not in b:
-            raise DatasetError(f"{dataset.name}: some shapes have no per-point part labels")
-        res = model.forward_intermediates(b["points"], indices=blocks, norm=True, num_groups=groups)
-        tokens = torch.stack(res["intermediates"]).mean(0)
-        idx, w = three_nn(b["points"], res["centers"])
+    data = tokenized(model, dataset, cfg.num_points, cfg.num_groups, "first", batch_size, progress, "part tokens")
+    if "parts" not in data:
+        raise DatasetError(f"{dataset.name}: some shapes have no per-point part labels")
+    out: dict[str, list[np.ndarray]] = {"tokens": [], "idx": [], "w": []}
+    for s in range(0, len(data["tokens"]), batch_size):
+        sl = slice(s, s + batch_size)
+        res = model.forward_tokens(data["tokens"][sl], data["centres"][sl], indices=blocks)
+        tokens = torch.stack([F.layer_norm(h, h.shape[-1:]) for h in res["intermediates"]]).mean(0)
+        idx, w = three_nn(data["points"][sl], data["centres"][sl])
         out["tokens"].append(tokens.half().numpy())
         out["idx"].append(idx.to(torch.int16).numpy())
         out["w"].append(w.half().numpy())
-        out["xyz"].append(b["points"].half().numpy())
-        out["parts"].append(b["parts"].to(torch.int16).numpy())
-        out["category"].append(b["categories"].numpy())
-    return {k: np.concatenate(v) for k, v in out.items()}
+    res_np = {k: np.concatenate(v) for k, v in out.items()}
+    res_np["xyz"] = data["points"].half().numpy()
+    res_np["parts"] = data["parts"].to(torch.int16).numpy()
+    res_np["category"] = data["categories"].numpy()
+    return res_np
 
 
 class _SegLoss(nn.Module):

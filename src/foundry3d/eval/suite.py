@@ -47,6 +47,7 @@ class SVMConfig:
     repeats: int = 10
     small_test: int = 500
     published: bool = True  # also report SVC(C=0.012) on raw features, for comparison with papers
+    cv_max_samples: int | None = 2000  # choose C by CV on at most this many training shapes (stratified)
     seed: int = 0
 
 
@@ -132,7 +133,9 @@ class Runner:
         c = self.cfg.svm
         tr, te = self.data(name, "train", root), self.data(name, "test", root)
         a, b = self.features(tr, c.num_points, c.sampling), self.features(te, c.num_points, c.sampling)
-        clf, used = fit_svm(a["features"], a["labels"], "standardized", seed=c.seed, grid=tuple(c.grid))
+        clf, used = fit_svm(
+            a["features"], a["labels"], "standardized", seed=c.seed, grid=tuple(c.grid), cv_max_samples=c.cv_max_samples
+        )
         pred = clf.predict(b["features"])
         out: dict[str, Any] = {**accuracies(b["labels"], pred), **used}
         if len(te) < c.small_test:  # small test split: repeated stratified splits of train+test

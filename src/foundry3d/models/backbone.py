@@ -148,18 +148,26 @@ class PointTransformer(nn.Module):
         """
         idx = resolve_indices(indices, len(self.encoder.blocks))
         tokens, centres, _ = self.tokenize(points, num_groups)
-        out, hidden = self.encoder(tokens, self.pos_embed(centres), indices=idx)
-        order = {b: i for i, b in enumerate(sorted(set(idx)))}
-        hidden = [hidden[order[b]] for b in idx]
+        out = self.forward_tokens(tokens, centres, indices=idx)
         if norm:
-            hidden = [F.layer_norm(h, h.shape[-1:]) for h in hidden]
-        return {"tokens": out, "centers": centres, "intermediates": hidden}
+            out["intermediates"] = [F.layer_norm(h, h.shape[-1:]) for h in out["intermediates"]]
+        return out
+
+    def forward_tokens(
+        self, tokens: Tensor, centres: Tensor, indices: list[int] | None = None
+    ) -> dict[str, Tensor | list[Tensor]]:
+        """Everything after the tokenizer (lets models that share a tokenizer share its work)."""
+        out, hidden = self.encoder(tokens, self.pos_embed(centres), indices=indices)
+        res: dict[str, Tensor | list[Tensor]] = {"tokens": out, "centers": centres}
+        if indices is not None:
+            order = {b: i for i, b in enumerate(sorted(set(indices)))}
+            res["intermediates"] = [hidden[order[b]] for b in indices]
+        return res
 
     def forward_features(self, points: Tensor, num_groups: int | None = None) -> dict[str, Tensor]:
         """Final-normed tokens (B, c, D) and their centres (B, c, 3)."""
         tokens, centres, _ = self.tokenize(points, num_groups)
-        out, _ = self.encoder(tokens, self.pos_embed(centres))
-        return {"tokens": out, "centers": centres}
+        return self.forward_tokens(tokens, centres)  # type: ignore[return-value]
 
     def forward_head(self, features: dict[str, Tensor] | Tensor) -> Tensor:
         """Pooled global feature: concat[max, mean] over tokens (B, 2D)."""

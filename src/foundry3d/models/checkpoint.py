@@ -83,10 +83,17 @@ def model_kind(model: nn.Module) -> str:
     return kind
 
 
-def save_release(model: nn.Module, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
-    """Write ``model`` as a release directory (safetensors + config.json); returns the directory."""
+def save_release(
+    model: nn.Module, path: str | Path, meta: dict[str, Any] | None = None, dtype: torch.dtype | None = None
+) -> Path:
+    """Write ``model`` as a release directory (safetensors + config.json); returns the directory.
+
+    ``dtype=torch.float16`` halves the file; ``load`` builds the model in float32 either way.
+    """
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     header = {
         "format": RELEASE_FORMAT,
         "format_version": 1,

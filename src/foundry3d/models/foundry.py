@@ -226,11 +226,11 @@ class FoundryStudent(nn.Module):
 
         return to_dict(self.cfg)
 
-    def tokenize(self, points: Tensor, num_groups: int | None = None) -> tuple[Tensor, Tensor]:
+    def tokenize(self, points: Tensor, num_groups: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Tokens (B, c, d) before positional encoding, centres (B, c, 3), patch indices (B, c, k)."""
         g = num_groups or self.tcfg.num_groups
         check_cloud(points, max(g, self.tcfg.group_size))
-        tokens, centres, _ = self.tokenizer(points.to(self.pos_embed[0].weight.dtype), g)
-        return tokens, centres
+        return self.tokenizer(points.to(self.pos_embed[0].weight.dtype), g)
 
     # ---------------------------------------------------------------------------------- the forward
     def forward_tokens(
@@ -320,7 +320,7 @@ class FoundryStudent(nn.Module):
         self, points: Tensor, num_groups: int | None = None, r: float | None = None, keep: int | None = None
     ) -> dict[str, Tensor]:
         """Y_hat (B, c, d_teacher), centres (B, c, 3), the assignment (B, c) and SuperToken occupancy."""
-        tokens, centres = self.tokenize(points, num_groups)
+        tokens, centres, _ = self.tokenize(points, num_groups)
         return self.forward_tokens(tokens, centres, r=r, keep=keep)  # type: ignore[return-value]
 
     def forward_intermediates(
@@ -333,7 +333,7 @@ class FoundryStudent(nn.Module):
     ) -> dict[str, Tensor | list[Tensor]]:
         """Per-block encoder outputs routed back to the c tokens (+ token residual), for dense heads."""
         idx = resolve_indices(indices, len(self.blocks))
-        tokens, centres = self.tokenize(points, num_groups)
+        tokens, centres, _ = self.tokenize(points, num_groups)
         out = self.forward_tokens(tokens, centres, r=r, indices=idx)
         if norm:
             out["intermediates"] = [F.layer_norm(h, h.shape[-1:]) for h in out["intermediates"]]

@@ -52,6 +52,7 @@ class StudentSection:
     init: Literal["data", "random"] = "data"  # SuperTokens from diverse training tokens, or random
     freeze_tokenizer: bool = True
     freeze_blocks: bool = False
+    start_from: str | None = None  # an existing student release to continue from (its architecture is kept)
 
 
 @dataclass
@@ -106,6 +107,21 @@ def load_teacher(spec: str) -> PointTransformer:
     return model.eval().requires_grad_(False)
 
 
+def _student_for(teacher: PointTransformer, st: StudentSection) -> FoundryStudent:
+    """Continue from an existing student: it must have been built for a teacher of this width."""
+    assert st.start_from is not None
+    student = load(st.start_from, expect_kind="foundry_student")
+    want = student.cfg.teacher_config
+    if want.dim != teacher.cfg.dim or want.depth < max(student.cfg.student_blocks(), default=0) + 1:
+        raise ValueError(
+            f"teacher width {teacher.cfg.dim} (depth {teacher.cfg.depth}) does not match the student in "
+            f"{st.start_from}, which was built for a {want.dim}-wide, {want.depth}-block teacher"
+        )
+    if student.cfg.supertokens != st.supertokens:
+        raise ValueError(f"student.supertokens={st.supertokens} but {st.start_from} has {student.cfg.supertokens}")
+    return student.train()
+
+
 def teacher_targets(teacher: PointTransformer, tokens: Tensor, centres: Tensor, kind: str) -> Tensor:
     """The teacher's last-block output for given patch tokens (its own tokenizer gives the same)."""
     depth = len(teacher.encoder.blocks)
@@ -142,7 +158,7 @@ class Distiller(nn.Module):
         if tokens is None:
             assert points is not None
             with torch.set_grad_enabled(not c.student.freeze_tokenizer and self.training):
-                tokens, centres = self.student.tokenize(points, c.data.num_groups)
+                tokens, centres, _ = self.student.tokenize(points, c.data.num_groups)
             with torch.no_grad():
                 if c.student.freeze_tokenizer:  # identical tokenizer: reuse its tokens
                     targets = teacher_targets(self.teacher, tokens, centres, c.loss.target)
@@ -189,18 +205,22 @@ class DistillTask(Task):
         groups = cfg.data.num_groups or teacher.cfg.num_groups
         if not 1 <= st.supertokens <= groups:
             raise ValueError(f"supertokens={st.supertokens} must be between 1 and c={groups} (the number of tokens)")
-        student = FoundryStudent.from_teacher(
-            teacher,
-            supertokens=st.supertokens,
-            blocks=st.blocks,
-            similarity=st.similarity,
-            centre_keys=st.centre_keys,
-            supertoken_pos=st.supertoken_pos,
-            cau_hidden_ratio=st.cau_hidden_ratio,
-            cau_skip=st.cau_skip,
-            gate=st.gate,
-            gate_hidden=st.gate_hidden,
-            gate_threshold=st.gate_threshold,
+        student = (
+            _student_for(teacher, st)
+            if st.start_from
+            else FoundryStudent.from_teacher(
+                teacher,
+                supertokens=st.supertokens,
+                blocks=st.blocks,
+                similarity=st.similarity,
+                centre_keys=st.centre_keys,
+                supertoken_pos=st.supertoken_pos,
+                cau_hidden_ratio=st.cau_hidden_ratio,
+                cau_skip=st.cau_skip,
+                gate=st.gate,
+                gate_hidden=st.gate_hidden,
+                gate_threshold=st.gate_threshold,
+            )
         )
         if st.freeze_tokenizer:
             student.tokenizer.requires_grad_(False)
@@ -214,7 +234,7 @@ class DistillTask(Task):
             raise ValueError("data.cache_views needs student.freeze_tokenizer=true (cached tokens must not go stale)")
         self._tau = 1.0
         self.probe = Probe(cfg.probe, cfg.data.root)
-        self._initialised = False
+        self._initialised = bool(st.start_from)  # a continued student keeps its SuperTokens
         self._t0 = time.time()
 
     def num_samples(self) -> int:
@@ -239,6 +259,17 @@ class DistillTask(Task):
 
     def before_step(self, step: int) -> None:
         self._tau = self.tau(step)
+
+    def after_step(self, step: int, total_steps: int) -> dict[str, float]:
+        """Gradient scale reaching the SuperTokens vs the encoder blocks (per-element RMS)."""
+        st = self.module.student
+
+        def rms(params: Any) -> float:
+            grads = [p.grad.detach().flatten() for p in params if p.grad is not None]
+            return float(torch.cat(grads).pow(2).mean().sqrt()) if grads else 0.0
+
+        enc = rms(st.blocks.parameters())
+        return {"grad_rms_supertokens": rms([st.dso.supertokens]), "grad_rms_encoder": enc, "tau": self._tau}
 
     def views(self) -> dict[str, Tensor]:
         """The cached teacher views, built on first use (after the run directory exists)."""
@@ -273,7 +304,7 @@ class DistillTask(Task):
             else:
                 idx = np.random.default_rng(self.cfg.engine.seed).permutation(len(self.dataset))[:64]
                 b = collate([self.dataset[int(i)] for i in idx], self.cfg.data.num_points, "first")
-                tokens, _ = st.tokenize(b["points"], self.cfg.data.num_groups)
+                tokens, _, _ = st.tokenize(b["points"], self.cfg.data.num_groups)
             keys = tokens - tokens.mean(1, keepdim=True) if st.cfg.centre_keys else tokens
             keys = st.dso.k(keys).reshape(-1, keys.shape[-1])
             unit = F.normalize(keys, dim=-1) if st.cfg.similarity == "cosine" else keys

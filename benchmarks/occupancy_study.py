@@ -1,0 +1,133 @@
+"""SuperToken occupancy study: which changes make a Foundry student use the budget it is given.
+
+Distils one teacher at s = 4 and 16 with a ladder of DSO variants (each adds one change to the
+previous), then measures on the test splits: mean non-empty SuperTokens per cloud, SuperTokens
+never used, distillation loss, and linear-SVM retention (student / teacher accuracy) on SH3D-16
+and KiCad-33. All runs share one cache of teacher targets.
+
+    python benchmarks/occupancy_study.py --teacher runs/teacher_tiny/release --out runs/occupancy
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import foundry3d
+from foundry3d.data.registry import load_dataset
+from foundry3d.eval.features import extract
+from foundry3d.eval.occupancy import occupancy
+from foundry3d.eval.svm import svm_probe
+from foundry3d.train.distill import distill
+from foundry3d.train.engine import read_metrics
+
+LADDER = [
+    ("paper: dot-product, random init", ["student.similarity=dot", "student.centre_keys=false", "student.init=random"]),
+    (
+        "+ cosine q,k with learned temperature",
+        ["student.similarity=cosine", "student.centre_keys=false", "student.init=random"],
+    ),
+    ("+ keys centred per cloud", ["student.similarity=cosine", "student.centre_keys=true", "student.init=random"]),
+    (
+        "+ SuperTokens initialised from data",
+        ["student.similarity=cosine", "student.centre_keys=true", "student.init=data"],
+    ),
+    ("+ usage balancing (0.05)", ["student.init=data", "loss.balance=0.05"]),
+    ("+ Gumbel tau 1 -> 0.3", ["student.init=data", "loss.balance=0.05", "loss.tau_end=0.3"]),
+    ("+ SuperToken lr x10", ["student.init=data", "loss.balance=0.05", "loss.tau_end=0.3", "loss.dso_lr_scale=10"]),
+]
+
+
+def probe(model, sets, cache):
+    out = {}
+    for name, (tr, te) in sets.items():
+        key = (id(model), name)
+        if key not in cache:
+            a, b = extract(model, tr), extract(model, te)
+            cache[key] = svm_probe(a["features"], a["labels"], b["features"], b["labels"], C=0.05)["acc"]
+        out[name] = cache[key]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--teacher", required=True)
+    ap.add_argument("--out", default="runs/occupancy")
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--supertokens", type=int, nargs="+", default=[4, 16])
+    ap.add_argument("--variants", type=int, nargs="*", help="indices into the ladder (default: all)")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sets = {n: (load_dataset(f"{n}:train"), load_dataset(f"{n}:test")) for n in ("sh3d16", "kicad33")}
+    cache: dict = {}
+    teacher = foundry3d.load(args.teacher)
+    t_acc = probe(teacher, sets, cache)
+    results_path = out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {"teacher": t_acc, "runs": []}
+    done = {(r["variant"], r["supertokens"]) for r in results["runs"]}
+    base = [
+        "data.datasets=[sh3d16:train, sh3d16:pool, kicad33:train, kicad33:pool]",
+        "data.cache_views=1",
+        f"data.cache_dir={out / 'cache'}",
+        "probe.enabled=false",
+        f"engine.steps={args.steps}",
+        "engine.log_every=50",
+        "engine.tensorboard=false",
+        "engine.progress=false",
+    ]
+    for vi, (name, overrides) in enumerate(LADDER):
+        if args.variants and vi not in args.variants:
+            continue
+        for s in args.supertokens:
+            if (name, s) in done:
+                continue
+            run = out / f"v{vi}_s{s}"
+            t0 = time.time()
+            distill(teacher=args.teacher, supertokens=s, overrides=base + overrides, out=run, overwrite=True)
+            student = foundry3d.load(run / "release")
+            acc = probe(student, sets, cache)
+            occ = {n: occupancy(student, te) for n, (_, te) in sets.items()}
+            rows = read_metrics(run)
+            tail = rows[-4:]
+            rec = {
+                "variant": name,
+                "supertokens": s,
+                "minutes": round((time.time() - t0) / 60, 1),
+                "distill_loss": sum(r["distill_loss"] for r in tail) / len(tail),
+                "grad_rms_supertokens": sum(r["grad_rms_supertokens"] for r in tail) / len(tail),
+                "grad_rms_encoder": sum(r["grad_rms_encoder"] for r in tail) / len(tail),
+                "svm": acc,
+                "retention": {n: acc[n] / t_acc[n] for n in acc},
+                "occupancy": {n: o["mean_per_cloud"] for n, o in occ.items()},
+                "never_used": {n: o["never_used"] for n, o in occ.items()},
+            }
+            results["runs"].append(rec)
+            results_path.write_text(json.dumps(results, indent=2))
+            print(json.dumps(rec), flush=True)
+    lines = [
+        "| variant | s | occupancy SH3D / KiCad | never used | distill loss | grad RMS S / enc | "
+        "SVM SH3D (ret.) | SVM KiCad (ret.) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["runs"]:
+        lines.append(
+            f"| {r['variant']} | {r['supertokens']} | {r['occupancy']['sh3d16']:.1f} / {r['occupancy']['kicad33']:.1f}"
+            f" | {r['never_used']['sh3d16']} / {r['never_used']['kicad33']} | {r['distill_loss']:.4f} | "
+            f"{r['grad_rms_supertokens']:.2e} / {r['grad_rms_encoder']:.2e} | "
+            f"{100 * r['svm']['sh3d16']:.1f} ({r['retention']['sh3d16']:.3f}) | "
+            f"{100 * r['svm']['kicad33']:.1f} ({r['retention']['kicad33']:.3f}) |"
+        )
+    t = results["teacher"]
+    lines.append(f"\nTeacher SVM: SH3D-16 {100 * t['sh3d16']:.1f}, KiCad-33 {100 * t['kicad33']:.1f}.")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main()

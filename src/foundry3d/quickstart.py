@@ -1,0 +1,280 @@
+"""``foundry3d quickstart``: the whole promise on real shapes, on a laptop CPU, in minutes.
+
+Stages (each shows progress; a re-run skips finished stages, ``overwrite`` redoes them):
+
+1. data     build SH3D-16 and KiCad-33/Parts from their Debian packages if missing
+2. distill  one pass of the embedded teacher feeds a cache of targets; students at s = 1, 4, 16
+3. eval     teacher and students through the same evaluation suite
+4. bench    parameters, FLOPs, latency and memory of teacher and students at several point counts
+5. report   ``report.md`` + self-contained ``report.html`` with tables, plots and SuperToken renders
+
+The quick recipe fits a 10-minute budget on 2 cores; ``full`` runs longer distillation and the
+full evaluation and benchmark protocols. Both recipes are written into the report.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from foundry3d.models.checkpoint import atomic_write
+
+
+class QuickstartError(RuntimeError):
+    """The output folder holds a different run, or a stage cannot run."""
+
+
+@dataclass
+class Recipe:
+    supertokens: list[int] = field(default_factory=lambda: [1, 4, 16])
+    build: list[str] = field(default_factory=lambda: ["sh3d16", "kicad"])  # embedded datasets to build if missing
+    tasks: list[str] = field(
+        default_factory=lambda: ["svm:sh3d16", "svm:kicad33", "fewshot:kicad33", "partseg:kicadparts"]
+    )
+    showcase: list[str] = field(default_factory=lambda: ["sh3d16:test", "kicad33:test"])  # occupancy + renders
+    distill: list[str] = field(default_factory=list)  # distillation overrides
+    eval: list[str] = field(default_factory=list)  # evaluation overrides
+    bench_points: list[int] = field(default_factory=lambda: [1024, 2048, 8192, 32768])
+    bench_batches: list[int] = field(default_factory=lambda: [1, 32])
+    bench_budget_s: float = 1.5
+    bench_batch32_max_points: int = 2048  # batch 32 only up to this many points (time)
+
+
+DISTILL_COMMON = [
+    "data.datasets=[sh3d16:train, sh3d16:pool, kicad33:train, kicad33:pool]",  # train splits + pools only
+    "probe.enabled=false",
+    "engine.tensorboard=false",
+]
+QUICK = Recipe(
+    distill=[
+        *DISTILL_COMMON,
+        "data.cache_views=1",
+        "engine.steps=600",
+        "engine.warmup_steps=50",
+        "engine.log_every=20",
+    ],
+    eval=[
+        "svm.published=false",
+        "svm.grid=[0.03, 0.1, 0.3]",
+        "svm.cv_max_samples=1200",
+        "partseg.seeds=[0]",
+        "partseg.max_train_shapes=1000",
+        "partseg.engine.steps=300",
+    ],
+)
+FULL = Recipe(
+    distill=[*DISTILL_COMMON, "data.cache_views=4", "engine.steps=4000", "engine.log_every=50"],
+    eval=[],
+    bench_budget_s=6.0,
+    bench_batch32_max_points=8192,
+)
+
+
+def _stage_path(out: Path, name: str) -> Path:
+    return out / "stages" / f"{name}.json"
+
+
+def _done(out: Path, name: str) -> dict[str, Any] | None:
+    p = _stage_path(out, name)
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def _finish(out: Path, name: str, result: dict[str, Any], t0: float) -> dict[str, Any]:
+    result = {**result, "seconds": round(time.time() - t0, 1)}
+    atomic_write(_stage_path(out, name), lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2, default=str)))
+    print(f"[quickstart] {name}: done in {result['seconds']} s", flush=True)
+    return result
+
+
+def quickstart(
+    out: str | Path = "runs/quickstart",
+    full: bool = False,
+    overwrite: bool = False,
+    teacher: str = "embedded",
+    root: str | None = None,
+    recipe: Recipe | None = None,
+) -> dict[str, Any]:
+    """Run the whole pipeline; returns the per-stage results (``<out>/stages/*.json``).
+
+    ``recipe`` (Python API) replaces the quick/full recipes, e.g. to run on other datasets."""
+    from foundry3d.eval.features import model_hash
+    from foundry3d.train.distill import load_teacher
+
+    out = Path(out)
+    recipe = recipe or (FULL if full else QUICK)
+    t_model = load_teacher(teacher)
+    finger = {
+        "mode": "full" if full else "quick",
+        "teacher": teacher,
+        "teacher_hash": model_hash(t_model),
+        "recipe": asdict(recipe),
+        "root": root,
+    }
+    fp = out / "quickstart.json"
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    if fp.exists() and json.loads(fp.read_text()) != finger:
+        raise QuickstartError(
+            f"{out} holds a different quickstart run ({json.loads(fp.read_text())['mode']} "
+            f"recipe or another teacher); pass --overwrite or choose another --out"
+        )
+    if not fp.exists() and out.exists() and any(out.iterdir()):
+        raise QuickstartError(f"{out} is not empty and holds no quickstart run; pass --overwrite or another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    fp.write_text(json.dumps(finger, indent=2))
+    stages: dict[str, Any] = {}
+    t_all = time.time()
+    stages["data"] = _done(out, "data") or _stage_data(out, recipe, root)
+    stages["distill"] = _done(out, "distill") or _stage_distill(out, recipe, teacher, root)
+    stages["eval"] = _done(out, "eval") or _stage_eval(out, recipe, teacher, stages["distill"], root)
+    stages["bench"] = _done(out, "bench") or _stage_bench(out, recipe, teacher, stages["distill"])
+    stages["report"] = _done(out, "report") or _stage_report(out, recipe, finger, stages)
+    print(stages["report"]["table"])
+    print(f"\nreport: {out / 'report.html'}  (total {time.time() - t_all:.0f} s this run)")
+    return stages
+
+
+def _stage_data(out: Path, recipe: Recipe, root: str | None) -> dict[str, Any]:
+    from foundry3d.data.build import build
+    from foundry3d.data.debian import PackageError
+
+    t0 = time.time()
+    paths = {}
+    for name in recipe.build:
+        print(f"[quickstart] data: {name} (built once from its Debian package, then reused)", flush=True)
+        try:
+            paths[name] = str(build(name, root=root))
+        except PackageError as e:
+            raise QuickstartError(f"could not build the embedded dataset {name}: {e}") from e
+    return _finish(out, "data", {"paths": paths}, t0)
+
+
+def _stage_distill(out: Path, recipe: Recipe, teacher: str, root: str | None) -> dict[str, Any]:
+    from foundry3d.train.distill import distill
+
+    t0 = time.time()
+    students, timings = {}, {}
+    for s in recipe.supertokens:
+        print(f"[quickstart] distill: student with s = {s} SuperTokens", flush=True)
+        t1 = time.time()
+        ov = [*recipe.distill, f"data.cache_dir={out / 'cache'}"]
+        if root:
+            ov.append(f"data.root={root}")
+        distill(teacher=teacher, supertokens=s, overrides=ov, out=out / "students" / f"s{s}", resume=True)
+        students[str(s)] = str(out / "students" / f"s{s}" / "release")
+        timings[str(s)] = round(time.time() - t1, 1)
+    return _finish(out, "distill", {"students": students, "seconds_per_student": timings}, t0)
+
+
+def _models(teacher: str, distill_result: dict[str, Any]) -> dict[str, str]:
+    return {"teacher": teacher, **{f"s={s}": p for s, p in distill_result["students"].items()}}
+
+
+def _stage_eval(out: Path, recipe: Recipe, teacher: str, distilled: dict[str, Any], root: str | None) -> dict:
+    from foundry3d.eval.suite import DEFAULT_TASKS, evaluate
+
+    t0 = time.time()
+    results = {}
+    for name, spec in _models(teacher, distilled).items():
+        print(f"[quickstart] eval: {name}", flush=True)
+        r = evaluate(
+            spec, DEFAULT_TASKS, overrides=recipe.eval, out=out / "eval", root=root, name=name.replace("=", "")
+        )
+        results[name] = r
+    return _finish(out, "eval", {"results": results, "tasks": DEFAULT_TASKS}, t0)
+
+
+def _stage_bench(out: Path, recipe: Recipe, teacher: str, distilled: dict[str, Any]) -> dict[str, Any]:
+    from foundry3d.edge.bench import bench
+    from foundry3d.eval.suite import resolve_model
+
+    t0 = time.time()
+    models = {name: resolve_model(spec)[0] for name, spec in _models(teacher, distilled).items()}
+    print("[quickstart] bench: batch 1 at " + ", ".join(map(str, recipe.bench_points)) + " points", flush=True)
+    b1 = bench(models, recipe.bench_points, [1], out=None, budget_s=recipe.bench_budget_s)
+    small = [p for p in recipe.bench_points if p <= recipe.bench_batch32_max_points]
+    batches = [b for b in recipe.bench_batches if b != 1]
+    rows = b1["rows"]
+    if batches and small:
+        print(f"[quickstart] bench: batch {batches} at {small} points", flush=True)
+        bb = bench(models, small, batches, out=None, budget_s=recipe.bench_budget_s)
+        extra = {(r["model"], r["points"]): r for r in bb["rows"]}
+        for r in rows:
+            e = extra.get((r["model"], r["points"]))
+            if e:
+                r.update({k: v for k, v in e.items() if k.startswith("b") and k[1].isdigit()})
+    result = {**b1, "rows": rows}
+    (out / "bench").mkdir(parents=True, exist_ok=True)
+    (out / "bench" / "bench.json").write_text(json.dumps(result, indent=2))
+    import csv
+
+    keys = sorted({k for r in rows for k in r if k != "flops_per_module"}, key=lambda k: (k != "model", k))
+    with open(out / "bench" / "bench.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    return _finish(out, "bench", result, t0)
+
+
+def _stage_report(out: Path, recipe: Recipe, finger: dict[str, Any], stages: dict[str, Any]) -> dict[str, Any]:
+    from foundry3d.report.quickstart_report import build_report
+
+    t0 = time.time()
+    occ = _supertoken_figures(out, stages["distill"], recipe.showcase, finger.get("root"))
+    stages = {**stages, "occupancy": occ}
+    table, paths = build_report(out, recipe, finger, stages)
+    return _finish(out, "report", {"table": table, "occupancy": stages["occupancy"], **paths}, t0)
+
+
+def _supertoken_figures(
+    out: Path, distilled: dict[str, Any], showcase: list[str], root: str | None, per_set: int = 4
+) -> dict:
+    """Occupancy on the test splits, and renders of test shapes coloured by SuperToken."""
+    import numpy as np
+    import torch
+
+    from foundry3d.data.registry import load_dataset
+    from foundry3d.data.transforms import collate
+    from foundry3d.eval.occupancy import occupancy
+    from foundry3d.models.checkpoint import load
+    from foundry3d.report.plots import supertoken_colors
+    from foundry3d.report.render import render_grid
+
+    sets = {n: load_dataset(n, root=root) for n in showcase}
+    occ: dict[str, Any] = {}
+    for s, path in distilled["students"].items():
+        student = load(path)
+        per = {n: occupancy(student, ds) for n, ds in sets.items()}
+        total = sum(len(ds) for ds in sets.values())
+        occ[s] = {
+            "mean_per_cloud": sum(per[n]["mean_per_cloud"] * len(sets[n]) for n in sets) / total,
+            "never_used": max(per[n]["never_used"] for n in sets),
+            "per_dataset": per,
+        }
+        if int(s) < 4:
+            continue
+        clouds, colors, titles = [], [], []
+        for ds in sets.values():
+            labels = ds.labels()
+            picks = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)[:per_set]]
+            b = collate([ds[i] for i in picks], 1024, "first")
+            with torch.no_grad():
+                f = student.forward_features(b["points"])
+            for j, i in enumerate(picks):
+                pts = b["points"][j].numpy()
+                clouds.append(pts)
+                colors.append(supertoken_colors(pts, f["centers"][j].numpy(), f["assignment"][j].numpy()))
+                titles.append(f"{ds.classes[int(labels[i])]} ({int(f['occupancy'][j])}/{s} used)")
+        render_grid(
+            clouds,
+            out / "figures" / f"supertokens_s{s}.png",
+            colors,
+            titles,
+            cols=per_set,
+            suptitle=f"SuperTokens of the s = {s} student (top: SH3D-16, bottom: KiCad-33 test shapes)",
+        )
+    return occ

@@ -1,0 +1,125 @@
+"""Report figures from result dicts (no model code here): PNG files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def accuracy_vs_s(
+    tasks: list[str],
+    teacher: dict[str, tuple[float, float]],
+    students: dict[int, dict[str, tuple[float, float]]],
+    labels: dict[str, str],
+    out: Path,
+) -> Path:
+    """One panel per task: student score (mean +- std) against s, teacher as a band."""
+    plt = _plt()
+    ss = sorted(students)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 2.9), squeeze=False)
+    for ax, t in zip(axes[0], tasks):
+        m, sd = teacher[t]
+        ax.axhspan(100 * (m - sd), 100 * (m + sd), color="0.85")
+        ax.axhline(100 * m, color="0.3", lw=1.5, label="teacher")
+        ys = [100 * students[s][t][0] for s in ss]
+        es = [100 * students[s][t][1] for s in ss]
+        ax.errorbar(ss, ys, yerr=es, marker="o", color="C0", capsize=3, label="Foundry student")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ss)
+        ax.set_xticklabels([str(s) for s in ss])
+        ax.set_xlabel("SuperTokens s")
+        ax.set_title(labels.get(t, t), fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("score (%)")
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def cost_vs_s(rows: list[dict[str, Any]], points: int, out: Path) -> Path:
+    """FLOPs and batch-1 / batch-32 latency ratios (student / teacher) against s."""
+    plt = _plt()
+    sel = [r for r in rows if r["points"] == points and r["model"].startswith("s=")]
+    ss = [int(r["model"][2:]) for r in sel]
+    fig, ax = plt.subplots(figsize=(4.2, 3.0))
+    ax.plot(ss, [r["flops_ratio"] for r in sel], "o-", label="FLOPs")
+    for key, lab in (("b1_latency_ratio", "latency, batch 1"), ("b32_latency_ratio", "latency, batch 32")):
+        if sel and key in sel[0]:
+            ax.plot(ss, [r[key] for r in sel], "s--", label=lab)
+    ax.axhline(1.0, color="0.4", lw=1)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ss)
+    ax.set_xticklabels([str(s) for s in ss])
+    ax.set_ylim(0, 1.1)
+    ax.set_xlabel("SuperTokens s")
+    ax.set_ylabel("student / teacher")
+    ax.set_title(f"cost at {points} points", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def latency_vs_points(rows: list[dict[str, Any]], out: Path, batch: int = 1) -> Path:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(7.6, 3.0))
+    for name in dict.fromkeys(r["model"] for r in rows):
+        sel = sorted((r for r in rows if r["model"] == name), key=lambda r: r["points"])
+        pts = [r["points"] for r in sel]
+        axes[0].plot(pts, [r[f"b{batch}_median_ms"] for r in sel], "o-", label=name)
+        axes[1].plot(pts, [r["flops"] / 1e9 for r in sel], "o-", label=name)
+    for ax, lab in zip(axes, (f"median latency, batch {batch} (ms)", "GFLOPs per cloud")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("points per cloud")
+        ax.set_ylabel(lab)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def loss_curves(curves: dict[str, list[tuple[int, float]]], out: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.4, 3.0))
+    for name, pts in curves.items():
+        if pts:
+            x, y = zip(*pts)
+            ax.plot(x, y, label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("SmoothL1 distillation loss")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def supertoken_colors(points: np.ndarray, centres: np.ndarray, assignment: np.ndarray) -> np.ndarray:
+    """Colour each point by the SuperToken of its nearest patch centre (-1 = bypassed: grey)."""
+    from foundry3d.report.render import label_colors
+
+    d = ((points[:, None, :] - centres[None, :, :]) ** 2).sum(-1)
+    owner = assignment[d.argmin(1)]
+    colors = label_colors(np.maximum(owner, 0))
+    colors[owner < 0] = 0.6
+    return colors

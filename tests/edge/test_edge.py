@@ -1,0 +1,49 @@
+import pytest
+import torch
+
+import foundry3d
+from foundry3d.edge.bench import bench
+from foundry3d.edge.export import export_onnx
+from foundry3d.edge.flops import count_flops
+from foundry3d.edge.memory import peak_activation_bytes
+from foundry3d.models.checkpoint import save_release
+from foundry3d.models.foundry import FoundryStudent
+
+
+@pytest.fixture(scope="module")
+def pair():
+    torch.manual_seed(0)
+    t = foundry3d.create_model("test").eval()
+    return t, FoundryStudent.from_teacher(t, supertokens=2).eval()
+
+
+def test_flops_follow_the_2_per_mac_convention():
+    lin = torch.nn.Linear(3, 5, bias=False)
+
+    class M(torch.nn.Module):
+        def forward_features(self, points):
+            return {"tokens": lin(points)}
+
+    assert count_flops(M(), torch.randn(2, 7, 3))["flops"] == 2 * 7 * 3 * 5  # per cloud
+
+
+def test_student_costs_less_than_its_teacher(pair):
+    t, s = pair
+    x = torch.randn(1, 1024, 3)
+    ft, fs = count_flops(t, x, num_groups=64)["flops"], count_flops(s, x, num_groups=64)["flops"]
+    assert fs < ft
+    assert peak_activation_bytes(t, x, num_groups=64) > 0
+
+
+def test_bench_reports_every_setting(pair, tmp_path):
+    t, s = pair
+    r = bench({"teacher": t, "s=2": s}, points=[256, 512], batches=[1, 2], out=tmp_path, budget_s=0.05)
+    assert len(r["rows"]) == 4 and {"b1_median_ms", "b2_p90_ms", "flops_ratio"} <= set(r["rows"][0])
+    assert (tmp_path / "bench.csv").read_text().count("\n") == 5
+
+
+def test_onnx_export_matches_pytorch(pair, tmp_path):
+    _, s = pair
+    save_release(s, tmp_path / "student")
+    res = export_onnx(str(tmp_path / "student"), tmp_path / "s.onnx", num_points=256)
+    assert all(r["max_abs_err"] < 1e-4 and r["assignment_match"] >= 0.99 for r in res["parity"])

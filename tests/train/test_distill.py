@@ -1,0 +1,135 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import foundry3d
+from foundry3d.models.checkpoint import CheckpointError, save_release
+from foundry3d.models.foundry import FoundryStudent
+from foundry3d.train.distill import distill
+
+BASE = [
+    "data.datasets=[synthetic:train@10]",
+    "data.num_points=256",
+    "probe.enabled=false",
+    "engine.batch_size=8",
+    "engine.log_every=10",
+    "engine.progress=false",
+    "engine.tensorboard=false",
+    "engine.warmup_steps=5",
+    "engine.threads=1",
+]
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("t") / "teacher"
+    save_release(foundry3d.create_model("test"), path)
+    return str(path)
+
+
+def rows(run):
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"train"' in x]
+
+
+@pytest.mark.parametrize("extra", [[], ["data.cache_views=2"], ["student.gate=true"]])
+def test_distillation_lowers_the_loss_and_logs_diagnostics(teacher, tmp_path, extra):
+    summary = distill(teacher=teacher, supertokens=4, overrides=[*BASE, "engine.steps=120", *extra], out=tmp_path)
+    r = rows(tmp_path)
+    assert r[-1]["distill_loss"] < 0.7 * r[0]["distill_loss"]
+    for key in ("occupancy", "dead_supertokens", "assignment_entropy", "grad_rms_supertokens"):
+        assert key in r[-1]
+    if "student.gate=true" in extra:
+        assert "compression_rate" in r[-1]
+    student = foundry3d.load(summary["release"])
+    assert student.kind == "foundry_student" and student.release_meta["teacher_hash"]
+
+
+def test_interrupted_distillation_resumes_to_the_same_student(teacher, tmp_path, monkeypatch):
+    from foundry3d.train import distill as mod
+
+    ov = [*BASE, "engine.steps=40", "engine.ckpt_every=10"]
+    distill(teacher=teacher, supertokens=4, overrides=ov, out=tmp_path / "ref")
+    real = mod.DistillTask.batch
+    calls = {"n": 0}
+
+    def crash(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 26:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(mod.DistillTask, "batch", crash)
+    with pytest.raises(KeyboardInterrupt):
+        distill(teacher=teacher, supertokens=4, overrides=ov, out=tmp_path / "run")
+    monkeypatch.setattr(mod.DistillTask, "batch", real)
+    distill(teacher=teacher, supertokens=4, overrides=ov, out=tmp_path / "run", resume=True)
+    x = load_file(tmp_path / "ref" / "release" / "model.safetensors")
+    y = load_file(tmp_path / "run" / "release" / "model.safetensors")
+    assert all(torch.equal(x[k], y[k]) for k in x)
+
+
+def test_bad_inputs(teacher, tmp_path):
+    with pytest.raises(ValueError, match="between 1 and c"):
+        distill(teacher=teacher, supertokens=0, overrides=BASE, out=tmp_path / "x")
+    with pytest.raises(ValueError, match="between 1 and c"):
+        distill(teacher=teacher, supertokens=17, overrides=BASE, out=tmp_path / "x")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        distill(
+            teacher=teacher,
+            supertokens=4,
+            overrides=[*BASE, "student.gate=true", "student.gate_threshold=1.5"],
+            out=tmp_path / "x",
+        )
+    student = FoundryStudent.from_teacher(foundry3d.load(teacher), supertokens=4)
+    save_release(student, tmp_path / "student")
+    with pytest.raises(CheckpointError, match="student, not a teacher"):
+        distill(teacher=str(tmp_path / "student"), supertokens=4, overrides=BASE, out=tmp_path / "x")
+    wide = foundry3d.create_model("test", dim=64, num_heads=2)
+    save_release(wide, tmp_path / "wide")
+    with pytest.raises(ValueError, match="does not match the student"):
+        distill(
+            teacher=str(tmp_path / "wide"),
+            supertokens=4,
+            overrides=[*BASE, f"student.start_from={tmp_path / 'student'}"],
+            out=tmp_path / "x",
+        )
+
+
+@pytest.mark.slow
+def test_torchrun_distillation(teacher, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29561",
+            "-m",
+            "foundry3d.cli",
+            "distill",
+            "--teacher",
+            teacher,
+            "--supertokens",
+            "4",
+            "--out",
+            str(tmp_path / "ddp"),
+            *BASE,
+            "engine.steps=30",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = rows(tmp_path / "ddp")
+    assert len(r) == 3 and np.isfinite([x["loss"] for x in r]).all()
+    assert (tmp_path / "ddp" / "release" / "model.safetensors").exists()
