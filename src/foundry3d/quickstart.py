@@ -275,6 +275,8 @@ def _supertoken_figures(
             colors,
             titles,
             cols=per_set,
-            suptitle=f"SuperTokens of the s = {s} student (top: SH3D-16, bottom: KiCad-33 test shapes)",
+            cell=2.6,
+            size=4.0,
+            suptitle=f"SuperTokens of the s = {s} student; rows: {', '.join(showcase)}",
         )
     return occ

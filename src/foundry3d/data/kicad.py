@@ -15,7 +15,7 @@ import fnmatch
 import numpy as np
 
 from foundry3d.data.mesh import MeshError, normalize_unit_sphere, sample_labelled_surface, shape_seed
-from foundry3d.data.vrml import VRMLError, parse_vrml
+from foundry3d.data.vrml import VRMLError, read_mesh
 
 # (library folder patterns, class) in the order the classes are numbered.
 LIBRARY_CLASSES: list[tuple[list[str], str]] = [
@@ -78,20 +78,13 @@ def material_part(material: str) -> int:
 
 def sample_wrl(data: bytes, source: str, num_points: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Y-up unit-sphere cloud (N, 3), per-point part ids (N,), and the materials found."""
-    shapes = parse_vrml(data, source)
-    if not shapes:
+    v, faces, face_mat, materials = read_mesh(data, source)
+    if len(faces) == 0:
         raise MeshError("no geometry")
-    verts, faces, labels = [], [], []
-    offset = 0
-    for s in shapes:
-        verts.append(s.vertices)
-        faces.append(s.faces + offset)
-        labels.append(np.full(len(s.faces), material_part(s.material), np.uint8))
-        offset += len(s.vertices)
-    v = np.concatenate(verts)
+    labels = np.array([material_part(m) for m in materials], np.uint8)[face_mat]
     v = np.stack([v[:, 0], v[:, 2], -v[:, 1]], 1)  # Z-up -> Y-up
-    pts, parts = sample_labelled_surface(v, np.concatenate(faces), np.concatenate(labels), num_points, seed)
-    return normalize_unit_sphere(pts), parts.astype(np.uint8), sorted({s.material for s in shapes})
+    pts, parts = sample_labelled_surface(v, faces, labels, num_points, seed)
+    return normalize_unit_sphere(pts), parts.astype(np.uint8), sorted(set(materials))
 
 
 def sample_job(args: tuple[str, bytes, int, int]) -> tuple[str, str, object]:

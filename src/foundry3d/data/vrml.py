@@ -32,60 +32,95 @@ class VRMLShape:
     faces: np.ndarray  # (F, 3) int64
 
 
-def _numbers(blob: bytes, dtype: type) -> np.ndarray:
-    text = blob.replace(b",", b" ").split()
-    if not text:
-        return np.zeros(0, dtype=dtype)
+def _parse_numbers(blobs: list[bytes], what: str, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """All numbers of several VRML lists in one conversion, and how many each list held."""
+    tokens: list[bytes] = []
+    counts = np.empty(len(blobs), np.int64)
+    for i, blob in enumerate(blobs):
+        t = blob.replace(b",", b" ").split()
+        counts[i] = len(t)
+        tokens.extend(t)
     try:
-        return np.array(text, dtype=np.float64).astype(dtype)
+        values = np.array(tokens, dtype=np.float64) if tokens else np.zeros(0)
     except ValueError as e:
-        raise VRMLError(f"non-numeric value in a VRML list: {e}") from e
+        raise VRMLError(f"{source}: non-numeric value in a {what} list: {e}") from e
+    return values, counts
 
 
-def _triangulate(index: np.ndarray) -> np.ndarray:
-    """Fan-triangulate polygons given as runs of indices ended by -1."""
+def _triangulate(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fan-triangulate polygons given as runs of indices each ended by -1.
+
+    Returns the triangles (T, 3) and, for each triangle, the number of its polygon."""
     if index.size == 0:
-        return np.zeros((0, 3), np.int64)
-    if index[-1] != -1:
-        index = np.append(index, -1)
+        return np.zeros((0, 3), np.int64), np.zeros(0, np.int64)
     ends = np.flatnonzero(index == -1)
     starts = np.concatenate([[0], ends[:-1] + 1])
     lengths = ends - starts
-    tris = []
-    tri_mask = lengths == 3
-    if tri_mask.all():
-        return index[np.stack([starts, starts + 1, starts + 2], 1)]
-    for s, n in zip(starts, lengths):
-        if n < 3:
-            continue
-        k = np.arange(1, n - 1)
-        tris.append(np.stack([np.full(n - 2, index[s]), index[s + k], index[s + k + 1]], 1))
-    return np.concatenate(tris) if tris else np.zeros((0, 3), np.int64)
+    fans = np.maximum(lengths - 2, 0)  # triangles per polygon
+    poly = np.repeat(np.arange(len(starts)), fans)
+    k = np.arange(fans.sum()) - np.repeat(np.cumsum(fans) - fans, fans) + 1  # 1..len-2 within each polygon
+    first = starts[poly]
+    tris = np.stack([index[first], index[first + k], index[first + k + 1]], 1)
+    return tris, poly
 
 
-def parse_vrml(data: bytes, source: str = "<bytes>") -> list[VRMLShape]:
-    """All shapes with geometry in a KiCad VRML file, each with its material name."""
+def read_mesh(data: bytes, source: str = "<bytes>") -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """The whole file as one mesh: vertices (V, 3), triangles (F, 3), the material index of each
+    triangle (F,) and the material names. Shapes without geometry only define materials."""
     if not data.lstrip().startswith(b"#VRML"):
         raise VRMLError(f"{source}: not a VRML file (no #VRML header)")
-    pieces = _SHAPE.split(data)[1:]
-    shapes = []
-    for piece in pieces:
+    names: list[str] = []
+    mats: list[int] = []
+    idx_blobs: list[bytes] = []
+    pt_blobs: list[bytes] = []
+    for piece in _SHAPE.split(data)[1:]:
         idx_m = _INDEX.search(piece)
         pts_m = _POINT.search(piece)
         if idx_m is None or pts_m is None:
             continue
         mat = _MATERIAL.search(piece)
         name = mat.group(1).decode("latin-1") if mat else "none"
-        verts = _numbers(pts_m.group(1), np.float64)
-        if verts.size % 3:
-            raise VRMLError(f"{source}: a point list has {verts.size} values, not a multiple of 3")
-        verts = verts.reshape(-1, 3)
-        faces = _triangulate(_numbers(idx_m.group(1), np.int64))
-        if faces.size == 0:
-            continue
-        if faces.min() < 0 or faces.max() >= len(verts):
-            raise VRMLError(f"{source}: a face refers to a vertex outside the {len(verts)} points")
-        shapes.append(VRMLShape(name, verts, faces))
+        if name not in names:
+            names.append(name)
+        mats.append(names.index(name))
+        idx_blobs.append(idx_m.group(1))
+        pt_blobs.append(pts_m.group(1))
+    points, n_coords = _parse_numbers(pt_blobs, "point", source)
+    index, n_index = _parse_numbers(idx_blobs, "coordIndex", source)
+    if (n_coords % 3).any():
+        raise VRMLError(f"{source}: a point list does not hold a multiple of 3 values")
+    n_verts = n_coords // 3
+    index = index.astype(np.int64)
+    shape_of_entry = np.repeat(np.arange(len(n_index)), n_index)
+    # Close every shape's list with -1 so that polygons never run across shapes.
+    open_end = np.flatnonzero((n_index > 0) & (np.append(index, 0)[np.cumsum(n_index) - 1] != -1))
+    if len(open_end):
+        pos = np.cumsum(n_index)[open_end]
+        index = np.insert(index, pos, -1)
+        shape_of_entry = np.insert(shape_of_entry, pos, open_end)
+    offsets = np.cumsum(n_verts) - n_verts
+    valid = index >= 0
+    local = index.copy()
+    if valid.any() and (index[valid] >= n_verts[shape_of_entry[valid]]).any():
+        raise VRMLError(f"{source}: a face refers to a vertex outside its shape's point list")
+    local[valid] = index[valid] + offsets[shape_of_entry[valid]]
+    tris, poly = _triangulate(local)
+    ends = np.flatnonzero(local == -1)
+    face_shape = shape_of_entry[ends][poly] if len(tris) else np.zeros(0, np.int64)
+    face_mat = np.asarray(mats, np.int64)[face_shape] if len(tris) else np.zeros(0, np.int64)
+    return points.reshape(-1, 3), tris, face_mat, names
+
+
+def parse_vrml(data: bytes, source: str = "<bytes>") -> list[VRMLShape]:
+    """All shapes with geometry in a KiCad VRML file, each with its material name."""
+    vertices, tris, face_mat, names = read_mesh(data, source)
+    shapes = []
+    for m, name in enumerate(names):
+        sel = tris[face_mat == m]
+        if len(sel):
+            used = np.unique(sel)
+            remap = np.searchsorted(used, sel)
+            shapes.append(VRMLShape(name, vertices[used], remap))
     return shapes
 
 

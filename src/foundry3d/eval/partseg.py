@@ -192,6 +192,8 @@ def partseg_protocol(
         results.append(score(task.module.head, te, spec))
     cm, cs = mean_std([r["class_miou"] for r in results])
     im, is_ = mean_std([r["instance_miou"] for r in results])
+    if len(results) == 1:  # a single head seed has no spread to report
+        cs = is_ = None
     return {
         "class_miou": cm,
         "class_miou_std": cs,

@@ -41,7 +41,7 @@ def fit_svm(
         clf = SVC(kernel="linear", C=PUBLISHED_C if C is None else C)
         clf.fit(x, y)
         return clf, {"protocol": "published", "C": PUBLISHED_C if C is None else C, "standardize": False}
-    pipe = make_pipeline(StandardScaler(), LinearSVC(dual="auto", max_iter=5000, random_state=seed))
+    pipe = make_pipeline(StandardScaler(), LinearSVC(dual=False, max_iter=5000, random_state=seed))
     if C is not None:
         pipe.set_params(linearsvc__C=C)
         with warnings.catch_warnings():

@@ -30,10 +30,11 @@ def accuracy_vs_s(
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 2.9), squeeze=False)
     for ax, t in zip(axes[0], tasks):
         m, sd = teacher[t]
+        sd = sd or 0.0
         ax.axhspan(100 * (m - sd), 100 * (m + sd), color="0.85")
         ax.axhline(100 * m, color="0.3", lw=1.5, label="teacher")
         ys = [100 * students[s][t][0] for s in ss]
-        es = [100 * students[s][t][1] for s in ss]
+        es = [100 * (students[s][t][1] or 0.0) for s in ss]
         ax.errorbar(ss, ys, yerr=es, marker="o", color="C0", capsize=3, label="Foundry student")
         ax.set_xscale("log", base=2)
         ax.set_xticks(ss)

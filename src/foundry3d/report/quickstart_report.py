@@ -21,9 +21,14 @@ LABELS = {
 PRIMARY = {"svm": "acc", "fewshot": "acc", "partseg": "class_miou", "finetune": "acc"}
 
 
-def score(res: dict[str, Any], task: str) -> tuple[float, float]:
+def score(res: dict[str, Any], task: str) -> tuple[float, float | None]:
     key = PRIMARY[task.split(":", 1)[0]]
-    return float(res.get(f"{key}_mean", res[key])), float(res.get(f"{key}_std", 0.0))
+    std = res.get(f"{key}_std")
+    return float(res.get(f"{key}_mean", res[key])), None if std is None else float(std)
+
+
+def _cell(m: float, sd: float | None) -> str:
+    return f"{100 * m:.1f}" + (f" ± {100 * sd:.1f}" if sd is not None else " (1 seed)")
 
 
 def results_table(tasks: list[str], evals: dict[str, Any], bench_rows: list[dict], students: list[str]) -> str:
@@ -31,10 +36,10 @@ def results_table(tasks: list[str], evals: dict[str, Any], bench_rows: list[dict
     lines = [head, "|---|---|" + "---|" * len(students)]
     for t in tasks:
         tm, ts = score(evals["teacher"]["tasks"][t], t)
-        cells = [f"{100 * tm:.1f} ± {100 * ts:.1f}"]
+        cells = [_cell(tm, ts)]
         for s in students:
             m, sd = score(evals[f"s={s}"]["tasks"][t], t)
-            cells.append(f"{100 * m:.1f} ± {100 * sd:.1f} (**{m / tm:.3f}**)")
+            cells.append(f"{_cell(m, sd)} (**{m / tm:.3f}**)")
         lines.append(f"| {LABELS.get(t, t)} | " + " | ".join(cells) + " |")
     by = {(r["model"], r["points"]): r for r in bench_rows}
     n = min(r["points"] for r in bench_rows)  # the protocol's cloud size (1,024 in the quickstart)
