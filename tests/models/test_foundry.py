@@ -133,3 +133,17 @@ def test_intermediates_are_routed_to_every_token(teacher, cloud):
     s = FoundryStudent.from_teacher(teacher, supertokens=4, blocks=[0, 1]).eval()
     out = s.forward_intermediates(cloud, indices=[0, 1], norm=True)
     assert [h.shape for h in out["intermediates"]] == [(2, 16, 32)] * 2
+
+
+def test_runtime_gate_setting_from_a_model_spec(teacher, cloud, tmp_path):
+    from foundry3d.eval.suite import EvalError, resolve_model
+
+    s = FoundryStudent.from_teacher(teacher, supertokens=4, gate=True).eval()
+    save_release(s, tmp_path / "gated")
+    m, info = resolve_model(f"{tmp_path / 'gated'}?r=1.0")
+    assert info["model"].endswith("?r=1.0") and m.forward_features(cloud)["compressed"].sum() == 0
+    m, _ = resolve_model(f"{tmp_path / 'gated'}?keep=6")
+    assert (m.forward_features(cloud)["compressed"].sum(1) == 10).all()
+    save_release(FoundryStudent.from_teacher(teacher, supertokens=4), tmp_path / "plain")
+    with pytest.raises(EvalError, match="no gate"):
+        resolve_model(f"{tmp_path / 'plain'}?r=0.5")

@@ -67,7 +67,18 @@ class EvalError(ValueError):
 
 
 def resolve_model(spec: str | nn.Module) -> tuple[nn.Module, dict[str, Any]]:
-    """A backbone from a release path, ``embedded`` (the packaged teacher) or ``random:<variant>``."""
+    """A backbone from a release path, ``embedded`` (the packaged teacher) or ``random:<variant>``.
+
+    A gated student's run-time setting can follow the path: ``PATH?r=0.7`` (threshold) or
+    ``PATH?keep=8`` (the 8 lowest-scoring tokens bypass DSO, compact)."""
+    runtime: dict[str, float] = {}
+    if isinstance(spec, str) and "?" in spec:
+        spec, _, query = spec.partition("?")
+        for item in query.split("&"):
+            key, _, value = item.partition("=")
+            if key not in ("r", "keep"):
+                raise EvalError(f"unknown model option {key!r} in {spec}?{query}; options: r=<0..1>, keep=<int>")
+            runtime[key] = float(value) if key == "r" else int(value)
     if isinstance(spec, nn.Module):
         model, name = spec, type(spec).__name__
     elif spec.startswith("random:"):
@@ -88,6 +99,11 @@ def resolve_model(spec: str | nn.Module) -> tuple[nn.Module, dict[str, Any]]:
     for attr in ("forward_features", "num_features"):
         if not hasattr(model, attr):
             raise EvalError(f"{name} has no {attr}: evaluated backbones must expose forward_features/num_features")
+    if runtime:
+        if getattr(model, "gate", None) is None:
+            raise EvalError(f"{name} has no gate: r/keep only apply to students distilled with student.gate=true")
+        model.runtime = runtime  # read by FoundryStudent.forward_features
+        name = f"{name}?" + "&".join(f"{k}={v}" for k, v in runtime.items())
     model.eval()
     info = {
         "model": name,

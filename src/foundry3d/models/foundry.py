@@ -246,6 +246,8 @@ class FoundryStudent(nn.Module):
         ``keep``: instead of a threshold, let the ``keep`` lowest-scoring tokens bypass (compact)."""
         b, c, _ = tokens.shape
         s = self.cfg.supertokens
+        if r is None and keep is None and self.runtime:
+            r, keep = self.runtime.get("r"), self.runtime.get("keep")
         if s > c:
             raise ValueError(f"supertokens={s} exceeds the {c} tokens of the input (use more groups or fewer s)")
         pos = self.pos_embed(centres)
@@ -322,6 +324,8 @@ class FoundryStudent(nn.Module):
         """Y_hat (B, c, d_teacher), centres (B, c, 3), the assignment (B, c) and SuperToken occupancy."""
         tokens, centres, _ = self.tokenize(points, num_groups)
         return self.forward_tokens(tokens, centres, r=r, keep=keep)  # type: ignore[return-value]
+
+    runtime: dict | None = None  # default gate setting {"r": ...} or {"keep": ...} (e.g. from a model spec)
 
     def forward_intermediates(
         self,
