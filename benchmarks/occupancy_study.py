@@ -25,6 +25,16 @@ from foundry3d.eval.svm import svm_probe
 from foundry3d.train.distill import distill
 from foundry3d.train.engine import read_metrics
 
+BEST = ["student.similarity=cosine", "student.centre_keys=true", "student.init=data"]
+RECIPE = [  # what else moves retention at a fixed occupancy fix (s = 16)
+    ("best occupancy fix (cosine, centred keys, data init)", BEST),
+    ("+ no Gumbel noise (straight-through softmax)", [*BEST, "loss.gumbel_noise=false"]),
+    ("+ CAU hidden ratio 4", [*BEST, "student.cau_hidden_ratio=4"]),
+    ("+ target: layer-normed last block", [*BEST, "loss.target=layer"]),
+    ("+ 2 cached views (augmentation)", [*BEST, "data.cache_views=2"]),
+    ("+ 2x steps", [*BEST, "engine.steps=3000"]),
+    ("+ all 6 teacher blocks", [*BEST, "student.blocks=[0, 1, 2, 3, 4, 5]"]),
+]
 LADDER = [
     ("paper: dot-product, random init", ["student.similarity=dot", "student.centre_keys=false", "student.init=random"]),
     (
@@ -60,6 +70,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--supertokens", type=int, nargs="+", default=[4, 16])
     ap.add_argument("--variants", type=int, nargs="*", help="indices into the ladder (default: all)")
+    ap.add_argument("--ladder", choices=["occupancy", "recipe"], default="occupancy")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -80,7 +91,8 @@ def main() -> None:
         "engine.tensorboard=false",
         "engine.progress=false",
     ]
-    for vi, (name, overrides) in enumerate(LADDER):
+    ladder = LADDER if args.ladder == "occupancy" else RECIPE
+    for vi, (name, overrides) in enumerate(ladder):
         if args.variants and vi not in args.variants:
             continue
         for s in args.supertokens:

@@ -103,13 +103,14 @@ class DSO(nn.Module):
             return F.normalize(k, dim=-1) @ F.normalize(q, dim=-1).T * self.logit_scale.exp().clamp(max=100.0)
         return k @ q.T / math.sqrt(q.shape[-1])
 
-    def assign(self, logits: Tensor, tau: float) -> tuple[Tensor, Tensor, Tensor]:
+    def assign(self, logits: Tensor, tau: float, noise: bool = True) -> tuple[Tensor, Tensor, Tensor]:
         """(CAM, index, soft): CAM is exactly one-hot in the forward pass; in training its gradient is
-        the Gumbel-softmax's (straight-through), so S, q and k learn."""
+        the Gumbel-softmax's (straight-through), so S, q and k learn. ``noise=False`` keeps the
+        straight-through softmax gradient but routes exactly as at inference (argmax)."""
         s = logits.shape[-1]
         if self.training:
-            u = torch.rand_like(logits).clamp_(1e-9, 1.0 - 1e-9)
-            soft = F.softmax((logits - torch.log(-torch.log(u))) / tau, dim=-1)
+            g = -torch.log(-torch.log(torch.rand_like(logits).clamp_(1e-9, 1.0 - 1e-9))) if noise else 0.0
+            soft = F.softmax((logits + g) / tau, dim=-1)
             index = soft.argmax(-1)
             hard = F.one_hot(index, s).to(logits.dtype)
             return hard - soft.detach() + soft, index, soft
@@ -117,12 +118,12 @@ class DSO(nn.Module):
         return F.one_hot(index, s).to(logits.dtype), index, F.softmax(logits, dim=-1)
 
     def forward(
-        self, tokens: Tensor, pos: Tensor, weight: Tensor, tau: float = 1.0
+        self, tokens: Tensor, pos: Tensor, weight: Tensor, tau: float = 1.0, noise: bool = True
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         """Merge: SuperTokens (B, s, d), their positions (B, s, d), CAM (B, c, s), index (B, c),
         member counts (B, s) and soft assignment (B, c, s). ``weight`` (B, c) is 1 for tokens that
         are compressed (0 for gate bypass; straight-through in training)."""
-        cam, index, soft = self.assign(self.logits(tokens, weight), tau)
+        cam, index, soft = self.assign(self.logits(tokens, weight), tau, noise)
         cam = cam * weight.unsqueeze(-1)
         count = cam.detach().sum(1)  # exact member counts (forward value of the one-hot)
         denom = count.clamp_min(1.0).unsqueeze(-1)
@@ -241,6 +242,7 @@ class FoundryStudent(nn.Module):
         keep: int | None = None,
         tau: float = 1.0,
         indices: list[int] | None = None,
+        noise: bool = True,
     ) -> dict[str, Tensor | list[Tensor]]:
         """Everything after the tokenizer. ``r``: gate threshold (tokens with pi > r are compressed);
         ``keep``: instead of a threshold, let the ``keep`` lowest-scoring tokens bypass (compact)."""
@@ -272,7 +274,7 @@ class FoundryStudent(nn.Module):
             weight = hard - pi.detach() + pi if self.training else hard
 
         # 2. DSO: compress the weighted tokens into s SuperTokens
-        merged, pos_s, cam, index, count, soft = self.dso(tokens, pos, weight, tau)
+        merged, pos_s, cam, index, count, soft = self.dso(tokens, pos, weight, tau, noise)
 
         # 3. encoder on the SuperTokens (plus bypass tokens when gated)
         x, xpos, mask = merged, pos_s, None

@@ -63,6 +63,7 @@ class LossSection:
     gate_lambda: float = 1e-3  # L_gate = -gate_lambda * mean(pi)
     tau_start: float = 1.0  # Gumbel-softmax temperature, annealed linearly to tau_end
     tau_end: float = 1.0
+    gumbel_noise: bool = True  # False: straight-through softmax without noise (training routes like inference)
     dso_lr_scale: float = 1.0  # learning-rate multiplier for SuperTokens, q, k and the temperature
 
 
@@ -166,7 +167,7 @@ class Distiller(nn.Module):
                     t_tok, t_cen, _ = self.teacher.tokenize(points, c.data.num_groups)
                     targets = teacher_targets(self.teacher, t_tok, t_cen, c.loss.target)
         assert centres is not None and targets is not None
-        out = self.student.forward_tokens(tokens.float(), centres.float(), tau=tau)
+        out = self.student.forward_tokens(tokens.float(), centres.float(), tau=tau, noise=c.loss.gumbel_noise)
         y = out["tokens"]
         distill = F.smooth_l1_loss(y, targets.float(), beta=c.loss.beta)
         loss = distill
