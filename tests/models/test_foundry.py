@@ -147,3 +147,20 @@ def test_runtime_gate_setting_from_a_model_spec(teacher, cloud, tmp_path):
     save_release(FoundryStudent.from_teacher(teacher, supertokens=4), tmp_path / "plain")
     with pytest.raises(EvalError, match="no gate"):
         resolve_model(f"{tmp_path / 'plain'}?r=0.5")
+
+
+def test_supertoken_position_options(teacher, cloud):
+    for mode in ("mean_pe", "pe_of_mean"):
+        s = FoundryStudent.from_teacher(teacher, supertokens=4, supertoken_pos=mode).eval()
+        tokens, centres, _ = s.tokenize(cloud)
+        captured = {}
+        blk = s.blocks[0]
+        hook = blk.register_forward_pre_hook(lambda m, args: captured.setdefault("x", args[0]))
+        out = s.forward_tokens(tokens, centres)
+        hook.remove()
+        idx, pos = out["assignment"][0], s.pos_embed(centres)[0]
+        merged, _, _, _, _, _ = s.dso(tokens, s.pos_embed(centres), torch.ones(2, 16))
+        k = int(idx[0])
+        members = (idx == k).nonzero().flatten()
+        want = pos[members].mean(0) if mode == "mean_pe" else s.pos_embed(centres[0, members].mean(0))
+        assert torch.allclose(captured["x"][0, k] - merged[0, k], want, atol=1e-5)

@@ -46,6 +46,9 @@ class FoundryConfig:
     blocks: list[int] | None = None  # teacher blocks copied into the encoder (None: every other block)
     similarity: Literal["cosine", "dot"] = "cosine"  # cosine: normalised q, k with a learned temperature
     centre_keys: bool = True  # keys from tokens minus their cloud's mean token: assign by within-cloud content
+    # SuperToken position: mean of the members' positional embeddings (default: the same linear
+    # average as the SuperToken itself, so the encoder sees the average of its members' inputs), or
+    # the embedding of the members' mean centre. Empty SuperTokens get position 0.
     supertoken_pos: Literal["mean_pe", "pe_of_mean"] = "mean_pe"
     cau_hidden_ratio: float = 2.0
     cau_skip: bool = True  # Y_hat = routed + MLP(...); False: Y_hat = MLP(...) as in the paper's formula
@@ -275,6 +278,9 @@ class FoundryStudent(nn.Module):
 
         # 2. DSO: compress the weighted tokens into s SuperTokens
         merged, pos_s, cam, index, count, soft = self.dso(tokens, pos, weight, tau, noise)
+        if self.cfg.supertoken_pos == "pe_of_mean":  # position = embedding of the members' mean centre
+            mean_centre = cam.transpose(1, 2) @ centres / count.clamp_min(1.0).unsqueeze(-1)
+            pos_s = torch.where((count > 0).unsqueeze(-1), self.pos_embed(mean_centre), torch.zeros_like(pos_s))
 
         # 3. encoder on the SuperTokens (plus bypass tokens when gated)
         x, xpos, mask = merged, pos_s, None

@@ -300,10 +300,12 @@ class DistillTask(Task):
         if self.cfg.student.init != "data":
             return
         with torch.no_grad():
+            rng = np.random.default_rng(self.cfg.engine.seed)  # 64 clouds drawn across the whole dataset
             if self.cfg.data.cache_views:
-                tokens = self.views()["tokens"][:64].float()
+                idx = rng.permutation(len(self.views()["tokens"]))[:64]
+                tokens = self.views()["tokens"][torch.as_tensor(idx)].float()
             else:
-                idx = np.random.default_rng(self.cfg.engine.seed).permutation(len(self.dataset))[:64]
+                idx = rng.permutation(len(self.dataset))[:64]
                 b = collate([self.dataset[int(i)] for i in idx], self.cfg.data.num_points, "first")
                 tokens, _, _ = st.tokenize(b["points"], self.cfg.data.num_groups)
             keys = tokens - tokens.mean(1, keepdim=True) if st.cfg.centre_keys else tokens
