@@ -153,9 +153,12 @@ def test_supertoken_position_options(teacher, cloud):
     for mode in ("mean_pe", "pe_of_mean"):
         s = FoundryStudent.from_teacher(teacher, supertokens=4, supertoken_pos=mode).eval()
         tokens, centres, _ = s.tokenize(cloud)
-        captured = {}
-        blk = s.blocks[0]
-        hook = blk.register_forward_pre_hook(lambda m, args: captured.setdefault("x", args[0]))
+        captured: dict[str, torch.Tensor] = {}
+
+        def grab(module, args, store=captured):
+            store.setdefault("x", args[0])
+
+        hook = s.blocks[0].register_forward_pre_hook(grab)
         out = s.forward_tokens(tokens, centres)
         hook.remove()
         idx, pos = out["assignment"][0], s.pos_embed(centres)[0]

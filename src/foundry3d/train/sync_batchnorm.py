@@ -58,9 +58,16 @@ class CPUSyncBatchNorm(nn.BatchNorm1d):
 
 
 def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
-    """Swap every BatchNorm1d for a synchronised one (torch's on CUDA, ours on CPU)."""
+    """Swap every BatchNorm1d for a synchronised one (torch's on CUDA, ours on CPU). Frozen layers
+    stay frozen: a swapped layer keeps its parameters' ``requires_grad`` (DDP would otherwise wait for
+    gradients that a frozen tokenizer or teacher never produces)."""
     if device.type == "cuda":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        frozen = {n for n, p in module.named_parameters() if not p.requires_grad}
+        module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        for n, p in module.named_parameters():
+            if n in frozen:
+                p.requires_grad_(False)
+        return module
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm1d) and not isinstance(child, CPUSyncBatchNorm):
             new = CPUSyncBatchNorm(
@@ -68,6 +75,9 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module
             )
             new.load_state_dict(child.state_dict())
             new.train(child.training)
+            if child.affine:
+                new.weight.requires_grad_(child.weight.requires_grad)
+                new.bias.requires_grad_(child.bias.requires_grad)
             setattr(module, name, new)
         else:
             convert_sync_batchnorm(child, device)
