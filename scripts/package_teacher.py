@@ -9,6 +9,7 @@ Every number in the card is read from the run's files (metrics, summary, evaluat
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import subprocess
 from pathlib import Path
@@ -47,7 +48,11 @@ def main() -> None:
     train = read_metrics(run, "train")
     probes = read_metrics(run, "eval")
     commit = subprocess.run(["git", "log", "-1", "--format=%H", "--", "src"], capture_output=True, text=True).stdout
-    hours = (train[-1]["time"] - train[0]["time"]) / 3600 if train else 0.0
+    log = run / "config_changes.jsonl"
+    changes = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+    # training time: gaps of more than 10 minutes between log rows (the process was down) do not count
+    times = sorted(r["time"] for r in train + probes)
+    hours = sum(b - a for a, b in itertools.pairwise(times) if b - a < 600) / 3600
     out = save_release(model, args.out, {**model.release_meta, "packaged_from": str(run)}, dtype=torch.float16)
     ev = json.loads(Path(args.eval).read_text())
     rnd = json.loads(Path(args.random_eval).read_text())
@@ -68,6 +73,12 @@ def main() -> None:
         f"- Steps: {cfg['engine']['steps']} at batch {cfg['engine']['batch_size']} "
         f"({cfg['engine']['steps'] * cfg['engine']['batch_size']:,} cloud views); wall time {hours:.1f} h on the "
         f"2-core CPU machine with one thread (torch.set_num_threads(1)), beside other work.",
+        *[
+            f"- Resumed at step {c['at_step']} with a changed recipe: "
+            + ", ".join(f"`{k}` {a} -> {b}" for k, (a, b) in c["changes"].items())
+            + " (the learning-rate schedule follows the new step count from there on)."
+            for c in changes
+        ],
         "",
         "## Evaluation (foundry3d eval, default suite)",
         "",

@@ -87,6 +87,16 @@ def test_sigkill_then_resume_gives_the_same_weights(tmp_path):
     assert losses(run) == losses(tmp_path / "ref")  # the resumed log has no duplicate rows
 
 
+def test_resume_with_a_changed_recipe_is_recorded(tmp_path):
+    run = tmp_path / "run"
+    pretrain(overrides=[*TINY, "engine.steps=10", "engine.ckpt_every=5"], out=run)
+    pretrain(overrides=[*TINY, "engine.steps=15", "engine.ckpt_every=5"], out=run, resume=True)
+    rows = [json.loads(x) for x in (run / "config_changes.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["at_step"] == 10 and rows[0]["changes"] == {"engine.steps": [10, 15]}
+    assert "steps: 15" in (run / "config.yaml").read_text()
+    assert max(r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())) == 15
+
+
 class ExplodingTask(Task):
     def __init__(self, bad_step: int) -> None:
         self.module = torch.nn.Linear(2, 1)

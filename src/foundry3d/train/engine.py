@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from foundry3d.config import save_yaml, to_dict
+from foundry3d.config import read_yaml, save_yaml, to_dict
 from foundry3d.models.checkpoint import CheckpointError, load_train_state, save_train_state
 from foundry3d.train.distributed import (
     DistInfo,
@@ -213,6 +213,31 @@ def read_metrics(run_dir: str | Path, split: str | None = "train") -> list[dict[
     return [r for r in rows if split is None or r.get("split") == split]
 
 
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}."))
+    return {k.rstrip("."): v for k, v in out.items()}
+
+
+def record_config_changes(run_dir: Path, config: dict[str, Any]) -> dict[str, list[Any]]:
+    """A run resumed with a changed recipe (e.g. fewer steps) keeps an honest record: ``config.yaml``
+    becomes the new resolved config and ``config_changes.jsonl`` gets the step-independent diff."""
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        return {}
+    old, new = _flat(read_yaml(path)), _flat(json.loads(json.dumps(config, default=str)))
+    changes = {k: [old.get(k), new.get(k)] for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
+    if changes:
+        state = load_train_state(run_dir / "checkpoints" / "last.pt")
+        with open(run_dir / "config_changes.jsonl", "a") as f:
+            f.write(json.dumps({"time": time.time(), "at_step": int(state["step"]), "changes": changes}) + "\n")
+        save_yaml(config, path)
+    return changes
+
+
 def prepare_run_dir(
     run_dir: Path, config: dict[str, Any], resume: bool, overwrite: bool, info: DistInfo
 ) -> Path | None:
@@ -221,6 +246,8 @@ def prepare_run_dir(
     exists = run_dir.exists() and any(run_dir.iterdir())
     if resume:
         if ckpt.exists():
+            if info.is_main:
+                record_config_changes(run_dir, config)
             return ckpt
         if exists and not (run_dir / "config.yaml").exists():
             raise RunDirError(f"cannot resume: {run_dir} holds no foundry3d run ({ckpt} does not exist)")
