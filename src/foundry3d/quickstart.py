@@ -61,6 +61,7 @@ QUICK = Recipe(
         "svm.published=false",
         "svm.grid=[0.03, 0.1, 0.3]",
         "svm.cv_max_samples=1200",
+        "partseg.features=output",
         "partseg.seeds=[0]",
         "partseg.max_train_shapes=1000",
         "partseg.engine.steps=300",
@@ -68,7 +69,7 @@ QUICK = Recipe(
 )
 FULL = Recipe(
     distill=[*DISTILL_COMMON, "data.cache_views=4", "engine.steps=4000", "engine.log_every=50"],
-    eval=[],
+    eval=["partseg.features=output"],
     bench_budget_s=6.0,
     bench_batch32_max_points=8192,
 )

@@ -55,6 +55,22 @@ def test_suite_runs_on_teacher_and_student_and_compares(models, tmp_path):
         evaluate(str(models / "student"), TASKS[:1], overrides=FAST, out=tmp_path, name="t")
 
 
+def test_partseg_on_output_tokens_and_changed_settings_are_remeasured(models, tmp_path, monkeypatch):
+    from foundry3d.eval import suite
+
+    task = ["partseg:synthetic@4"]
+    first = evaluate(str(models / "student"), task, overrides=FAST, out=tmp_path, name="s")["tasks"][task[0]]
+    calls = []
+    real = suite.partseg_protocol
+    monkeypatch.setattr(suite, "partseg_protocol", lambda *a, **k: calls.append(1) or real(*a, **k))
+    same = evaluate(str(models / "student"), task, overrides=FAST, out=tmp_path, name="s")["tasks"][task[0]]
+    assert not calls and same == first  # same settings: reused
+    out = evaluate(str(models / "student"), task, overrides=[*FAST, "partseg.features=output"], out=tmp_path, name="s")
+    res = out["tasks"][task[0]]
+    assert calls and res["features"] == "output" and res["blocks"] is None and 0 <= res["class_miou"] <= 1
+    assert res["settings"]["features"] == "output" and first["settings"]["features"] == "blocks"
+
+
 def test_bad_inputs(models, tmp_path, cache):
     with pytest.raises(EvalError, match="PROTOCOL:DATASET"):
         parse_task("segment:sh3d16")

@@ -1,8 +1,11 @@
 """Part segmentation on frozen backbone features.
 
-Token features: the average of the layer-normed outputs of three blocks spread over the depth
-(blocks 3/7/11 of a 12-block ViT-S, Point-JEPA's choice; the same thirds of any other depth;
-students give their blocks' outputs routed back to every token). They are propagated to every
+Token features (``features``): ``blocks`` (default, Point-JEPA's protocol) averages the layer-normed
+outputs of three blocks spread over the depth (blocks 3/7/11 of a 12-block ViT-S; the same thirds of
+any other depth; a Foundry student gives its SuperToken blocks' outputs routed back to every token,
+which no loss ever asked to match the teacher's). ``output`` uses the layer-normed output tokens
+instead: Y for a backbone, Y_hat for a student, i.e. exactly what distillation makes the student
+reproduce, so teacher and student are compared on the same representation. They are propagated to every
 point by 3-nearest-centre inverse-distance interpolation; a light head adds xyz, global
 [max, mean] features and a category embedding. The argmax is restricted to the parts of the
 shape's category. Metrics: class mIoU (mean over categories of per-category mean shape IoU) and
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -35,7 +38,8 @@ from foundry3d.train.engine import EngineConfig, Task, fit, seed_all
 class PartSegConfig:
     num_points: int = 2048
     num_groups: int | None = None  # None: the backbone's ratio (128 for 2048 points)
-    blocks: list[int] | None = None  # None: thirds of the depth (3/7/11 for 12 blocks)
+    features: Literal["blocks", "output"] = "blocks"  # see the module docstring
+    blocks: list[int] | None = None  # features=blocks: None = thirds of the depth (3/7/11 for 12 blocks)
     max_train_shapes: int | None = 2000  # subsample the training split for speed (None: all)
     points_per_step: int = 512  # random points per shape per training step
     hidden: int = 128
@@ -87,8 +91,12 @@ def extract_partseg(
     out: dict[str, list[np.ndarray]] = {"tokens": [], "idx": [], "w": []}
     for s in range(0, len(data["tokens"]), batch_size):
         sl = slice(s, s + batch_size)
-        res = model.forward_tokens(data["tokens"][sl], data["centres"][sl], indices=blocks)
-        tokens = torch.stack([F.layer_norm(h, h.shape[-1:]) for h in res["intermediates"]]).mean(0)
+        if cfg.features == "output":
+            h = model.forward_tokens(data["tokens"][sl], data["centres"][sl])["tokens"]
+            tokens = F.layer_norm(h, h.shape[-1:])
+        else:
+            res = model.forward_tokens(data["tokens"][sl], data["centres"][sl], indices=blocks)
+            tokens = torch.stack([F.layer_norm(h, h.shape[-1:]) for h in res["intermediates"]]).mean(0)
         idx, w = three_nn(data["points"][sl], data["centres"][sl])
         out["tokens"].append(tokens.half().numpy())
         out["idx"].append(idx.to(torch.int16).numpy())
@@ -202,7 +210,8 @@ def partseg_protocol(
         "seeds": list(cfg.seeds),
         "train_shapes": len(tr["tokens"]),
         "test_shapes": len(te["tokens"]),
-        "blocks": cfg.blocks or thirds(model.num_blocks),
+        "features": cfg.features,
+        "blocks": (cfg.blocks or thirds(model.num_blocks)) if cfg.features == "blocks" else None,
         "num_points": cfg.num_points,
         "num_groups": cfg.num_groups or model.groups_for(cfg.num_points),
         "per_category_miou": {spec.categories[k]: v for k, v in results[0]["per_category_miou"].items()},

@@ -244,11 +244,13 @@ def evaluate(
     results.setdefault("tasks", {})
     runner = Runner(net, info, cfg, folder, root)
     for task, (proto, dname, droot) in zip(tasks, parsed):
-        if task in results["tasks"] and not overwrite:
-            continue
+        settings = json.loads(json.dumps(to_dict(getattr(cfg, proto)), default=str))
+        if task in results["tasks"] and not overwrite and results["tasks"][task].get("settings") == settings:
+            continue  # measured before with the same protocol settings
         t0 = time.time()
         res = getattr(runner, proto)(dname, droot)
         res["seconds"] = round(time.time() - t0, 1)
+        res["settings"] = settings
         results["tasks"][task] = res
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2, default=float)))
     print(format_table({name: results}, tasks))

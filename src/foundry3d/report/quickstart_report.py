@@ -95,7 +95,14 @@ def build_report(out: Path, recipe: Any, finger: dict[str, Any], stages: dict[st
         "",
         "Scores in %, mean ± spread (SVM on SH3D-16: repeated stratified splits; KiCad-33 SVM: bootstrap over "
         "test shapes; few-shot: 10 folds; part segmentation: head seeds). Bold: retention (student / teacher) "
-        "and cost ratios. A difference inside the spread is not a difference.",
+        "and cost ratios. A difference inside the spread is not a difference. "
+        + (
+            "Part segmentation reads the output tokens (Y for the teacher, Y-hat for the students: the "
+            "representation the student is trained to reproduce); Point-JEPA's three-block average is "
+            "`partseg.features=blocks`."
+            if "partseg.features=output" in recipe.eval
+            else "Part segmentation reads the average of three blocks (Point-JEPA's protocol)."
+        ),
         "",
         table,
         "",
