@@ -52,7 +52,9 @@ def main() -> None:
     changes = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
     # training time: gaps of more than 10 minutes between log rows (the process was down) do not count
     times = sorted(r["time"] for r in train + probes)
-    hours = sum(b - a for a, b in itertools.pairwise(times) if b - a < 600) / 3600
+    busy = [0.0] + [b - a if b - a < 600 else 0.0 for a, b in itertools.pairwise(times)]
+    elapsed = dict(zip(times, itertools.accumulate(busy)))  # training seconds at each log row
+    hours = elapsed[times[-1]] / 3600 if times else 0.0
     out = save_release(model, args.out, {**model.release_meta, "packaged_from": str(run)}, dtype=torch.float16)
     ev = json.loads(Path(args.eval).read_text())
     rnd = json.loads(Path(args.random_eval).read_text())
@@ -69,7 +71,7 @@ def main() -> None:
         f"- Data: {', '.join(cfg['data']['datasets'])} — train splits and unlabelled pools only, never a test split.",
         "- Command: `foundry3d data build sh3d16 && foundry3d data build kicad && "
         "foundry3d pretrain --config pretrain/tiny --out runs/teacher_tiny`",
-        f"- Code commit: `{commit.strip()}`",
+        f"- Packaged at code commit `{commit.strip()}` (the pretraining ran on the commits before it).",
         f"- Steps: {cfg['engine']['steps']} at batch {cfg['engine']['batch_size']} "
         f"({cfg['engine']['steps'] * cfg['engine']['batch_size']:,} cloud views); wall time {hours:.1f} h on the "
         f"2-core CPU machine with one thread (torch.set_num_threads(1)), beside other work.",
@@ -82,6 +84,10 @@ def main() -> None:
         "",
         "## Evaluation (foundry3d eval, default suite)",
         "",
+        f"`foundry3d eval --model {run / 'release'}` and `foundry3d eval --model random:{cfg['model']['variant']}` "
+        "(float32 weights, before the float16 conversion; part segmentation with Point-JEPA's three-block "
+        "features). Mean ± spread.",
+        "",
         "| task | this teacher | same architecture, random weights |",
         "|---|---|---|",
     ]
@@ -92,11 +98,11 @@ def main() -> None:
         "",
         "## Pretraining curve (linear-SVM probe, fixed C on standardised features, test splits)",
         "",
-        "| step | SVM SH3D-16 | SVM KiCad-33 | minutes |",
+        "| step | SVM SH3D-16 | SVM KiCad-33 | training minutes |",
         "|---|---|---|---|",
     ]
     card += [
-        f"| {p['step']} | {100 * p['svm_sh3d16']:.1f} | {100 * p['svm_kicad33']:.1f} | {p.get('wall_minutes', 0):.0f} |"
+        f"| {p['step']} | {100 * p['svm_sh3d16']:.1f} | {100 * p['svm_kicad33']:.1f} | {elapsed[p['time']] / 60:.0f} |"
         for p in probes
     ]
     losses = [(r["step"], r["loss"]) for r in train]
