@@ -26,7 +26,7 @@ def main() -> None:
     if table is None:
         raise SystemExit(f"{args.run / 'report.md'} has no results table; is the quickstart finished?")
     order = ["data", "distill", "eval", "bench", "report"]
-    found = sorted((args.run / "stages").glob("*.json"), key=lambda p: (order + [p.stem]).index(p.stem))
+    found = sorted((args.run / "stages").glob("*.json"), key=lambda p: [*order, p.stem].index(p.stem))
     stages = {p.stem: json.loads(p.read_text())["seconds"] for p in found}
     docs = args.readme.parent / "docs"
     docs.mkdir(exist_ok=True)
