@@ -1,6 +1,6 @@
 """Copy a quickstart run's results table and two of its figures into the README (nothing typed by hand).
 
-    python scripts/readme_results.py runs/quickstart --machine "2-core CPU, fresh clone, 513 s in all"
+python scripts/readme_results.py runs/quickstart --machine "2-core CPU, fresh clone, 513 s in all"
 """
 
 from __future__ import annotations
