@@ -15,19 +15,29 @@ START, END = "<!-- RESULTS -->", "<!-- /RESULTS -->"
 FIGURES = ["supertokens_s16.png", "accuracy_vs_s.png"]
 
 
+def results_table(run: Path) -> str:
+    table = re.search(r"^\| \| teacher.*?(?=\n\n)", (run / "report.md").read_text(), re.S | re.M)
+    if table is None:
+        raise SystemExit(f"{run / 'report.md'} has no results table; is the quickstart finished?")
+    return table.group(0)
+
+
+def stage_seconds(run: Path) -> dict[str, float]:
+    order = ["data", "distill", "eval", "bench", "report"]
+    found = sorted((run / "stages").glob("*.json"), key=lambda p: [*order, p.stem].index(p.stem))
+    return {p.stem: json.loads(p.read_text())["seconds"] for p in found}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("run", type=Path)
     ap.add_argument("--machine", required=True, help="where and how the run was made, for the caption")
+    ap.add_argument("--full", type=Path, help="a `quickstart --full` run to show beside it")
+    ap.add_argument("--full-machine", default="the same machine")
     ap.add_argument("--readme", type=Path, default=Path("README.md"))
     args = ap.parse_args()
-    report = (args.run / "report.md").read_text()
-    table = re.search(r"^\| \| teacher.*?(?=\n\n)", report, re.S | re.M)
-    if table is None:
-        raise SystemExit(f"{args.run / 'report.md'} has no results table; is the quickstart finished?")
-    order = ["data", "distill", "eval", "bench", "report"]
-    found = sorted((args.run / "stages").glob("*.json"), key=lambda p: [*order, p.stem].index(p.stem))
-    stages = {p.stem: json.loads(p.read_text())["seconds"] for p in found}
+    table = results_table(args.run)
+    stages = stage_seconds(args.run)
     docs = args.readme.parent / "docs"
     docs.mkdir(exist_ok=True)
     for f in FIGURES:
@@ -42,8 +52,20 @@ def main() -> None:
             + "). Scores in %, mean ± spread; bold: student / teacher. The full report adds plots, the benchmark "
             "at 1k-32k points and the recipe.",
             "",
-            table.group(0),
+            table,
             "",
+            *(
+                [
+                    f"The longer recipe, `foundry3d quickstart --full` ({args.full_machine}; stage seconds: "
+                    + ", ".join(f"{k} {v:.0f}" for k, v in stage_seconds(args.full).items())
+                    + "), 4,000 distillation steps and the full protocols (3 part-segmentation head seeds):",
+                    "",
+                    results_table(args.full),
+                    "",
+                ]
+                if args.full
+                else []
+            ),
             f"![SuperTokens of the s = 16 student](docs/{FIGURES[0]})",
             "",
             f"![Accuracy against the number of SuperTokens](docs/{FIGURES[1]})",
