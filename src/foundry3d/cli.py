@@ -125,7 +125,15 @@ def _quickstart_args(p: argparse.ArgumentParser) -> None:
 def _bench(a: argparse.Namespace) -> Any:
     from foundry3d.edge.bench import bench
 
-    bench(a.model, points=a.points, batches=a.batch, out=a.out, threads=a.threads, budget_s=a.budget)
+    bench(
+        a.model,
+        points=a.points,
+        batches=a.batch,
+        out=a.out,
+        threads=a.threads,
+        budget_s=a.budget,
+        batch_max_points=a.batch_max_points,
+    )
     return None
 
 
@@ -137,6 +145,7 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/bench", help="folder for bench.json and bench.csv")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     p.add_argument("--budget", type=float, default=6.0, help="seconds of timed runs per setting")
+    p.add_argument("--batch-max-points", type=int, help="measure batches > 1 only up to this many points")
 
 
 # ------------------------------------------------------------------------------------------ export

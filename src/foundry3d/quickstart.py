@@ -195,29 +195,19 @@ def _stage_bench(out: Path, recipe: Recipe, teacher: str, distilled: dict[str, A
 
     t0 = time.time()
     models = {name: resolve_model(spec)[0] for name, spec in _models(teacher, distilled).items()}
-    print("[quickstart] bench: batch 1 at " + ", ".join(map(str, recipe.bench_points)) + " points", flush=True)
-    b1 = bench(models, recipe.bench_points, [1], out=None, budget_s=recipe.bench_budget_s)
-    small = [p for p in recipe.bench_points if p <= recipe.bench_batch32_max_points]
-    batches = [b for b in recipe.bench_batches if b != 1]
-    rows = b1["rows"]
-    if batches and small:
-        print(f"[quickstart] bench: batch {batches} at {small} points", flush=True)
-        bb = bench(models, small, batches, out=None, budget_s=recipe.bench_budget_s)
-        extra = {(r["model"], r["points"]): r for r in bb["rows"]}
-        for r in rows:
-            e = extra.get((r["model"], r["points"]))
-            if e:
-                r.update({k: v for k, v in e.items() if k.startswith("b") and k[1].isdigit()})
-    result = {**b1, "rows": rows}
-    (out / "bench").mkdir(parents=True, exist_ok=True)
-    (out / "bench" / "bench.json").write_text(json.dumps(result, indent=2))
-    import csv
-
-    keys = sorted({k for r in rows for k in r if k != "flops_per_module"}, key=lambda k: (k != "model", k))
-    with open(out / "bench" / "bench.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+    print(
+        f"[quickstart] bench: batches {recipe.bench_batches} at {recipe.bench_points} points (batch > 1 up to "
+        f"{recipe.bench_batch32_max_points} points)",
+        flush=True,
+    )
+    result = bench(
+        models,
+        recipe.bench_points,
+        recipe.bench_batches,
+        out=out / "bench",
+        budget_s=recipe.bench_budget_s,
+        batch_max_points=recipe.bench_batch32_max_points,
+    )
     return _finish(out, "bench", result, t0)
 
 

@@ -40,6 +40,10 @@ def test_bench_reports_every_setting(pair, tmp_path):
     r = bench({"teacher": t, "s=2": s}, points=[256, 512], batches=[1, 2], out=tmp_path, budget_s=0.05)
     assert len(r["rows"]) == 4 and {"b1_median_ms", "b2_p90_ms", "flops_ratio"} <= set(r["rows"][0])
     assert (tmp_path / "bench.csv").read_text().count("\n") == 5
+    r = bench({"teacher": t, "s=2": s}, [256, 512], [1, 2], out=tmp_path / "cap", budget_s=0.05, batch_max_points=256)
+    big = [x for x in r["rows"] if x["points"] == 512]
+    assert all("b1_median_ms" in x and "b2_median_ms" not in x for x in big)
+    assert "b2_latency_ratio" in r["rows"][1] and "b2_median_ms" in (tmp_path / "cap" / "bench.csv").read_text()
 
 
 def test_onnx_export_matches_pytorch(pair, tmp_path):

@@ -35,8 +35,11 @@ def bench(
     threads: int | None = None,
     budget_s: float = 6.0,
     seed: int = 0,
+    batch_max_points: int | None = None,
 ) -> dict[str, Any]:
-    """Benchmark ``models`` (release paths / 'embedded' / 'random:<variant>', or named modules)."""
+    """Benchmark ``models`` (release paths / 'embedded' / 'random:<variant>', or named modules).
+
+    ``batch_max_points``: measure batches larger than 1 only up to this many points (time)."""
     points = points or [1024, 2048, 8192, 32768]
     batches = batches or [1, 32]
     if threads:
@@ -60,6 +63,8 @@ def bench(
                 "flops_per_module": f["per_module"],
             }
             for b in batches:
+                if b > 1 and batch_max_points is not None and n > batch_max_points:
+                    continue
                 x = torch.randn(b, n, 3, generator=gen)
                 m = measure(model, x, budget_s=budget_s, num_groups=groups)
                 row.update(
@@ -76,7 +81,8 @@ def bench(
         base = next(x for x in rows if x["model"] == ref and x["points"] == r["points"])
         r["flops_ratio"] = r["flops"] / base["flops"]
         for b in batches:
-            r[f"b{b}_latency_ratio"] = r[f"b{b}_median_ms"] / base[f"b{b}_median_ms"]
+            if f"b{b}_median_ms" in r:
+                r[f"b{b}_latency_ratio"] = r[f"b{b}_median_ms"] / base[f"b{b}_median_ms"]
     result = {
         "reference": ref,
         "rows": rows,
@@ -94,7 +100,7 @@ def bench(
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "bench.json").write_text(json.dumps(result, indent=2))
-        keys = [k for k in rows[0] if k != "flops_per_module"]
+        keys = list(dict.fromkeys(k for r in rows for k in r if k != "flops_per_module"))
         with open(out / "bench.csv", "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
             w.writeheader()
@@ -115,6 +121,9 @@ def format_bench(result: dict[str, Any], batches: list[int] | None = None) -> st
             f"{r['flops_ratio']:>6.2f}"
         )
         for b in batches:
+            if f"b{b}_median_ms" not in r:
+                line += f" {'-':>11} {'-':>9} {'-':>6} {'-':>8}"
+                continue
             line += (
                 f" {r[f'b{b}_median_ms']:>11.1f} {r[f'b{b}_p90_ms']:>9.1f} {r[f'b{b}_latency_ratio']:>6.2f} "
                 f"{r[f'b{b}_peak_mem_mb']:>8.0f}"
