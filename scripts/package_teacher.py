@@ -17,22 +17,10 @@ from pathlib import Path
 import torch
 import yaml
 
+from foundry3d.eval.suite import format_score
 from foundry3d.models.checkpoint import load, save_release
+from foundry3d.report.quickstart_report import LABELS
 from foundry3d.train.engine import read_metrics
-
-LABELS = {
-    "svm:sh3d16": "SH3D-16 linear SVM (acc)",
-    "svm:kicad33": "KiCad-33 linear SVM (acc)",
-    "fewshot:kicad33": "KiCad-33 5-way 10-shot (acc)",
-    "partseg:kicadparts": "KiCad-Parts (class mIoU)",
-}
-PRIMARY = {"svm": "acc", "fewshot": "acc", "partseg": "class_miou"}
-
-
-def cell(res: dict, task: str) -> str:
-    k = PRIMARY[task.split(":")[0]]
-    m = res.get(f"{k}_mean", res[k])
-    return f"{100 * m:.1f} ± {100 * res.get(f'{k}_std', 0.0):.1f}"
 
 
 def main() -> None:
@@ -93,7 +81,10 @@ def main() -> None:
     ]
     for t in ev["tasks"]:
         if t in rnd["tasks"]:
-            card.append(f"| {LABELS.get(t, t)} | {cell(ev['tasks'][t], t)} | {cell(rnd['tasks'][t], t)} |")
+            card.append(
+                f"| {LABELS.get(t, t)} | {format_score(ev['tasks'][t], t.split(':')[0])} | "
+                f"{format_score(rnd['tasks'][t], t.split(':')[0])} |"
+            )
     card += [
         "",
         "## Pretraining curve (linear-SVM probe, fixed C on standardised features, test splits)",

@@ -4,7 +4,7 @@ Default method ``linear``: a logistic-regression classifier on the frozen backbo
 features of the K support shapes per class (standardised with the support statistics), scored
 on the fold's queries. On ModelNet40 the official Point-BERT folds are used; on any other
 labelled dataset the folds come from :mod:`foundry3d.data.fewshot` (support from the train
-split, queries from the test split). ``finetune`` trains backbone + head per fold instead.
+split, queries from the test split).
 """
 
 from __future__ import annotations

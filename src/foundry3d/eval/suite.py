@@ -191,7 +191,8 @@ class Runner:
             res = fewshot_from_folds(folds, c)
         else:
             tr, te = self.data(name, "train", root), self.data(name, "test", root)
-            a, b = self.features(tr, self.cfg.svm.num_points), self.features(te, self.cfg.svm.num_points)
+            sv = self.cfg.svm  # the SVM's clouds, so both protocols share one feature extraction
+            a, b = self.features(tr, sv.num_points, sv.sampling), self.features(te, sv.num_points, sv.sampling)
             res = fewshot_from_features(a["features"], a["labels"], b["features"], b["labels"], c)
         return {**res, "way": c.way, "shot": c.shot, "query": c.query, "fold_seed": c.seed, "method": c.method}
 
@@ -267,12 +268,17 @@ def primary(res: dict[str, Any], proto: str) -> float | None:
     return res.get(f"{key}_mean", res.get(key))
 
 
-def _fmt(res: dict[str, Any], proto: str) -> str:
-    key = PRIMARY[proto]
-    v = primary(res, proto)
+def spread(res: dict[str, Any], proto: str) -> float | None:
+    """The headline number's spread (None where there is none, e.g. a single head seed)."""
+    std = res.get(f"{PRIMARY[proto]}_std")
+    return None if std is None else float(std)
+
+
+def format_score(res: dict[str, Any], proto: str) -> str:
+    """``84.6 ± 3.6`` (in %), ``-`` when the task has no result."""
+    v, std = primary(res, proto), spread(res, proto)
     if v is None:
         return "-"
-    std = res.get(f"{key}_std")
     return f"{100 * v:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
 
 
@@ -283,7 +289,7 @@ def format_table(runs: dict[str, dict[str, Any]], tasks: list[str] | None = None
     lines = [f"{'task':<{w}} " + " ".join(f"{n[:22]:>22}" for n in names)]
     for t in tasks:
         proto = t.split(":", 1)[0]
-        cells = [_fmt(runs[n].get("tasks", {}).get(t, {}), proto) for n in names]
+        cells = [format_score(runs[n].get("tasks", {}).get(t, {}), proto) for n in names]
         lines.append(f"{t + ' (' + PRIMARY[proto] + ')':<{w}} " + " ".join(f"{c:>22}" for c in cells))
     return "\n".join(lines)
 
@@ -309,8 +315,8 @@ def compare(a: str | Path, b: str | Path) -> str:
         key = PRIMARY[proto]
         va, vb = primary(ra["tasks"][t], proto), primary(rb["tasks"][t], proto)
         lines.append(
-            f"{t + ' (' + key + ')':<34} {_fmt(ra['tasks'][t], proto):>14} "
-            f"{_fmt(rb['tasks'][t], proto):>14} {vb / va:>8.3f}"
+            f"{t + ' (' + key + ')':<34} {format_score(ra['tasks'][t], proto):>14} "
+            f"{format_score(rb['tasks'][t], proto):>14} {vb / va:>8.3f}"
         )
     return "\n".join(lines)
 

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from foundry3d.eval.suite import PRIMARY, primary, spread
 from foundry3d.report.html import write_report
 from foundry3d.report.plots import accuracy_vs_s, cost_vs_s, latency_vs_points, loss_curves
 
@@ -18,13 +19,15 @@ LABELS = {
     "fewshot:kicad33": "KiCad-33 5-way 10-shot (acc)",
     "partseg:kicadparts": "KiCad-Parts part seg. (class mIoU)",
 }
-PRIMARY = {"svm": "acc", "fewshot": "acc", "partseg": "class_miou", "finetune": "acc"}
 
 
 def score(res: dict[str, Any], task: str) -> tuple[float, float | None]:
-    key = PRIMARY[task.split(":", 1)[0]]
-    std = res.get(f"{key}_std")
-    return float(res.get(f"{key}_mean", res[key])), None if std is None else float(std)
+    """(headline score, spread) of one task's result, as the evaluation suite defines them."""
+    proto = task.split(":", 1)[0]
+    value = primary(res, proto)
+    if value is None:
+        raise KeyError(f"{task}: the result holds no {PRIMARY[proto]}")
+    return float(value), spread(res, proto)
 
 
 def _cell(m: float, sd: float | None) -> str:
