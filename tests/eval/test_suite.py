@@ -93,3 +93,18 @@ def test_fewshot_folds_are_reproducible():
     a = fewshot_from_features(xs, ys, xq, yq, FewShotConfig(shot=5, folds=4))
     b = fewshot_from_features(xs, ys, xq, yq, FewShotConfig(shot=5, folds=4))
     assert a == b and a["acc"] > 0.4
+
+
+def test_occupancy_matches_the_students_own_assignments(models):
+    from foundry3d.data.registry import load_dataset
+    from foundry3d.data.transforms import collate
+    from foundry3d.eval.occupancy import occupancy
+
+    student = foundry3d.load(models / "student")
+    ds = load_dataset("synthetic:test@8")
+    occ = occupancy(student, ds, num_points=256, batch_size=5)
+    with torch.no_grad():
+        out = student.forward_features(collate([ds[i] for i in range(len(ds))], 256, "first")["points"])
+    assert occ["mean_per_cloud"] == pytest.approx(out["occupancy"].float().mean().item())
+    assert occ["never_used"] == int((out["counts"].sum(0) == 0).sum())
+    assert sum(occ["usage_share"]) == pytest.approx(1.0, abs=1e-3)

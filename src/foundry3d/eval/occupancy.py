@@ -14,19 +14,23 @@ import torch
 from torch import nn
 
 from foundry3d.data.base import PointCloudDataset
-from foundry3d.data.transforms import collate
 
 
 @torch.no_grad()
 def occupancy(
     student: nn.Module, dataset: PointCloudDataset, num_points: int = 1024, batch_size: int = 64, **kw: Any
 ) -> dict[str, Any]:
+    """``kw`` (e.g. ``r=0.7``) goes to ``forward_tokens``. The clouds are tokenized through the shared
+    token cache, so a probe or an evaluation of the same split does not tokenize them again."""
+    from foundry3d.eval.features import tokenized
+
     was = student.training
     student.eval()
+    data = tokenized(student, dataset, num_points, None, "first", batch_size)
     per_cloud, usage = [], None
-    for s in range(0, len(dataset), batch_size):
-        b = collate([dataset[i] for i in range(s, min(len(dataset), s + batch_size))], num_points, "first")
-        out = student.forward_features(b["points"], **kw)
+    for s in range(0, len(data["tokens"]), batch_size):
+        sl = slice(s, s + batch_size)
+        out = student.forward_tokens(data["tokens"][sl], data["centres"][sl], **kw)
         per_cloud.append(out["occupancy"].numpy())
         c = out["counts"].sum(0).numpy()
         usage = c if usage is None else usage + c
