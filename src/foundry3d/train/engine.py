@@ -222,18 +222,17 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return {k.rstrip("."): v for k, v in out.items()}
 
 
-def record_config_changes(run_dir: Path, config: dict[str, Any]) -> dict[str, list[Any]]:
+def record_config_changes(run_dir: Path, config: dict[str, Any], step: int) -> dict[str, list[Any]]:
     """A run resumed with a changed recipe (e.g. fewer steps) keeps an honest record: ``config.yaml``
-    becomes the new resolved config and ``config_changes.jsonl`` gets the step-independent diff."""
+    becomes the new resolved config and ``config_changes.jsonl`` gets the diff and the step it starts at."""
     path = run_dir / "config.yaml"
     if not path.exists():
         return {}
     old, new = _flat(read_yaml(path)), _flat(json.loads(json.dumps(config, default=str)))
     changes = {k: [old.get(k), new.get(k)] for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
     if changes:
-        state = load_train_state(run_dir / "checkpoints" / "last.pt")
         with open(run_dir / "config_changes.jsonl", "a") as f:
-            f.write(json.dumps({"time": time.time(), "at_step": int(state["step"]), "changes": changes}) + "\n")
+            f.write(json.dumps({"time": time.time(), "at_step": step, "changes": changes}) + "\n")
         save_yaml(config, path)
     return changes
 
@@ -246,8 +245,6 @@ def prepare_run_dir(
     exists = run_dir.exists() and any(run_dir.iterdir())
     if resume:
         if ckpt.exists():
-            if info.is_main:
-                record_config_changes(run_dir, config)
             return ckpt
         if exists and not (run_dir / "config.yaml").exists():
             raise RunDirError(f"cannot resume: {run_dir} holds no foundry3d run ({ckpt} does not exist)")
@@ -318,6 +315,8 @@ def _fit(
         except (KeyError, RuntimeError, ValueError) as e:
             raise CheckpointError(f"{ckpt_path} does not fit this recipe: {e}") from e
         start = int(state["step"])
+        if info.is_main:
+            record_config_changes(run_dir, to_dict(config), start)
     model: nn.Module = task.module
     if info.enabled:
         if cfg.sync_batchnorm:
