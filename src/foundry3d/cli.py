@@ -284,30 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from foundry3d.config import ConfigError
-    from foundry3d.data.base import DatasetError
-    from foundry3d.eval.suite import EvalError
-    from foundry3d.models.checkpoint import CheckpointError
-    from foundry3d.quickstart import QuickstartError
-    from foundry3d.train.engine import RunDirError, TrainingDiverged
-
     try:
         result = VERBS[args.verb][2](args)
-    except (
-        ConfigError,
-        DatasetError,
-        CheckpointError,
-        RunDirError,
-        TrainingDiverged,
-        EvalError,
-        QuickstartError,
-        FileNotFoundError,
-        RuntimeError,
-        ValueError,
-    ) as e:
+    # Every foundry3d error (ConfigError, DatasetError, CheckpointError, EvalError, RunDirError,
+    # QuickstartError, TrainingDiverged, ...) is a ValueError or a RuntimeError: one line, exit 2.
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
         if os.environ.get("FOUNDRY3D_DEBUG"):
             raise
-        print(f"foundry3d {args.verb}: error: {e}", file=sys.stderr)
+        print(f"foundry3d {args.verb}: error: {e} (FOUNDRY3D_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()
