@@ -8,7 +8,7 @@ from foundry3d.data.kicad import library_class, material_part
 from foundry3d.data.mesh import MeshError, sample_labelled_surface
 from foundry3d.data.sh3d import classify, parse_catalog
 from foundry3d.data.store import DatasetWriter, is_complete
-from foundry3d.data.vrml import VRMLError, parse_vrml
+from foundry3d.data.vrml import VRMLError, read_mesh
 
 WRL = b"""#VRML V2.0 utf8
 Shape { appearance Appearance {material DEF PIN-01 Material { diffuseColor 0.8 0.8 0.8 } } }
@@ -24,13 +24,14 @@ appearance Appearance{material DEF IC-BODY-EPOXY-04 Material { } } }
 
 
 def test_vrml_reader():
-    shapes = parse_vrml(WRL)
-    assert [s.material for s in shapes] == ["PIN-01", "IC-BODY-EPOXY-04"]
-    assert shapes[0].faces.tolist() == [[0, 1, 2], [0, 2, 3], [0, 2, 4]]  # quad fanned, open polygon closed
+    vertices, faces, face_mat, materials = read_mesh(WRL)
+    assert materials == ["PIN-01", "IC-BODY-EPOXY-04"] and vertices.shape == (8, 3)
+    assert faces[face_mat == 0].tolist() == [[0, 1, 2], [0, 2, 3], [0, 2, 4]]  # quad fanned, open polygon closed
+    assert faces[face_mat == 1].tolist() == [[5, 6, 7]]  # the second shape's vertices follow the first's
     with pytest.raises(VRMLError, match="not a VRML"):
-        parse_vrml(b"solid stl")
+        read_mesh(b"solid stl")
     with pytest.raises(VRMLError, match="outside"):
-        parse_vrml(
+        read_mesh(
             b"#VRML V2.0\nShape { geometry IndexedFaceSet { coordIndex [0,1,9,-1] "
             b"coord Coordinate { point [0 0 0,1 0 0,0 1 0] } } }"
         )

@@ -10,8 +10,6 @@ triangulated. Coordinates are Z-up in units of 0.1 inch.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -23,13 +21,6 @@ _POINT = re.compile(rb"point\s*\[([^\]]*)\]")
 
 class VRMLError(ValueError):
     """A file that is not a readable KiCad VRML model."""
-
-
-@dataclass
-class VRMLShape:
-    material: str
-    vertices: np.ndarray  # (V, 3) float64
-    faces: np.ndarray  # (F, 3) int64
 
 
 def _parse_numbers(blobs: list[bytes], what: str, source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -109,21 +100,3 @@ def read_mesh(data: bytes, source: str = "<bytes>") -> tuple[np.ndarray, np.ndar
     face_shape = shape_of_entry[ends][poly] if len(tris) else np.zeros(0, np.int64)
     face_mat = np.asarray(mats, np.int64)[face_shape] if len(tris) else np.zeros(0, np.int64)
     return points.reshape(-1, 3), tris, face_mat, names
-
-
-def parse_vrml(data: bytes, source: str = "<bytes>") -> list[VRMLShape]:
-    """All shapes with geometry in a KiCad VRML file, each with its material name."""
-    vertices, tris, face_mat, names = read_mesh(data, source)
-    shapes = []
-    for m, name in enumerate(names):
-        sel = tris[face_mat == m]
-        if len(sel):
-            used = np.unique(sel)
-            remap = np.searchsorted(used, sel)
-            shapes.append(VRMLShape(name, vertices[used], remap))
-    return shapes
-
-
-def read_vrml(path: str | Path) -> list[VRMLShape]:
-    p = Path(path)
-    return parse_vrml(p.read_bytes(), str(p))
