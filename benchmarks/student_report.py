@@ -20,20 +20,28 @@ from foundry3d.data.transforms import collate
 from foundry3d.edge.flops import count_flops
 from foundry3d.edge.latency import measure
 from foundry3d.eval.occupancy import occupancy
-from foundry3d.eval.suite import evaluate
+from foundry3d.eval.suite import evaluate, primary
 from foundry3d.models.foundry import FoundryStudent
 
 
 @torch.no_grad()
-def heldout_loss(teacher, student, datasets, beta: float = 1.0) -> float:
-    total, n = 0.0, 0
+def teacher_batches(teacher, datasets) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(points, teacher tokens) of every held-out batch: the teacher runs once for all students."""
+    out = []
     for ds in datasets:
         for s in range(0, len(ds), 64):
             b = collate([ds[i] for i in range(s, min(len(ds), s + 64))], 1024, "first")
-            y = teacher.forward_features(b["points"])["tokens"]
-            y_hat = student.forward_features(b["points"])["tokens"]
-            total += float(F.smooth_l1_loss(y_hat, y, beta=beta, reduction="sum"))
-            n += y.numel()
+            out.append((b["points"], teacher.forward_features(b["points"])["tokens"]))
+    return out
+
+
+@torch.no_grad()
+def heldout_loss(student, batches, beta: float = 1.0) -> float:
+    total, n = 0.0, 0
+    for points, y in batches:
+        y_hat = student.forward_features(points)["tokens"]
+        total += float(F.smooth_l1_loss(y_hat, y, beta=beta, reduction="sum"))
+        n += y.numel()
     return total / n
 
 
@@ -49,6 +57,7 @@ def main() -> None:
     teacher = foundry3d.load(args.teacher)
     tests = [load_dataset("sh3d16:test"), load_dataset("kicad33:test")]
     tasks = ["svm:sh3d16", "svm:kicad33"]
+    held_out = teacher_batches(teacher, tests)
     ev = evaluate(args.teacher, tasks, out="runs/student_report_eval", name="teacher", overrides=["progress=false"])
     x = torch.randn(1, 1024, 3)
     t_flops = count_flops(teacher, x)["flops"]
@@ -64,20 +73,15 @@ def main() -> None:
         untrained = FoundryStudent.from_teacher(
             teacher,
             **{k: v for k, v in student.config_dict().items() if k not in ("teacher", "teacher_name", "teacher_hash")},
-        )
-        untrained.eval()
+        ).eval()
         e = evaluate(str(path), tasks, out="runs/student_report_eval", name=f"s{s}", overrides=["progress=false"])
         f = count_flops(student, x)["flops"]
         lat = measure(student, x, budget_s=5)["median_ms"]
         res["students"][s] = {
-            "heldout_loss_untrained": heldout_loss(teacher, untrained.eval(), tests),
-            "heldout_loss_trained": heldout_loss(teacher, student, tests),
+            "heldout_loss_untrained": heldout_loss(untrained, held_out),
+            "heldout_loss_trained": heldout_loss(student, held_out),
             "svm": {t: e["tasks"][t] for t in tasks},
-            "retention": {
-                t: e["tasks"][t].get("acc_mean", e["tasks"][t]["acc"])
-                / ev["tasks"][t].get("acc_mean", ev["tasks"][t]["acc"])
-                for t in tasks
-            },
+            "retention": {t: primary(e["tasks"][t], "svm") / primary(ev["tasks"][t], "svm") for t in tasks},
             "flops": f,
             "flops_ratio": f / t_flops,
             "latency_b1_ms": lat,
