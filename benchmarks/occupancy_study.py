@@ -18,12 +18,10 @@ from pathlib import Path
 import torch
 
 import foundry3d
-from foundry3d.data.registry import load_dataset
-from foundry3d.eval.features import extract
 from foundry3d.eval.occupancy import occupancy
-from foundry3d.eval.svm import svm_probe
 from foundry3d.train.distill import distill
 from foundry3d.train.engine import read_metrics
+from foundry3d.train.probe import Probe, ProbeSection
 
 BEST = ["student.similarity=cosine", "student.centre_keys=true", "student.init=data"]
 RECIPE = [  # what else moves retention at a fixed occupancy fix (s = 16)
@@ -52,17 +50,6 @@ LADDER = [
 ]
 
 
-def probe(model, sets, cache):
-    out = {}
-    for name, (tr, te) in sets.items():
-        key = (id(model), name)
-        if key not in cache:
-            a, b = extract(model, tr), extract(model, te)
-            cache[key] = svm_probe(a["features"], a["labels"], b["features"], b["labels"], C=0.05)["acc"]
-        out[name] = cache[key]
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--teacher", required=True)
@@ -74,10 +61,10 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    sets = {n: (load_dataset(f"{n}:train"), load_dataset(f"{n}:test")) for n in ("sh3d16", "kicad33")}
-    cache: dict = {}
+    svm = Probe(ProbeSection(datasets=["sh3d16", "kicad33"]), None)  # the training runs' probe (C = 0.05)
+    sets = svm.sets()
     teacher = foundry3d.load(args.teacher)
-    t_acc = probe(teacher, sets, cache)
+    t_acc = {k.removeprefix("svm_"): v for k, v in svm(teacher).items()}
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {"teacher": t_acc, "runs": []}
     done = {(r["variant"], r["supertokens"]) for r in results["runs"]}
@@ -102,7 +89,7 @@ def main() -> None:
             t0 = time.time()
             distill(teacher=args.teacher, supertokens=s, overrides=base + overrides, out=run, overwrite=True)
             student = foundry3d.load(run / "release")
-            acc = probe(student, sets, cache)
+            acc = {k.removeprefix("svm_"): v for k, v in svm(student).items()}
             occ = {n: occupancy(student, te) for n, (_, te) in sets.items()}
             rows = read_metrics(run)
             tail = rows[-4:]
