@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -18,3 +20,17 @@ def cache(tmp_path, monkeypatch):
     root = tmp_path / "cache"
     monkeypatch.setenv("FOUNDRY3D_CACHE", str(root))
     return root
+
+
+@pytest.fixture
+def torchrun():
+    """Run ``foundry3d <args>`` as 2 CPU processes under torchrun (one thread each)."""
+
+    def run(port: int, *args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        return subprocess.run(
+            [*cmd, "-m", "foundry3d.cli", *args], env=env, capture_output=True, text=True, timeout=600
+        )
+
+    return run

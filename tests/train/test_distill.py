@@ -1,7 +1,4 @@
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -104,32 +101,9 @@ def test_bad_inputs(teacher, tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_distillation(teacher, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            "--master_port=29561",
-            "-m",
-            "foundry3d.cli",
-            "distill",
-            "--teacher",
-            teacher,
-            "--supertokens",
-            "4",
-            "--out",
-            str(tmp_path / "ddp"),
-            *BASE,
-            "engine.steps=30",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def test_torchrun_distillation(teacher, tmp_path, torchrun):
+    args = ["--teacher", teacher, "--supertokens", "4", "--out", str(tmp_path / "ddp"), *BASE, "engine.steps=30"]
+    res = torchrun(29561, "distill", *args)
     assert res.returncode == 0, res.stderr[-2000:]
     r = rows(tmp_path / "ddp")
     assert len(r) == 3 and np.isfinite([x["loss"] for x in r]).all()

@@ -131,31 +131,11 @@ def test_nan_loss_stops_with_step_and_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_match_one(tmp_path):
+def test_torchrun_two_processes_match_one(tmp_path, torchrun):
     steps = ["engine.steps=30", "engine.batch_size=8", "model.options={drop_path_rate: 0.0}"]
     one = cli("pretrain", "--out", str(tmp_path / "one"), *TINY, *steps)
     assert one.wait(timeout=300) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    two = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            "--master_port=29533",
-            "-m",
-            "foundry3d.cli",
-            "pretrain",
-            "--out",
-            str(tmp_path / "two"),
-            *TINY,
-            *steps,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    two = torchrun(29533, "pretrain", "--out", str(tmp_path / "two"), *TINY, *steps)
     assert two.returncode == 0, two.stderr[-2000:]
     a, b = np.array(losses(tmp_path / "one")), np.array(losses(tmp_path / "two"))
     assert len(a) == len(b) == 6
