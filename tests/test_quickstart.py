@@ -52,7 +52,8 @@ def teacher(tmp_path):
     return str(save_release(foundry3d.create_model("test"), tmp_path / "teacher"))
 
 
-def test_quickstart_end_to_end_resume_and_refusal(tmp_path, teacher, monkeypatch):
+def test_quickstart_end_to_end_resume_and_refusal(tmp_path, teacher, monkeypatch, cache):
+    # `cache`: an empty dataset cache, so the run can only use the recipe's synthetic data
     out = tmp_path / "qs"
     calls = []
     real_bench = qs._stage_bench
@@ -77,6 +78,7 @@ def test_quickstart_end_to_end_resume_and_refusal(tmp_path, teacher, monkeypatch
     for f in md.split("](")[1:]:
         assert (out / f.split(")")[0]).exists()
     assert set(stages["eval"]["results"]) == {"teacher", "s=1", "s=4"}
+    assert stages["eval"]["tasks"] == tiny_recipe().tasks  # the recipe's tasks, not the default suite
     assert json.loads((out / "bench" / "bench.json").read_text())["rows"]
     # a different run in the same folder is refused unless overwrite
     other = tiny_recipe()

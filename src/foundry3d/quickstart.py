@@ -176,17 +176,15 @@ def _models(teacher: str, distill_result: dict[str, Any]) -> dict[str, str]:
 
 
 def _stage_eval(out: Path, recipe: Recipe, teacher: str, distilled: dict[str, Any], root: str | None) -> dict:
-    from foundry3d.eval.suite import DEFAULT_TASKS, evaluate
+    from foundry3d.eval.suite import evaluate
 
     t0 = time.time()
     results = {}
     for name, spec in _models(teacher, distilled).items():
         print(f"[quickstart] eval: {name}", flush=True)
-        r = evaluate(
-            spec, DEFAULT_TASKS, overrides=recipe.eval, out=out / "eval", root=root, name=name.replace("=", "")
-        )
+        r = evaluate(spec, recipe.tasks, overrides=recipe.eval, out=out / "eval", root=root, name=name.replace("=", ""))
         results[name] = r
-    return _finish(out, "eval", {"results": results, "tasks": DEFAULT_TASKS}, t0)
+    return _finish(out, "eval", {"results": results, "tasks": recipe.tasks}, t0)
 
 
 def _stage_bench(out: Path, recipe: Recipe, teacher: str, distilled: dict[str, Any]) -> dict[str, Any]:
