@@ -36,7 +36,7 @@ def test_models_and_data_list(cache):
         (["data", "info", "sh3d16", "--root", "/nonexistent-cache"], "foundry3d data build sh3d16"),
         (["pretrain", "engine.stepz=3"], "unknown config key engine.stepz"),
         (["distill", "--teacher", "/no/such/teacher"], "does not exist"),
-        (["eval", "--model", "random:huge", "--task", "svm:synthetic@2"], "registered variants"),
+        (["eval", "--model", "random:huge", "--task", "svm:synthetic@2"], "unknown model variant 'huge'; registered"),
     ],
 )
 def test_errors_are_one_clear_line(args, message, tmp_path):
@@ -50,7 +50,9 @@ def test_errors_are_one_clear_line(args, message, tmp_path):
 
 
 def test_eval_verb_writes_json_and_compares(tmp_path):
-    common = ["--task", "svm:synthetic@6", "--out", str(tmp_path), "svm.repeats=2", "svm.grid=[0.1]", "progress=false"]
+    common = ["--task", "svm:synthetic@6", "--out", str(tmp_path), "svm.grid=[0.1]", "progress=false"]
     run("eval", "--model", "random:test", "--name", "a", *common)
-    out = run("eval", "--compare", str(tmp_path / "a"), str(tmp_path / "a")).stdout
-    assert "1.000" in out
+    run("eval", "--model", "floor:random:test", "--name", "f", *common)
+    run("eval", "--model", "tome:random:test?r=4", "--name", "m", *common)
+    out = run("eval", "--compare", str(tmp_path / "a"), str(tmp_path / "f"), str(tmp_path / "m")).stdout
+    assert "floor (no block, untrained)" in out and "tome:random:test?r=4" in out and "gain kept" in out

@@ -12,7 +12,7 @@ def tiny_recipe() -> qs.Recipe:
     return qs.Recipe(
         supertokens=[1, 4],
         build=[],
-        tasks=["svm:synthetic@8", "fewshot:synthetic@12", "partseg:synthetic@4"],
+        tasks=["svm:synthetic@8", "fewshot:synthetic@12", "partseg:synthetic@4", "fidelity:synthetic@4"],
         showcase=["synthetic:test@2"],
         distill=[
             "data.datasets=[synthetic:train@10]",
@@ -28,7 +28,6 @@ def tiny_recipe() -> qs.Recipe:
         ],
         eval=[
             "progress=false",
-            "svm.repeats=2",
             "svm.grid=[0.1]",
             "svm.num_points=256",
             "fewshot.folds=2",
@@ -74,10 +73,10 @@ def test_quickstart_end_to_end_resume_and_refusal(tmp_path, teacher, monkeypatch
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 5  # self-contained: every figure inlined
     md = (out / "report.md").read_text()
-    assert "student s = 4" in md and "SuperTokens" in md
+    assert "s=4" in md and "SuperTokens" in md and "floor" in md and "kept" in md
     for f in md.split("](")[1:]:
         assert (out / f.split(")")[0]).exists()
-    assert set(stages["eval"]["results"]) == {"teacher", "s=1", "s=4"}
+    assert set(stages["eval"]["results"]) == {"teacher", "floor", "s=1", "s=4"}
     assert stages["eval"]["tasks"] == tiny_recipe().tasks  # the recipe's tasks, not the default suite
     assert json.loads((out / "bench" / "bench.json").read_text())["rows"]
     # a different run in the same folder is refused unless overwrite

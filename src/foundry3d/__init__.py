@@ -2,19 +2,15 @@
 
 from foundry3d.version import __version__
 
-__all__ = ["__version__", "create_model", "list_models", "load", "pretrain"]
+__all__ = ["__version__", "create_model", "create_student", "list_models", "load", "pretrain", "resolve"]
 
 
 def __getattr__(name: str):
     # Lazy public API: `import foundry3d` stays cheap; heavy modules load on first use.
-    if name in ("create_model", "list_models"):
-        from foundry3d.models import registry
+    if name in ("create_model", "create_student", "list_models", "load", "resolve"):
+        from foundry3d.models import hub
 
-        return getattr(registry, name)
-    if name == "load":
-        from foundry3d.models.checkpoint import load
-
-        return load
+        return getattr(hub, name)
     if name == "pretrain":
         from foundry3d.train.pretrain import pretrain
 

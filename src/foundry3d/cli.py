@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from foundry3d.errors import Foundry3DError
 from foundry3d.version import __version__
 
 VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], Any]]] = {}
@@ -71,10 +72,11 @@ def _distill_args(p: argparse.ArgumentParser) -> None:
 
 # -------------------------------------------------------------------------------------------- eval
 def _eval(a: argparse.Namespace) -> Any:
-    from foundry3d.eval.suite import compare, evaluate
+    from foundry3d.eval.results import compare
+    from foundry3d.eval.suite import evaluate
 
     if a.compare:
-        print(compare(*a.compare))
+        print(compare(a.compare))
         return None
     if not a.model:
         raise SystemExit("foundry3d eval: error: --model is required (or --compare A B)")
@@ -101,7 +103,12 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="subfolder for this model (default: derived from --model)")
     p.add_argument("--root", help="dataset cache folder for the embedded datasets")
     p.add_argument("--overwrite", action="store_true", help="recompute tasks that already have results")
-    p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="print two results side by side with B/A")
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="RESULTS",
+        help="results of a teacher, its floor and students: scores with 95 %% CIs and the encoder gain kept",
+    )
 
 
 # -------------------------------------------------------------------------------------- quickstart
@@ -189,7 +196,7 @@ def _data(a: argparse.Namespace) -> Any:
         print(json.dumps(info, indent=2) if a.json else _pretty(info))
         return None
     if a.action == "render":
-        from foundry3d.data.preview import render_dataset
+        from foundry3d.report.preview import render_dataset
 
         path = render_dataset(a.name, out=a.out, per_class=a.per_class, root=a.root, max_classes=a.max_classes)
         print(path)
@@ -237,7 +244,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 def _convert(a: argparse.Namespace) -> Any:
     from foundry3d.models.convert import convert
 
-    return convert(a.checkpoint, source=a.source, out=a.out, weights=a.weights, heads=a.heads)
+    return convert(a.checkpoint, source=a.source, out=a.out, weights=a.weights, heads=a.heads, overwrite=a.overwrite)
 
 
 @verb("convert", "Convert an official Point-JEPA / Point-MAE checkpoint into a foundry3d release")(_convert)
@@ -247,12 +254,14 @@ def _convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="release directory to write")
     p.add_argument("--weights", default="student", choices=["student", "ema"], help="Point-JEPA: online or EMA")
     p.add_argument("--heads", type=int, default=6, help="attention heads (not stored in the weights; ViT-S: 6)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing release in --out")
 
 
 # ------------------------------------------------------------------------------------------ models
 def _models(a: argparse.Namespace) -> Any:
     from foundry3d.config import to_dict
-    from foundry3d.models.registry import list_models, variant_config
+    from foundry3d.models.hub import list_models
+    from foundry3d.models.variants import variant_config
 
     for name in list_models():
         c = to_dict(variant_config(name))
@@ -286,9 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = VERBS[args.verb][2](args)
-    # Every foundry3d error (ConfigError, DatasetError, CheckpointError, EvalError, RunDirError,
-    # QuickstartError, TrainingDiverged, ...) is a ValueError or a RuntimeError: one line, exit 2.
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
+    # Every deliberate foundry3d error derives from Foundry3DError: one line, exit 2. Anything
+    # else is a bug and keeps its traceback.
+    except Foundry3DError as e:
         if os.environ.get("FOUNDRY3D_DEBUG"):
             raise
         print(f"foundry3d {args.verb}: error: {e} (FOUNDRY3D_DEBUG=1 shows the traceback)", file=sys.stderr)

@@ -15,10 +15,12 @@ from typing import Any, TypeVar, Union, get_args, get_origin
 
 import yaml
 
+from foundry3d.errors import Foundry3DError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(Foundry3DError, ValueError):
     """A config file, key or value that does not fit the recipe."""
 
 

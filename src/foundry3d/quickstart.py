@@ -21,10 +21,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from foundry3d.errors import Foundry3DError
 from foundry3d.models.checkpoint import atomic_write
 
 
-class QuickstartError(RuntimeError):
+class QuickstartError(Foundry3DError, RuntimeError):
     """The output folder holds a different run, or a stage cannot run."""
 
 
@@ -33,7 +34,13 @@ class Recipe:
     supertokens: list[int] = field(default_factory=lambda: [1, 4, 16])
     build: list[str] = field(default_factory=lambda: ["sh3d16", "kicad"])  # embedded datasets to build if missing
     tasks: list[str] = field(
-        default_factory=lambda: ["svm:sh3d16", "svm:kicad33", "fewshot:kicad33", "partseg:kicadparts"]
+        default_factory=lambda: [
+            "svm:sh3d16",
+            "svm:kicad33",
+            "fewshot:kicad33",
+            "partseg:kicadparts",
+            "fidelity:kicad33",
+        ]
     )
     showcase: list[str] = field(default_factory=lambda: ["sh3d16:test", "kicad33:test"])  # occupancy + renders
     distill: list[str] = field(default_factory=list)  # distillation overrides
@@ -102,8 +109,7 @@ def quickstart(
     """Run the whole pipeline; returns the per-stage results (``<out>/stages/*.json``).
 
     ``recipe`` (Python API) replaces the quick/full recipes, e.g. to run on other datasets."""
-    from foundry3d.eval.features import model_hash
-    from foundry3d.train.distill import load_teacher
+    from foundry3d.models.hub import load_teacher, model_hash
 
     out = Path(out)
     recipe = recipe or (FULL if full else QUICK)
@@ -165,14 +171,17 @@ def _stage_distill(out: Path, recipe: Recipe, teacher: str, root: str | None) ->
         ov = [*recipe.distill, f"data.cache_dir={out / 'cache'}"]
         if root:
             ov.append(f"data.root={root}")
-        distill(teacher=teacher, supertokens=s, overrides=ov, out=out / "students" / f"s{s}", resume=True)
+        run = out / "students" / f"s{s}"
+        distill(teacher=teacher, supertokens=s, overrides=ov, out=run, resume=run.exists())
         students[str(s)] = str(out / "students" / f"s{s}" / "release")
         timings[str(s)] = round(time.time() - t1, 1)
     return _finish(out, "distill", {"students": students, "seconds_per_student": timings}, t0)
 
 
-def _models(teacher: str, distill_result: dict[str, Any]) -> dict[str, str]:
-    return {"teacher": teacher, **{f"s={s}": p for s, p in distill_result["students"].items()}}
+def _models(teacher: str, distill_result: dict[str, Any], floor: bool = True) -> dict[str, str]:
+    """teacher, its training-free floor and the students (the floor is not benchmarked: it is the tokenizer)."""
+    refs = {"teacher": teacher, **({"floor": f"floor:{teacher}"} if floor else {})}
+    return {**refs, **{f"s={s}": p for s, p in distill_result["students"].items()}}
 
 
 def _stage_eval(out: Path, recipe: Recipe, teacher: str, distilled: dict[str, Any], root: str | None) -> dict:
@@ -182,17 +191,18 @@ def _stage_eval(out: Path, recipe: Recipe, teacher: str, distilled: dict[str, An
     results = {}
     for name, spec in _models(teacher, distilled).items():
         print(f"[quickstart] eval: {name}", flush=True)
-        r = evaluate(spec, recipe.tasks, overrides=recipe.eval, out=out / "eval", root=root, name=name.replace("=", ""))
+        ov = [*recipe.eval, f"fidelity.teacher={teacher}"]  # the reference every model's tokens are compared with
+        r = evaluate(spec, recipe.tasks, overrides=ov, out=out / "eval", root=root, name=name.replace("=", ""))
         results[name] = r
     return _finish(out, "eval", {"results": results, "tasks": recipe.tasks}, t0)
 
 
 def _stage_bench(out: Path, recipe: Recipe, teacher: str, distilled: dict[str, Any]) -> dict[str, Any]:
     from foundry3d.edge.bench import bench
-    from foundry3d.eval.suite import resolve_model
+    from foundry3d.models.hub import resolve
 
     t0 = time.time()
-    models = {name: resolve_model(spec)[0] for name, spec in _models(teacher, distilled).items()}
+    models = {name: resolve(spec)[0] for name, spec in _models(teacher, distilled, floor=False).items()}
     print(
         f"[quickstart] bench: batches {recipe.bench_batches} at {recipe.bench_points} points (batch > 1 up to "
         f"{recipe.bench_batch32_max_points} points)",
@@ -211,61 +221,10 @@ def _stage_bench(out: Path, recipe: Recipe, teacher: str, distilled: dict[str, A
 
 def _stage_report(out: Path, recipe: Recipe, finger: dict[str, Any], stages: dict[str, Any]) -> dict[str, Any]:
     from foundry3d.report.quickstart_report import build_report
+    from foundry3d.report.supertokens import supertoken_figures
 
     t0 = time.time()
-    occ = _supertoken_figures(out, stages["distill"], recipe.showcase, finger.get("root"))
+    occ = supertoken_figures(out, stages["distill"]["students"], recipe.showcase, finger.get("root"))
     stages = {**stages, "occupancy": occ}
     table, paths = build_report(out, recipe, finger, stages)
     return _finish(out, "report", {"table": table, "occupancy": stages["occupancy"], **paths}, t0)
-
-
-def _supertoken_figures(
-    out: Path, distilled: dict[str, Any], showcase: list[str], root: str | None, per_set: int = 4
-) -> dict:
-    """Occupancy on the test splits, and renders of test shapes coloured by SuperToken."""
-    import numpy as np
-    import torch
-
-    from foundry3d.data.registry import load_dataset
-    from foundry3d.data.transforms import collate
-    from foundry3d.eval.occupancy import occupancy
-    from foundry3d.models.checkpoint import load
-    from foundry3d.report.plots import supertoken_colors
-    from foundry3d.report.render import render_grid
-
-    sets = {n: load_dataset(n, root=root) for n in showcase}
-    occ: dict[str, Any] = {}
-    for s, path in distilled["students"].items():
-        student = load(path)
-        per = {n: occupancy(student, ds) for n, ds in sets.items()}
-        total = sum(len(ds) for ds in sets.values())
-        occ[s] = {
-            "mean_per_cloud": sum(per[n]["mean_per_cloud"] * len(sets[n]) for n in sets) / total,
-            "never_used": max(per[n]["never_used"] for n in sets),
-            "per_dataset": per,
-        }
-        if int(s) < 4:
-            continue
-        clouds, colors, titles = [], [], []
-        for ds in sets.values():
-            labels = ds.labels()
-            picks = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)[:per_set]]
-            b = collate([ds[i] for i in picks], 1024, "first")
-            with torch.no_grad():
-                f = student.forward_features(b["points"])
-            for j, i in enumerate(picks):
-                pts = b["points"][j].numpy()
-                clouds.append(pts)
-                colors.append(supertoken_colors(pts, f["centers"][j].numpy(), f["assignment"][j].numpy()))
-                titles.append(f"{ds.classes[int(labels[i])]} ({int(f['occupancy'][j])}/{s} used)")
-        render_grid(
-            clouds,
-            out / "figures" / f"supertokens_s{s}.png",
-            colors,
-            titles,
-            cols=per_set,
-            cell=2.6,
-            size=4.0,
-            suptitle=f"SuperTokens of the s = {s} student; rows: {', '.join(showcase)}",
-        )
-    return occ

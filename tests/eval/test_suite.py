@@ -7,13 +7,13 @@ import torch
 import foundry3d
 from foundry3d.data.base import DatasetError
 from foundry3d.eval.fewshot import FewShotConfig, fewshot_from_features
-from foundry3d.eval.suite import EvalError, compare, evaluate, parse_task
+from foundry3d.eval.results import compare
+from foundry3d.eval.suite import EvalError, evaluate, parse_task
 from foundry3d.models.checkpoint import save_release
 from foundry3d.models.foundry import FoundryStudent
 
 FAST = [
     "progress=false",
-    "svm.repeats=3",
     "svm.grid=[0.1, 1.0]",
     "fewshot.folds=3",
     "fewshot.query=5",
@@ -40,15 +40,21 @@ def models(tmp_path_factory):
 
 def test_suite_runs_on_teacher_and_student_and_compares(models, tmp_path):
     a = evaluate(str(models / "teacher"), TASKS, overrides=FAST, out=tmp_path, name="t")
+    f = evaluate("floor:" + str(models / "teacher"), TASKS, overrides=FAST, out=tmp_path, name="f")
     b = evaluate(str(models / "student"), TASKS, overrides=FAST, out=tmp_path, name="s")
-    for r in (a, b):
+    for r in (a, f, b):
         assert set(r["tasks"]) == set(TASKS)
-        assert 0 <= r["tasks"]["svm:synthetic@8"]["acc"] <= 1 and "acc_std" in r["tasks"]["svm:synthetic@8"]
-        assert 0 <= r["tasks"]["partseg:synthetic@4"]["class_miou"] <= 1
-    table = compare(tmp_path / "t", tmp_path / "s")
-    assert "B/A" in table and "svm:synthetic@8" in table
+        svm = r["tasks"]["svm:synthetic@8"]
+        assert svm["acc"] == pytest.approx(np.mean(svm["per_item"]["score"]))  # headline = its per-item mean
+        lo, hi = svm["ci95"]
+        assert lo <= svm["acc"] <= hi
+        ps = r["tasks"]["partseg:synthetic@4"]
+        assert len(ps["per_item"]["iou"]) == ps["test_shapes"]
+    assert f["model"]["kind"] == "floor" and b["model"]["kind"] == "student:foundry"
+    table = compare([tmp_path / "t", tmp_path / "f", tmp_path / "s"])
+    assert "svm:synthetic@8" in table and "floor (no block, untrained)" in table and "gain kept" in table
     saved = json.loads((tmp_path / "t" / "results.json").read_text())
-    assert saved["settings"]["svm"]["repeats"] == 3 and saved["model"]["kind"] == "backbone"
+    assert saved["settings"]["svm"]["grid"] == [0.1, 1.0] and saved["model"]["kind"] == "backbone"
     # a second run reuses finished tasks; another model in the same folder is refused
     assert evaluate(str(models / "teacher"), TASKS[:1], overrides=FAST, out=tmp_path, name="t")["tasks"]
     with pytest.raises(EvalError, match="another model"):
@@ -68,13 +74,13 @@ def test_partseg_on_output_tokens_and_changed_settings_are_remeasured(models, tm
     out = evaluate(str(models / "student"), task, overrides=[*FAST, "partseg.features=output"], out=tmp_path, name="s")
     res = out["tasks"][task[0]]
     assert calls and res["features"] == "output" and res["blocks"] is None and 0 <= res["class_miou"] <= 1
-    assert res["settings"]["features"] == "output" and first["settings"]["features"] == "blocks"
+    assert res["settings"]["partseg"]["features"] == "output" and first["settings"]["partseg"]["features"] == "blocks"
 
 
 def test_bad_inputs(models, tmp_path, cache):
     with pytest.raises(EvalError, match="PROTOCOL:DATASET"):
         parse_task("segment:sh3d16")
-    with pytest.raises(EvalError, match="svm, fewshot, partseg, finetune"):
+    with pytest.raises(EvalError, match="svm, fewshot, partseg, finetune, fidelity"):
         evaluate(str(models / "teacher"), ["knn:sh3d16"], out=tmp_path)
     with pytest.raises(DatasetError, match="foundry3d data build"):
         evaluate(str(models / "teacher"), ["svm:sh3d16"], overrides=FAST, out=tmp_path)
@@ -98,7 +104,7 @@ def test_fewshot_folds_are_reproducible():
 def test_occupancy_matches_the_students_own_assignments(models):
     from foundry3d.data.registry import load_dataset
     from foundry3d.data.transforms import collate
-    from foundry3d.eval.occupancy import occupancy
+    from foundry3d.models.occupancy import occupancy
 
     student = foundry3d.load(models / "student")
     ds = load_dataset("synthetic:test@8")

@@ -3,14 +3,15 @@ import torch
 
 import foundry3d
 from foundry3d.models.backbone import pool_tokens
-from foundry3d.models.checkpoint import CheckpointError, load, save_release
+from foundry3d.models.checkpoint import CheckpointError, save_release
+from foundry3d.models.hub import load
 
 
 def test_variants_are_registered_and_build():
     assert {"vit_s", "tiny", "test", "vit_s_mae"} <= set(foundry3d.list_models())
     m = foundry3d.create_model("test")
     assert m.cfg.dim == 32
-    with pytest.raises(ValueError, match="registered variants"):
+    with pytest.raises(ValueError, match=r"unknown model variant .vit_huge.; registered: small"):
         foundry3d.create_model("vit_huge")
     with pytest.raises(ValueError, match="unknown backbone option"):
         foundry3d.create_model("test", widht=3)

@@ -46,7 +46,7 @@ def test_distillation_lowers_the_loss_and_logs_diagnostics(teacher, tmp_path, ex
     if "student.gate=true" in extra:
         assert "compression_rate" in r[-1]
     student = foundry3d.load(summary["release"])
-    assert student.kind == "foundry_student" and student.release_meta["teacher_hash"]
+    assert student.kind == "student" and student.cfg.kind == "foundry" and student.release_meta["teacher_hash"]
 
 
 def test_interrupted_distillation_resumes_to_the_same_student(teacher, tmp_path, monkeypatch):
@@ -74,7 +74,7 @@ def test_interrupted_distillation_resumes_to_the_same_student(teacher, tmp_path,
 
 
 def test_bad_inputs(teacher, tmp_path):
-    with pytest.raises(ValueError, match="between 1 and c"):
+    with pytest.raises(ValueError, match="supertokens must be >= 1"):
         distill(teacher=teacher, supertokens=0, overrides=BASE, out=tmp_path / "x")
     with pytest.raises(ValueError, match="between 1 and c"):
         distill(teacher=teacher, supertokens=17, overrides=BASE, out=tmp_path / "x")
@@ -91,6 +91,8 @@ def test_bad_inputs(teacher, tmp_path):
         distill(teacher=str(tmp_path / "student"), supertokens=4, overrides=BASE, out=tmp_path / "x")
     wide = foundry3d.create_model("test", dim=64, num_heads=2)
     save_release(wide, tmp_path / "wide")
+    with pytest.raises(ValueError, match="kind='mlp' has none"):
+        distill(teacher=teacher, overrides=[*BASE, "student.kind=mlp", "student.gate=true"], out=tmp_path / "x")
     with pytest.raises(ValueError, match="does not match the student"):
         distill(
             teacher=str(tmp_path / "wide"),

@@ -6,13 +6,16 @@ unlabelled), and for part segmentation a per-point part label and the shape's ca
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
+from foundry3d.errors import Foundry3DError
 
-class DatasetError(ValueError):
+
+class DatasetError(Foundry3DError, ValueError):
     """A dataset that is missing, incomplete or not in the expected format."""
 
 
@@ -58,6 +61,22 @@ class PointCloudDataset:
     def labels(self) -> np.ndarray:
         """All class labels (S,) without loading the points when possible."""
         return np.array([self[i].label for i in range(len(self))], dtype=np.int64)
+
+    def fingerprint(self) -> str:
+        """Content hash of every cloud, label and part label, in order (memoised): caches and
+        results keyed by it are recomputed whenever the data changes, wherever it lives."""
+        fp = getattr(self, "_fingerprint", None)
+        if fp is None:
+            h = hashlib.sha256()
+            for i in range(len(self)):
+                s = self[i]
+                h.update(np.ascontiguousarray(s.points, np.float32).tobytes())
+                h.update(np.int64(s.label).tobytes() + np.int64(s.category).tobytes())
+                if s.parts is not None:
+                    h.update(np.ascontiguousarray(s.parts, np.int64).tobytes())
+            fp = h.hexdigest()[:24]
+            self._fingerprint = fp
+        return fp
 
     @property
     def num_classes(self) -> int:
@@ -134,6 +153,19 @@ class ArrayDataset(PointCloudDataset):
     def labels(self) -> np.ndarray:
         return self._labels
 
+    def fingerprint(self) -> str:
+        fp = getattr(self, "_fingerprint", None)
+        if fp is None:
+            h = hashlib.sha256()
+            for arr in (self.points, self._labels, self.part_labels, self.categories):
+                if arr is not None:
+                    a = np.ascontiguousarray(arr)
+                    h.update(str((a.dtype, a.shape)).encode())
+                    h.update(memoryview(a).cast("B"))
+            fp = h.hexdigest()[:24]
+            self._fingerprint = fp
+        return fp
+
     def subset(self, idx: np.ndarray, split: str | None = None) -> ArrayDataset:
         idx = np.asarray(idx, dtype=np.int64)
         return ArrayDataset(
@@ -176,6 +208,9 @@ class ConcatDataset(PointCloudDataset):
         if not self._same:
             s.label = -1
         return s
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256("+".join(p.fingerprint() for p in self.parts).encode()).hexdigest()[:24]
 
     def labels(self) -> np.ndarray:
         if not self._same:

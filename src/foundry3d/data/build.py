@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from foundry3d.data import kicad, sh3d
 from foundry3d.data.base import DatasetError
+from foundry3d.data.corpus import build_corpus
 from foundry3d.data.debian import download_package, extract_members, iter_members, package_version
 from foundry3d.data.store import DatasetWriter, cache_dir, dataset_dir, is_complete
 
@@ -358,13 +359,14 @@ def _kicad_attribution(version: str, libs: Counter) -> str:
     return "\n".join(lines) + "\n"
 
 
-BUILDERS = {"sh3d16": build_sh3d16, "kicad": build_kicad}
+BUILDERS = {"sh3d16": build_sh3d16, "kicad": build_kicad, "corpus": build_corpus}
 ALIASES = {
     "kicad33": "kicad",
     "kicadparts": "kicad",
     "kicad-parts": "kicad",
     "kicad-33": "kicad",
     "sh3d": "sh3d16",
+    "oad": "corpus",
 }
 
 

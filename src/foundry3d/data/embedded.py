@@ -1,7 +1,9 @@
 """Readers for the embedded datasets that ``foundry3d data build`` writes.
 
-``sh3d16`` splits: train, test, pool (unlabelled), labelled (train+test), all.
-``kicad33`` splits: the same. ``kicadparts`` splits: train, test (part labels, categories).
+``sh3d16`` splits: train, test, pool (unlabelled), labelled (train+test), all, and for model
+selection ``val`` (a stratified fifth of train, fixed seed) and ``fit`` (train minus val).
+``kicad33``: the same. ``kicadparts``: train, test, val, fit (part labels, categories).
+``corpus``: pretrain (every shape no evaluation holds out), all. ``oad``: train, val, test.
 """
 
 from __future__ import annotations
@@ -13,18 +15,37 @@ import numpy as np
 
 from foundry3d.data.base import ArrayDataset, DatasetError, PartSpec
 from foundry3d.data.build import KICAD_VERSION, SH3D_VERSION
+from foundry3d.data.corpus import CORPUS_VERSION
 from foundry3d.data.store import dataset_dir, is_complete, load_array, read_meta
 
 EMBEDDED = {
     "sh3d16": ("sh3d16", SH3D_VERSION, "foundry3d data build sh3d16"),
     "kicad33": ("kicad", KICAD_VERSION, "foundry3d data build kicad"),
     "kicadparts": ("kicad", KICAD_VERSION, "foundry3d data build kicad"),
+    "corpus": ("corpus", CORPUS_VERSION, "foundry3d data build corpus"),
+    "oad": ("corpus", CORPUS_VERSION, "foundry3d data build corpus"),
 }
 SPLITS = {
-    "sh3d16": ("train", "test", "pool", "labelled", "all"),
-    "kicad33": ("train", "test", "pool", "labelled", "all"),
-    "kicadparts": ("train", "test", "all"),
+    "sh3d16": ("train", "test", "val", "fit", "pool", "labelled", "all"),
+    "kicad33": ("train", "test", "val", "fit", "pool", "labelled", "all"),
+    "kicadparts": ("train", "test", "val", "fit", "all"),
+    "corpus": ("pretrain", "all"),
+    "oad": ("train", "test", "val", "fit", "labelled"),
 }
+VAL_FRACTION = 0.2
+VAL_SEED = 0
+
+
+def carve_val(train: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, val) indices: a stratified ``VAL_FRACTION`` of ``train`` for model selection."""
+    from sklearn.model_selection import train_test_split
+
+    train = np.asarray(train, np.int64)
+    y = labels[train]
+    counts = np.bincount(y - y.min()) if len(y) else np.array([0])
+    strat = y if len(y) and counts[counts > 0].min() >= 2 else None
+    fit, val = train_test_split(train, test_size=VAL_FRACTION, random_state=VAL_SEED, stratify=strat)
+    return np.sort(fit), np.sort(val)
 
 
 def embedded_path(name: str, root: str | Path | None = None) -> Path:
@@ -56,8 +77,12 @@ def load_embedded(
     if name == "kicadparts":
         spec_json = json.loads((path / "parts.json").read_text())
         cls_to_cat = {classes.index(c): j for j, c in enumerate(spec_json["categories"])}
-        key = {"train": ["parts_train"], "test": ["parts_test"], "all": ["parts_train", "parts_test"]}[split]
-        idx = np.array(sorted(i for k in key for i in splits[k]), np.int64)
+        if split in ("val", "fit"):
+            fit, val = carve_val(np.array(splits["parts_train"], np.int64), labels)
+            idx = val if split == "val" else fit
+        else:
+            key = {"train": ["parts_train"], "test": ["parts_test"], "all": ["parts_train", "parts_test"]}[split]
+            idx = np.array(sorted(i for k in key for i in splits[k]), np.int64)
         cats = np.array([cls_to_cat[int(labels[i])] for i in idx], np.int64)
         spec = PartSpec(
             categories=spec_json["categories"],
@@ -77,8 +102,17 @@ def load_embedded(
             protocol={"num_points": 2048, "num_groups": 128, "sampling": "first"},
             version=version,
         )
-    if split == "labelled":
+    if name == "oad":  # the labelled 0 A.D. set inside the corpus build: its own fixed val split
+        key = {"train": ["oad_train", "oad_val"], "fit": ["oad_train"], "val": ["oad_val"], "test": ["oad_test"]}
+        key["labelled"] = ["oad_train", "oad_val", "oad_test"]
+        idx = np.array(sorted(i for k in key[split] for i in splits[k]), np.int64)
+    elif name == "corpus":
+        idx = np.arange(len(labels)) if split == "all" else np.array(splits["pretrain"], np.int64)
+    elif split == "labelled":
         idx = np.array(sorted(splits["train"] + splits["test"]), np.int64)
+    elif split in ("val", "fit"):
+        fit, val = carve_val(np.array(splits["train"], np.int64), labels)
+        idx = val if split == "val" else fit
     elif split == "all":
         idx = np.arange(len(labels))
     else:

@@ -7,8 +7,10 @@ import zlib
 import numpy as np
 import trimesh
 
+from foundry3d.errors import Foundry3DError
 
-class MeshError(ValueError):
+
+class MeshError(Foundry3DError, ValueError):
     """A mesh that cannot be sampled (no faces, zero area, non-finite coordinates)."""
 
 

@@ -13,13 +13,15 @@ import re
 
 import numpy as np
 
+from foundry3d.errors import Foundry3DError
+
 _SHAPE = re.compile(rb"\bShape\s*\{")
 _MATERIAL = re.compile(rb"material\s+(?:DEF|USE)\s+([^\s{}]+)")
 _INDEX = re.compile(rb"coordIndex\s*\[([^\]]*)\]")
 _POINT = re.compile(rb"point\s*\[([^\]]*)\]")
 
 
-class VRMLError(ValueError):
+class VRMLError(Foundry3DError, ValueError):
     """A file that is not a readable KiCad VRML model."""
 
 

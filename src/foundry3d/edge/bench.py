@@ -18,12 +18,11 @@ from torch import nn
 
 from foundry3d.edge.flops import CONVENTION, count_flops, count_params
 from foundry3d.edge.latency import measure
+from foundry3d.models.hub import resolve
 
 
 def _load(spec: str) -> tuple[str, nn.Module]:
-    from foundry3d.eval.suite import resolve_model
-
-    model, info = resolve_model(spec)
+    model, info = resolve(spec)
     return info["model"], model
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from foundry3d.models.hub import resolve
 from foundry3d.version import __version__
 
 
@@ -43,9 +44,7 @@ def export_onnx(
         import onnx
     except ImportError as e:  # an optional extra
         raise RuntimeError("ONNX export needs the onnx extra: pip install 'foundry3d[onnx]'") from e
-    from foundry3d.eval.suite import resolve_model
-
-    net, info = resolve_model(model) if not isinstance(model, nn.Module) else (model.eval(), {"model": "module"})
+    net, info = resolve(model) if not isinstance(model, nn.Module) else (model.eval(), {"model": "module"})
     groups = net.groups_for(num_points)
     wrapper = _Exportable(net, groups).eval()
     example = torch.randn(2, num_points, 3, generator=torch.Generator().manual_seed(0))

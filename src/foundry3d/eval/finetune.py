@@ -20,8 +20,7 @@ from torch import Tensor, nn
 from foundry3d.data.base import PointCloudDataset
 from foundry3d.data.transforms import AugmentConfig, augment, collate, normalize
 from foundry3d.eval.metrics import accuracies
-from foundry3d.models.backbone import pool_tokens
-from foundry3d.models.heads import ClassificationHead
+from foundry3d.models.heads import Classifier
 from foundry3d.train.engine import EngineConfig, Task, fit, seed_all
 
 
@@ -46,26 +45,21 @@ class FinetuneConfig:
     )
 
 
-class Classifier(nn.Module):
-    def __init__(self, backbone: nn.Module, num_classes: int, smoothing: float) -> None:
+class _Loss(nn.Module):
+    def __init__(self, model: Classifier, smoothing: float) -> None:
         super().__init__()
-        self.backbone = backbone
-        self.head = ClassificationHead(backbone.num_features, num_classes)
+        self.model = model
         self.smoothing = smoothing
 
-    def logits(self, points: Tensor) -> Tensor:
-        f = self.backbone.forward_features(points)
-        return self.head(pool_tokens(f["tokens"]))
-
     def forward(self, points: Tensor, labels: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]:
-        out = self.logits(points)
+        out = self.model.logits(points)
         loss = F.cross_entropy(out, labels, label_smoothing=self.smoothing)
         return loss, {"acc": (out.argmax(-1) == labels).float().mean()}
 
 
 class FinetuneTask(Task):
     def __init__(self, backbone: nn.Module, train: PointCloudDataset, cfg: FinetuneConfig) -> None:
-        self.module = Classifier(copy.deepcopy(backbone).train(), train.num_classes, cfg.label_smoothing)
+        self.module = _Loss(Classifier(copy.deepcopy(backbone).train(), train.num_classes), cfg.label_smoothing)
         self.train_set = train
         self.cfg = cfg
 
@@ -74,7 +68,7 @@ class FinetuneTask(Task):
 
     def before_step(self, step: int) -> None:
         frozen = step < self.cfg.frozen_steps
-        self.module.backbone.requires_grad_(not frozen)
+        self.module.model.backbone.requires_grad_(not frozen)
 
     def batch(self, indices: np.ndarray, generator: torch.Generator, device: torch.device) -> dict[str, Any]:
         b = collate([self.train_set[int(i)] for i in indices], self.cfg.num_points, "random", generator)
@@ -110,5 +104,5 @@ def finetune_protocol(
     seed_all(seed)
     task = FinetuneTask(backbone, train, cfg)
     fit(task, cfg.engine, run_dir, {"finetune": "classification", "seed": seed}, overwrite=True)
-    pred = predict(task.module, test, cfg)
+    pred = predict(task.module.model, test, cfg)
     return {**accuracies(test.labels(), pred), "steps": cfg.engine.steps, "votes": cfg.votes, "seed": seed}

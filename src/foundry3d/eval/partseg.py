@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from foundry3d.data.base import DatasetError, PartSpec, PointCloudDataset
-from foundry3d.eval.features import tokenized
 from foundry3d.eval.metrics import mean_std, part_mious, shape_iou
+from foundry3d.models.features import tokenized
 from foundry3d.models.heads import PartSegHead, three_nn
 from foundry3d.train.engine import EngineConfig, Task, fit, seed_all
 
@@ -175,7 +175,7 @@ def score(head: PartSegHead, data: dict[str, np.ndarray], spec: PartSpec, batch_
             c = int(cat[i])
             ious.append(shape_iou(pred[i], gt[i], spec.category_parts[c]))
             cats.append(c)
-    return part_mious(ious, cats)
+    return {**part_mious(ious, cats), "shape_ious": ious, "categories": cats}
 
 
 def partseg_protocol(
@@ -202,7 +202,9 @@ def partseg_protocol(
     im, is_ = mean_std([r["instance_miou"] for r in results])
     if len(results) == 1:  # a single head seed has no spread to report
         cs = is_ = None
+    shape_iou_mean = np.mean([r["shape_ious"] for r in results], axis=0)  # per test shape, over head seeds
     return {
+        "per_item": {"iou": shape_iou_mean.tolist(), "category": list(results[0]["categories"])},
         "class_miou": cm,
         "class_miou_std": cs,
         "instance_miou": im,

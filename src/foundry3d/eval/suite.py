@@ -1,18 +1,21 @@
-"""``foundry3d eval``: one protocol for every backbone (teacher, Foundry student, baseline).
+"""``foundry3d eval``: one protocol for every model (teacher, floor, any student kind, baseline).
 
-Tasks are ``PROTOCOL:DATASET[@ROOT]`` with protocols ``svm``, ``fewshot``, ``partseg`` and
-``finetune``. Features are extracted once per (model, dataset, split) and cached by model hash.
-Results accumulate in ``<out>/<name>/results.json`` (finished tasks are reused unless
-``overwrite``), with every number and the exact protocol settings, and print as a table.
+Tasks are ``PROTOCOL:DATASET[@ROOT]`` with protocols ``svm``, ``fewshot``, ``partseg``,
+``finetune`` and ``fidelity``. Every headline is measured on the dataset's *test* split, which no
+pretraining, distillation or model selection reads; choices (SVM C, ...) use the training split
+only. Each result keeps its per-item outcomes, so intervals are bootstrap 95 % CIs over test items
+and comparisons between models are paired (:mod:`foundry3d.eval.results`).
 
-Small test splits lie: where a test split has fewer than ``svm.small_test`` shapes, the SVM is
-also scored over ``svm.repeats`` repeated stratified splits of train+test (mean +- std); larger
-splits get a bootstrap std. A difference inside the spread is not a difference.
+Features are extracted once per (model, dataset content, protocol) and cached on disk; results
+accumulate in ``<out>/<name>/results.json`` and a task is reused only when the model hash, the
+dataset's content fingerprint and every setting the task reads are unchanged.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,22 +23,25 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.model_selection import StratifiedShuffleSplit
 from torch import nn
 
 from foundry3d.config import load_config, to_dict
 from foundry3d.data.base import DatasetError
 from foundry3d.data.registry import load_dataset, parse_spec
 from foundry3d.data.transforms import Sampling
-from foundry3d.eval.features import cached_extract, model_hash
+from foundry3d.errors import Foundry3DError
 from foundry3d.eval.fewshot import FewShotConfig, fewshot_from_features, fewshot_from_folds
+from foundry3d.eval.fidelity import FidelityConfig, fidelity_protocol
 from foundry3d.eval.finetune import FinetuneConfig, finetune_protocol
-from foundry3d.eval.metrics import accuracies, mean_std
+from foundry3d.eval.metrics import accuracies
 from foundry3d.eval.partseg import PartSegConfig, partseg_protocol
+from foundry3d.eval.results import PRIMARY, bootstrap_ci, format_table
 from foundry3d.eval.svm import C_GRID, fit_svm, svm_probe
 from foundry3d.models.checkpoint import atomic_write
+from foundry3d.models.features import extract
+from foundry3d.models.hub import EMBEDDED, load_teacher, model_hash, resolve, teacher_config
 
-PROTOCOLS = ("svm", "fewshot", "partseg", "finetune")
+PROTOCOLS = ("svm", "fewshot", "partseg", "finetune", "fidelity")
 DEFAULT_TASKS = ["svm:sh3d16", "svm:kicad33", "fewshot:kicad33", "partseg:kicadparts"]
 
 
@@ -44,11 +50,15 @@ class SVMConfig:
     num_points: int = 1024
     sampling: Sampling = "first"
     grid: list[float] = field(default_factory=lambda: list(C_GRID))
-    repeats: int = 10
-    small_test: int = 500
     published: bool = True  # also report SVC(C=0.012) on raw features, for comparison with papers
     cv_max_samples: int | None = 2000  # choose C by CV on at most this many training shapes (stratified)
     seed: int = 0
+
+    def validate(self) -> None:
+        if self.num_points < 1 or not self.grid or any(c <= 0 for c in self.grid):
+            raise ValueError("svm.num_points must be >= 1 and svm.grid a non-empty list of positive C values")
+        if self.cv_max_samples is not None and self.cv_max_samples < 10:
+            raise ValueError(f"svm.cv_max_samples must be >= 10 (or null), got {self.cv_max_samples}")
 
 
 @dataclass
@@ -57,62 +67,30 @@ class EvalConfig:
     fewshot: FewShotConfig = field(default_factory=FewShotConfig)
     partseg: PartSegConfig = field(default_factory=PartSegConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    fidelity: FidelityConfig = field(default_factory=FidelityConfig)
     batch_size: int = 64
     threads: int | None = None
     progress: bool = True
 
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 (or null for all cores), got {self.threads}")
 
-class EvalError(ValueError):
+
+# The settings each protocol reads (a result is reused only if all of them are unchanged).
+READS = {
+    "svm": ("svm",),
+    "fewshot": ("fewshot", "svm"),  # few-shot shares the SVM's feature extraction
+    "partseg": ("partseg",),
+    "finetune": ("finetune",),
+    "fidelity": ("fidelity",),
+}
+
+
+class EvalError(Foundry3DError, ValueError):
     """A task, model or dataset that the evaluation cannot use."""
-
-
-def resolve_model(spec: str | nn.Module) -> tuple[nn.Module, dict[str, Any]]:
-    """A backbone from a release path, ``embedded`` (the packaged teacher) or ``random:<variant>``.
-
-    A gated student's run-time setting can follow the path: ``PATH?r=0.7`` (threshold) or
-    ``PATH?keep=8`` (the 8 lowest-scoring tokens bypass DSO, compact)."""
-    runtime: dict[str, float] = {}
-    if isinstance(spec, str) and "?" in spec:
-        spec, _, query = spec.partition("?")
-        for item in query.split("&"):
-            key, _, value = item.partition("=")
-            if key not in ("r", "keep"):
-                raise EvalError(f"unknown model option {key!r} in {spec}?{query}; options: r=<0..1>, keep=<int>")
-            runtime[key] = float(value) if key == "r" else int(value)
-    if isinstance(spec, nn.Module):
-        model, name = spec, type(spec).__name__
-    elif spec.startswith("random:"):
-        from foundry3d.models.registry import create_model
-
-        torch.manual_seed(0)
-        model, name = create_model(spec.split(":", 1)[1]), spec
-    else:
-        from foundry3d.train.distill import load_teacher
-
-        if spec == "embedded":
-            model = load_teacher("embedded")
-        else:
-            from foundry3d.models.checkpoint import load
-
-            model = load(spec)
-        name = spec
-    for attr in ("forward_features", "num_features"):
-        if not hasattr(model, attr):
-            raise EvalError(f"{name} has no {attr}: evaluated backbones must expose forward_features/num_features")
-    if runtime:
-        if getattr(model, "gate", None) is None:
-            raise EvalError(f"{name} has no gate: r/keep only apply to students distilled with student.gate=true")
-        model.runtime = runtime  # read by FoundryStudent.forward_features
-        name = f"{name}?" + "&".join(f"{k}={v}" for k, v in runtime.items())
-    model.eval()
-    info = {
-        "model": name,
-        "kind": getattr(model, "kind", type(model).__name__),
-        "hash": model_hash(model),
-        "params": int(sum(p.numel() for p in model.parameters())),
-        "width": int(model.num_features // 2),
-    }
-    return model, info
 
 
 def parse_task(task: str) -> tuple[str, str, str | None]:
@@ -122,8 +100,17 @@ def parse_task(task: str) -> tuple[str, str, str | None]:
             f"unknown task {task!r}: tasks are PROTOCOL:DATASET[@ROOT] with PROTOCOL in {', '.join(PROTOCOLS)}; "
             f"the default suite is {', '.join(DEFAULT_TASKS)}"
         )
-    name, _, root = parse_spec(rest)
+    name, split, root = parse_spec(rest)
+    if split is not None:
+        raise EvalError(
+            f"task {task!r} names a split ({split!r}): tasks train on the dataset's train split and score "
+            f"its test split; write {proto}:{name}"
+        )
     return proto, name, root
+
+
+def _hits(y: np.ndarray, pred: np.ndarray) -> dict[str, list]:
+    return {"score": (np.asarray(y) == np.asarray(pred)).astype(np.int8).tolist()}
 
 
 class Runner:
@@ -134,16 +121,29 @@ class Runner:
         return load_dataset(f"{name}:{split}", root=root or self.root)
 
     def features(self, ds: Any, num_points: int, sampling: Sampling = "first") -> dict[str, np.ndarray]:
-        return cached_extract(
+        key = json.dumps(
+            {"model": self.info["hash"], "data": ds.fingerprint(), "points": num_points, "sampling": sampling},
+            sort_keys=True,
+        )
+        path = self.folder / "features" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
+        if path.exists():
+            try:
+                with np.load(path) as z:
+                    return {k: z[k] for k in z.files}
+            except (OSError, ValueError, EOFError):  # a corrupt cache entry is recomputed, not trusted
+                path.unlink(missing_ok=True)
+        out = extract(
             self.model,
             ds,
-            self.folder / "features",
             num_points=num_points,
             sampling=sampling,
             batch_size=self.cfg.batch_size,
             progress=self.cfg.progress,
             desc=f"{ds.name}:{ds.split}",
         )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), **out))  # noqa: SIM115
+        return out
 
     def svm(self, name: str, root: str | None) -> dict[str, Any]:
         c = self.cfg.svm
@@ -153,30 +153,11 @@ class Runner:
             a["features"], a["labels"], "standardized", seed=c.seed, grid=tuple(c.grid), cv_max_samples=c.cv_max_samples
         )
         pred = clf.predict(b["features"])
-        out: dict[str, Any] = {**accuracies(b["labels"], pred), **used}
-        if len(te) < c.small_test:  # small test split: repeated stratified splits of train+test
-            x = np.concatenate([a["features"], b["features"]])
-            y = np.concatenate([a["labels"], b["labels"]])
-            split = StratifiedShuffleSplit(c.repeats, test_size=len(te) / len(y), random_state=c.seed)
-            accs = [svm_probe(x[i], y[i], x[j], y[j], C=used["C"], seed=c.seed)["acc"] for i, j in split.split(x, y)]
-            out["acc_mean"], out["acc_std"] = mean_std(accs)
-            out["acc_repeats"] = accs
-            out["spread"] = f"{c.repeats} repeated stratified splits of train+test (C fixed by CV on train)"
-        else:  # bootstrap over test shapes
-            rng = np.random.default_rng(c.seed)
-            hit = (pred == b["labels"]).astype(np.float64)
-            out["acc_std"] = float(np.std([hit[rng.integers(0, len(hit), len(hit))].mean() for _ in range(1000)]))
-            out["spread"] = "bootstrap std over test shapes (1000 resamples)"
+        out: dict[str, Any] = {**accuracies(b["labels"], pred), **used, "per_item": _hits(b["labels"], pred)}
         if c.published:
             out["acc_published"] = svm_probe(a["features"], a["labels"], b["features"], b["labels"], "published")["acc"]
-        out.update(
-            train_shapes=len(tr),
-            test_shapes=len(te),
-            num_points=c.num_points,
-            sampling=c.sampling,
-            dataset_version=te.version,
-        )
-        return out
+        out.update(train_shapes=len(tr), test_shapes=len(te), num_points=c.num_points, sampling=c.sampling)
+        return {**out, **_data_ids(te)}
 
     def fewshot(self, name: str, root: str | None) -> dict[str, Any]:
         c = self.cfg.fewshot
@@ -189,29 +170,65 @@ class Runner:
                 fs, fq = self.features(s, 1024), self.features(q, 1024)
                 folds.append((fs["features"], fs["labels"], fq["features"], fq["labels"]))
             res = fewshot_from_folds(folds, c)
+            ids: dict[str, Any] = {"dataset_version": f"modelnet40_fewshot {c.way}way_{c.shot}shot"}
         else:
             tr, te = self.data(name, "train", root), self.data(name, "test", root)
             sv = self.cfg.svm  # the SVM's clouds, so both protocols share one feature extraction
             a, b = self.features(tr, sv.num_points, sv.sampling), self.features(te, sv.num_points, sv.sampling)
             res = fewshot_from_features(a["features"], a["labels"], b["features"], b["labels"], c)
-        return {**res, "way": c.way, "shot": c.shot, "query": c.query, "fold_seed": c.seed, "method": c.method}
+            ids = _data_ids(te)
+        res["per_item"] = {"score": res["folds"]}
+        return {**res, "way": c.way, "shot": c.shot, "query": c.query, "fold_seed": c.seed, "method": c.method, **ids}
 
     def partseg(self, name: str, root: str | None) -> dict[str, Any]:
-        if not hasattr(self.model, "forward_intermediates"):
-            raise EvalError(f"{self.info['model']} has no forward_intermediates: part segmentation needs block outputs")
+        if not hasattr(self.model, "forward_intermediates") and self.cfg.partseg.features == "blocks":
+            raise EvalError(f"{self.info['model']} has no forward_intermediates: use partseg.features=output")
         train = self.data(name, "trainval" if name == "shapenetpart" else "train", root)
         test = self.data(name, "test", root)
         res = partseg_protocol(
             self.model, train, test, self.cfg.partseg, self.folder / f"partseg-{name}", progress=self.cfg.progress
         )
-        return {**res, "dataset_version": test.version, "head_steps": self.cfg.partseg.engine.steps}
+        return {**res, "head_steps": self.cfg.partseg.engine.steps, **_data_ids(test)}
 
     def finetune(self, name: str, root: str | None) -> dict[str, Any]:
         tr, te = self.data(name, "train", root), self.data(name, "test", root)
-        return finetune_protocol(self.model, tr, te, self.cfg.finetune, self.folder / f"finetune-{name}")
+        res = finetune_protocol(self.model, tr, te, self.cfg.finetune, self.folder / f"finetune-{name}")
+        return {**res, **_data_ids(te)}
+
+    def fidelity(self, name: str, root: str | None) -> dict[str, Any]:
+        c = self.cfg.fidelity
+        teacher, spec = reference_teacher(self.model, c.teacher)
+        te = self.data(name, "test", root)
+        res = fidelity_protocol(self.model, teacher, te, c)
+        return {**res, "teacher": spec, "teacher_hash": model_hash(teacher), **_data_ids(te)}
 
 
-PRIMARY = {"svm": "acc", "fewshot": "acc", "partseg": "class_miou", "finetune": "acc"}
+def _data_ids(ds: Any) -> dict[str, str]:
+    return {"dataset_version": ds.version, "dataset_fingerprint": ds.fingerprint()}
+
+
+def reference_teacher(model: nn.Module, spec: str) -> tuple[nn.Module, str]:
+    """The teacher a fidelity task compares with: ``spec``, or (``auto``) the model itself when it is
+    a backbone, the backbone under a floor or merged teacher, or a student's own embedded teacher."""
+    if spec != "auto":
+        return load_teacher(spec), spec
+    inner = getattr(model, "model", model)
+    if getattr(inner, "kind", "") == "backbone":
+        return inner, "itself"
+    if hasattr(inner, "backbone"):  # floor, merged teacher
+        return inner.backbone, "its backbone"
+    want = getattr(getattr(inner, "cfg", None), "teacher_hash", "")
+    for key in EMBEDDED.names():
+        try:
+            t = load_teacher(f"embedded:{key}")
+        except (ValueError, OSError):
+            continue
+        if getattr(t, "release_hash", "") == want:
+            return t, f"embedded:{key}"
+    raise EvalError(
+        "fidelity needs the student's teacher: pass fidelity.teacher=PATH (its teacher is not an embedded one; "
+        f"teacher hash {want[:16]}, teacher config {teacher_config(inner).name})"
+    )
 
 
 def evaluate(
@@ -230,12 +247,25 @@ def evaluate(
     parsed = [parse_task(t) for t in tasks]  # fail on a bad task name before any work
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    net, info = resolve_model(model)
+    net, info = resolve(model)
     name = name or _safe(info["model"])
     folder = Path(out) / name
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "results.json"
-    results = json.loads(path.read_text()) if path.exists() and not overwrite else {}
+    if overwrite and folder.exists():  # results and feature caches of this model folder only
+        for sub in ("results.json", "features"):
+            target = folder / sub
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {}
+    if path.exists():
+        try:
+            results = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            results = {}  # a corrupt results file is recomputed, never trusted
+            print(f"foundry3d eval: {path} was corrupt; recomputing its tasks")
     if results and results.get("model", {}).get("hash") != info["hash"]:
         raise EvalError(
             f"{path} holds results of another model ({results['model'].get('model')}); "
@@ -245,11 +275,14 @@ def evaluate(
     results.setdefault("tasks", {})
     runner = Runner(net, info, cfg, folder, root)
     for task, (proto, dname, droot) in zip(tasks, parsed):
-        settings = json.loads(json.dumps(to_dict(getattr(cfg, proto)), default=str))
-        if task in results["tasks"] and not overwrite and results["tasks"][task].get("settings") == settings:
-            continue  # measured before with the same protocol settings
+        settings = json.loads(json.dumps({k: to_dict(getattr(cfg, k)) for k in READS[proto]}, default=str))
+        old = results["tasks"].get(task)
+        if old is not None and old.get("settings") == settings and _same_data(old, runner, proto, dname, droot):
+            continue  # measured before: same model, same data content, same settings
         t0 = time.time()
         res = getattr(runner, proto)(dname, droot)
+        if "per_item" in res:
+            res["ci95"] = bootstrap_ci(proto, {k: np.asarray(v) for k, v in res["per_item"].items()})
         res["seconds"] = round(time.time() - t0, 1)
         res["settings"] = settings
         results["tasks"][task] = res
@@ -258,67 +291,19 @@ def evaluate(
     return results
 
 
+def _same_data(old: dict[str, Any], runner: Runner, proto: str, name: str, root: str | None) -> bool:
+    """Whether the test data a stored result was computed on is byte-for-byte the data now."""
+    fp = old.get("dataset_fingerprint")
+    if fp is None:
+        return proto == "fewshot" and name == "modelnet40_fewshot" and "dataset_version" in old
+    try:
+        return fp == runner.data(name, "test", root).fingerprint()
+    except DatasetError:
+        return False
+
+
 def _safe(s: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in Path(s).name or s)[:60] or "model"
 
 
-def primary(res: dict[str, Any], proto: str) -> float | None:
-    """The headline number: the repeated-split mean where one exists, else the single score."""
-    key = PRIMARY[proto]
-    return res.get(f"{key}_mean", res.get(key))
-
-
-def spread(res: dict[str, Any], proto: str) -> float | None:
-    """The headline number's spread (None where there is none, e.g. a single head seed)."""
-    std = res.get(f"{PRIMARY[proto]}_std")
-    return None if std is None else float(std)
-
-
-def format_score(res: dict[str, Any], proto: str) -> str:
-    """``84.6 ± 3.6`` (in %), ``-`` when the task has no result."""
-    v, std = primary(res, proto), spread(res, proto)
-    if v is None:
-        return "-"
-    return f"{100 * v:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
-
-
-def format_table(runs: dict[str, dict[str, Any]], tasks: list[str] | None = None) -> str:
-    tasks = tasks or sorted({t for r in runs.values() for t in r.get("tasks", {})})
-    names = list(runs)
-    w = max(26, *(len(t) for t in tasks))
-    lines = [f"{'task':<{w}} " + " ".join(f"{n[:22]:>22}" for n in names)]
-    for t in tasks:
-        proto = t.split(":", 1)[0]
-        cells = [format_score(runs[n].get("tasks", {}).get(t, {}), proto) for n in names]
-        lines.append(f"{t + ' (' + PRIMARY[proto] + ')':<{w}} " + " ".join(f"{c:>22}" for c in cells))
-    return "\n".join(lines)
-
-
-def load_results(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    p = p / "results.json" if p.is_dir() else p
-    if not p.exists():
-        raise EvalError(f"{p} does not exist: pass a results.json written by foundry3d eval (or its folder)")
-    return json.loads(p.read_text())
-
-
-def compare(a: str | Path, b: str | Path) -> str:
-    """Two result files side by side with the retention ratio B/A for every shared task."""
-    ra, rb = load_results(a), load_results(b)
-    tasks = [t for t in ra["tasks"] if t in rb["tasks"]]
-    if not tasks:
-        raise EvalError(f"{a} and {b} share no task")
-    na, nb = ra["model"]["model"], rb["model"]["model"]
-    lines = [f"{'task':<34} {'A':>14} {'B':>14} {'B/A':>8}", f"A = {na}", f"B = {nb}"]
-    for t in tasks:
-        proto = t.split(":", 1)[0]
-        key = PRIMARY[proto]
-        va, vb = primary(ra["tasks"][t], proto), primary(rb["tasks"][t], proto)
-        lines.append(
-            f"{t + ' (' + key + ')':<34} {format_score(ra['tasks'][t], proto):>14} "
-            f"{format_score(rb['tasks'][t], proto):>14} {vb / va:>8.3f}"
-        )
-    return "\n".join(lines)
-
-
-__all__ = ["DEFAULT_TASKS", "DatasetError", "EvalConfig", "EvalError", "compare", "evaluate"]
+__all__ = ["DEFAULT_TASKS", "PRIMARY", "DatasetError", "EvalConfig", "EvalError", "evaluate"]

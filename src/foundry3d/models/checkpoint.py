@@ -1,7 +1,7 @@
 """Two checkpoint kinds.
 
 * Release: ``<dir>/model.safetensors`` + ``<dir>/config.json`` (the config is also embedded in the
-  safetensors metadata, so the single file works too). ``load(path)`` rebuilds the model.
+  safetensors metadata, so the single file works too). ``foundry3d.models.hub.load`` rebuilds it.
 * Training state: one torch file of plain containers, loadable with ``weights_only=True``.
 
 Both are written atomically (temporary file, fsync, rename) so an interrupted write never
@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -23,29 +24,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from foundry3d.errors import Foundry3DError
 from foundry3d.version import __version__
 
 RELEASE_FORMAT = "foundry3d-release"
 TRAIN_STATE_FORMAT = "foundry3d-train-state"
-_BUILDERS: dict[str, Callable[[dict], nn.Module]] = {}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(Foundry3DError, ValueError):
     """A checkpoint that is missing, truncated, of the wrong kind or for another architecture."""
-
-
-def register_kind(kind: str, builder: Callable[[dict], nn.Module]) -> None:
-    """Let ``load`` rebuild models of ``kind`` from their stored config dict."""
-    _BUILDERS[kind] = builder
-
-
-def _builders() -> dict[str, Callable[[dict], nn.Module]]:
-    # Import the modules that register kinds (kept lazy to avoid import cycles).
-    import foundry3d.models.backbone as bb
-    import foundry3d.models.foundry  # noqa: F401  (registers "foundry_student")
-
-    _BUILDERS.setdefault("backbone", bb.backbone_from_config)
-    return _BUILDERS
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
@@ -84,13 +71,24 @@ def model_kind(model: nn.Module) -> str:
 
 
 def save_release(
-    model: nn.Module, path: str | Path, meta: dict[str, Any] | None = None, dtype: torch.dtype | None = None
+    model: nn.Module,
+    path: str | Path,
+    meta: dict[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``model`` as a release directory (safetensors + config.json); returns the directory.
 
-    ``dtype=torch.float16`` halves the file; ``load`` builds the model in float32 either way.
+    The release is written into a temporary folder next to ``path`` and renamed into place, so a
+    kill mid-write never leaves a folder that looks like a release. An existing release is only
+    replaced with ``overwrite=True``. ``dtype=torch.float16`` halves the file; loading builds the
+    model in float32 either way.
     """
     path = Path(path)
+    if path.exists() and not overwrite:
+        raise CheckpointError(f"{path} already exists; refusing to replace it (pass overwrite=True / --overwrite)")
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(f"{path} exists and is not a release folder")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
@@ -104,9 +102,21 @@ def save_release(
         "meta": meta or {},
     }
     text = json.dumps(header, indent=2, sort_keys=False)
-    path.mkdir(parents=True, exist_ok=True)
-    atomic_write(path / "model.safetensors", lambda tmp: save_file(state, tmp, metadata={"foundry3d": text}))
-    atomic_write(path / "config.json", lambda tmp: Path(tmp).write_text(text + "\n"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    try:
+        atomic_write(tmp / "model.safetensors", lambda t: save_file(state, t, metadata={"foundry3d": text}))
+        atomic_write(tmp / "config.json", lambda t: Path(t).write_text(text + "\n"))
+        if path.exists():  # overwrite: swap in, then remove the old release
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
@@ -143,25 +153,6 @@ def read_release(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tens
     if weights_hash(state) != header.get("weights_sha256"):
         raise CheckpointError(f"{weights}: weights do not match the stored hash (file modified or corrupt)")
     return header, state
-
-
-def load(path: str | Path, expect_kind: str | None = None) -> nn.Module:
-    """Rebuild a model (teacher backbone or Foundry student) from a release, in eval mode."""
-    header, state = read_release(path)
-    kind = header["kind"]
-    if expect_kind is not None and kind != expect_kind:
-        raise CheckpointError(f"{path} holds a {kind!r} model, but a {expect_kind!r} model was expected")
-    builders = _builders()
-    if kind not in builders:
-        raise CheckpointError(f"{path}: unknown model kind {kind!r}; known kinds: {', '.join(sorted(builders))}")
-    model = builders[kind](header["config"])
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit the stored {kind} config: {e}") from e
-    model.release_meta = header.get("meta", {})
-    model.release_hash = header["weights_sha256"]
-    return model.eval()
 
 
 def save_train_state(state: dict[str, Any], path: str | Path) -> None:

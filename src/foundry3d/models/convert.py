@@ -247,10 +247,20 @@ def convert(
     out: str | Path,
     weights: Literal["student", "ema"] = "student",
     heads: int = 6,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Convert an official checkpoint into a foundry3d release directory usable as a teacher."""
     if source not in CONVERTERS:
-        raise ValueError(f"unknown source {source!r}; choose from {', '.join(CONVERTERS)}")
+        raise CheckpointError(f"unknown source {source!r}; choose from {', '.join(CONVERTERS)}")
+    if heads < 1:
+        raise CheckpointError(f"heads must be >= 1 (ViT-S has 6), got {heads}")
+    ckpt = Path(checkpoint).expanduser()
+    if ckpt.is_dir():
+        raise CheckpointError(f"{ckpt} is a directory: pass the checkpoint file (.ckpt / .pth) itself")
+    if not ckpt.is_file():
+        raise CheckpointError(f"checkpoint {ckpt} does not exist")
+    if Path(out).exists() and not overwrite:
+        raise CheckpointError(f"{out} already exists; refusing to replace it (pass --overwrite)")
     if source == "point-jepa":
         conv = convert_point_jepa(checkpoint, weights=weights, num_heads=heads)
     else:
@@ -258,5 +268,5 @@ def convert(
     model = PointTransformer(conv.config)
     model.load_state_dict(conv.state_dict, strict=True)
     meta = {"converted_from": str(checkpoint), "source": source, "dropped": conv.dropped, "notes": conv.notes}
-    path = save_release(model, out, meta)
+    path = save_release(model, out, meta, overwrite=overwrite)
     return {"release": str(path), "mapped": len(conv.mapping), "dropped": len(conv.dropped), "notes": conv.notes}

@@ -118,14 +118,28 @@ class TransformerEncoder(nn.Module):
         indices: list[int] | None = None,
     ) -> tuple[Tensor, list[Tensor]]:
         """Returns the final-normed output and the pre-norm outputs of blocks in ``indices``."""
-        hidden: list[Tensor] = []
-        want = set(indices or [])
-        if not self.pos_every_layer:
-            x = x + pos
-        for i, blk in enumerate(self.blocks):
-            if self.pos_every_layer:
-                x = x + pos
-            x = blk(x, mask)
-            if i in want:
-                hidden.append(x)
+        x, hidden = run_blocks(self.blocks, x, pos, mask, indices, self.pos_every_layer)
         return self.norm(x), hidden
+
+
+def run_blocks(
+    blocks: nn.ModuleList,
+    x: Tensor,
+    pos: Tensor,
+    mask: Tensor | None = None,
+    indices: list[int] | None = None,
+    pos_every_layer: bool = True,
+) -> tuple[Tensor, list[Tensor]]:
+    """The one encoder loop (teacher, students, predictor): ``pos`` is added before every block
+    (Point-JEPA) or once before the first; returns the last output and those of ``indices``."""
+    hidden: list[Tensor] = []
+    want = set(indices or [])
+    if not pos_every_layer:
+        x = x + pos
+    for i, blk in enumerate(blocks):
+        if pos_every_layer:
+            x = x + pos
+        x = blk(x, mask)
+        if i in want:
+            hidden.append(x)
+    return x, hidden

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from foundry3d.ops.knn import knn
+
 
 class ClassificationHead(nn.Module):
     """Point-JEPA's head: pooled [max, mean] (2D) -> 256 -> 256 -> classes, BN + ReLU + dropout."""
@@ -38,8 +40,6 @@ def interpolate(features: Tensor, idx: Tensor, weight: Tensor) -> Tensor:
 
 def three_nn(points: Tensor, centres: Tensor, eps: float = 1e-8) -> tuple[Tensor, Tensor]:
     """Indices (B, N, 3) of each point's 3 nearest centres and weights 1/(d^2+eps), normalised."""
-    from foundry3d.ops.knn import knn
-
     idx, d2 = knn(points, centres, 3)
     w = 1.0 / (d2 + eps)
     return idx, w / w.sum(-1, keepdim=True)
@@ -71,3 +71,30 @@ class PartSegHead(nn.Module):
         glob = self.global_proj(torch.cat([tokens.amax(1), tokens.mean(1), self.cat_embed(onehot)], -1))
         point = self.point_proj(torch.cat([interpolate(tokens, idx, weight), xyz], -1))
         return self.mlp(self.norm(point + glob.unsqueeze(1)))
+
+
+class Classifier(nn.Module):
+    """Backbone + :class:`ClassificationHead` on its pooled tokens (fine-tuning, expert teachers)."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = ClassificationHead(backbone.num_features, num_classes)
+
+    def logits(self, points: Tensor) -> Tensor:
+        return self.head(self.backbone.forward_head(self.backbone.forward_features(points)))
+
+
+class Segmenter(nn.Module):
+    """Backbone + :class:`PartSegHead` on its layer-normed output tokens (fine-tuned segmentation)."""
+
+    def __init__(self, backbone: nn.Module, num_categories: int, num_parts: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = PartSegHead(backbone.num_features // 2, num_categories, num_parts, hidden)
+
+    def logits(self, points: Tensor, category: Tensor, num_groups: int | None = None) -> Tensor:
+        out = self.backbone.forward_features(points, num_groups or self.backbone.groups_for(points.shape[1]))
+        tokens = nn.functional.layer_norm(out["tokens"], out["tokens"].shape[-1:])
+        idx, w = three_nn(points, out["centers"])
+        return self.head(tokens, idx, w, points, category)

@@ -17,37 +17,47 @@ def _plt():
     return plt
 
 
-def accuracy_vs_s(
+def _save(plt: Any, fig: Any, out: Path) -> Path:
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def score_vs_s(
     tasks: list[str],
-    teacher: dict[str, tuple[float, float]],
-    students: dict[int, dict[str, tuple[float, float]]],
+    teacher: dict[str, tuple[float, float, float]],
+    floor: dict[str, tuple[float, float, float]],
+    students: dict[int, dict[str, tuple[float, float, float]]],
     labels: dict[str, str],
     out: Path,
 ) -> Path:
-    """One panel per task: student score (mean +- std) against s, teacher as a band."""
+    """One panel per task: student score [95 % CI] against s; teacher and floor as bands."""
     plt = _plt()
     ss = sorted(students)
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 2.9), squeeze=False)
     for ax, t in zip(axes[0], tasks):
-        m, sd = teacher[t]
-        sd = sd or 0.0
-        ax.axhspan(100 * (m - sd), 100 * (m + sd), color="0.85")
-        ax.axhline(100 * m, color="0.3", lw=1.5, label="teacher")
-        ys = [100 * students[s][t][0] for s in ss]
-        es = [100 * (students[s][t][1] or 0.0) for s in ss]
-        ax.errorbar(ss, ys, yerr=es, marker="o", color="C0", capsize=3, label="Foundry student")
+        scale = 1.0 if t.startswith("fidelity") else 100.0
+        for ref, colour, name in ((teacher, "0.3", "teacher"), (floor, "C3", "floor")):
+            m, lo, hi = ref[t]
+            ax.axhspan(scale * lo, scale * hi, color=colour, alpha=0.15)
+            ax.axhline(scale * m, color=colour, lw=1.5, label=name)
+        ys = [scale * students[s][t][0] for s in ss]
+        err = [
+            [scale * (students[s][t][0] - students[s][t][1]) for s in ss],
+            [scale * (students[s][t][2] - students[s][t][0]) for s in ss],
+        ]
+        ax.errorbar(ss, ys, yerr=err, marker="o", color="C0", capsize=3, label="student")
         ax.set_xscale("log", base=2)
         ax.set_xticks(ss)
         ax.set_xticklabels([str(s) for s in ss])
         ax.set_xlabel("SuperTokens s")
         ax.set_title(labels.get(t, t), fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("score (%)")
+    axes[0][0].set_ylabel("score (%; R² for fidelity)")
     axes[0][0].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def cost_vs_s(rows: list[dict[str, Any]], points: int, out: Path) -> Path:
@@ -70,10 +80,7 @@ def cost_vs_s(rows: list[dict[str, Any]], points: int, out: Path) -> Path:
     ax.set_title(f"cost at {points} points", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def latency_vs_points(rows: list[dict[str, Any]], out: Path, batch: int = 1) -> Path:
@@ -91,10 +98,7 @@ def latency_vs_points(rows: list[dict[str, Any]], out: Path, batch: int = 1) -> 
         ax.set_ylabel(lab)
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def loss_curves(curves: dict[str, list[tuple[int, float]]], out: Path) -> Path:
@@ -109,10 +113,7 @@ def loss_curves(curves: dict[str, list[tuple[int, float]]], out: Path) -> Path:
     ax.set_ylabel("SmoothL1 distillation loss")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def supertoken_colors(points: np.ndarray, centres: np.ndarray, assignment: np.ndarray) -> np.ndarray:
@@ -124,3 +125,60 @@ def supertoken_colors(points: np.ndarray, centres: np.ndarray, assignment: np.nd
     colors = label_colors(np.maximum(owner, 0))
     colors[owner < 0] = 0.6
     return colors
+
+
+def _gain_points(comp: dict[str, Any], task: str, names: list[str]) -> list[tuple[str, float, float, float]]:
+    row = comp.get(task, {}).get("students", {})
+    out = []
+    for n in names:
+        g = row.get(n, {}).get("gain")
+        if g and g["headroom"]:
+            out.append((n, g["gain"], g["gain_ci95"][0], g["gain_ci95"][1]))
+    return out
+
+
+def gain_vs_s(comp: dict[str, Any], tasks: list[str], sweep: list[int], out: Path) -> Path:
+    """Encoder gain kept (with 95 % CI) against the number of SuperTokens, one line per task."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for t in tasks:
+        pts = _gain_points(comp, t, [f"foundry s={s}" for s in sweep])
+        if not pts:
+            continue
+        xs = [int(n.split("=")[1]) for n, *_ in pts]
+        ax.errorbar(
+            xs,
+            [100 * g for _, g, _, _ in pts],
+            yerr=[[100 * (g - lo) for _, g, lo, _ in pts], [100 * (hi - g) for _, g, _, hi in pts]],
+            marker="o",
+            capsize=3,
+            label=t,
+        )
+    ax.axhline(100, color="k", lw=0.8, ls="--")
+    ax.axhline(0, color="gray", lw=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("SuperTokens s")
+    ax.set_ylabel("encoder gain kept (%)")
+    ax.legend(fontsize=7)
+    return _save(plt, fig, out)
+
+
+def gain_vs_flops(comp: dict[str, Any], tasks: list[str], models: dict[str, Any], out: Path) -> Path:
+    """Mean encoder gain kept over the tasks with headroom against FLOPs, one point per model."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name, m in models.items():
+        if name in ("teacher", "floor") or "flops" not in m:
+            continue
+        gains = [p[1] for t in tasks for p in _gain_points(comp, t, [name])]
+        if not gains:
+            continue
+        ax.scatter(m["flops"] / 1e9, 100 * float(np.mean(gains)), s=18)
+        ax.annotate(name, (m["flops"] / 1e9, 100 * float(np.mean(gains))), fontsize=6)
+    if "teacher" in models and "flops" in models["teacher"]:
+        ax.axvline(models["teacher"]["flops"] / 1e9, color="k", lw=0.8, ls="--", label="teacher FLOPs")
+    ax.axhline(100, color="k", lw=0.8, ls=":")
+    ax.set_xlabel("GFLOPs per cloud")
+    ax.set_ylabel("mean encoder gain kept (%)")
+    ax.legend(fontsize=7)
+    return _save(plt, fig, out)

@@ -14,6 +14,7 @@ gate regulariser -lambda * mean(pi). Two data modes:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -30,25 +31,19 @@ from foundry3d.config import load_config, to_dict
 from foundry3d.data.registry import load_dataset
 from foundry3d.data.transforms import AugmentConfig, Sampling, augment, collate
 from foundry3d.models.backbone import PointTransformer
-from foundry3d.models.checkpoint import CheckpointError, atomic_write, load, save_release
-from foundry3d.models.foundry import FoundryStudent
+from foundry3d.models.checkpoint import atomic_write, save_release
+from foundry3d.models.hub import create_student, load, load_teacher, model_hash
+from foundry3d.models.occupancy import occupancy
+from foundry3d.models.student import Student, StudentArch
 from foundry3d.ops.fps import farthest_point_sample
 from foundry3d.train.engine import EngineConfig, Task, fit, seed_all
 from foundry3d.train.probe import Probe, ProbeSection
 
 
 @dataclass
-class StudentSection:
-    supertokens: int = 16
-    blocks: list[int] | None = None  # teacher blocks to copy (None: every other block)
-    similarity: Literal["cosine", "dot"] = "cosine"
-    centre_keys: bool = True
-    supertoken_pos: Literal["mean_pe", "pe_of_mean"] = "mean_pe"
-    cau_hidden_ratio: float = 2.0
-    cau_skip: bool = True
-    gate: bool = False
-    gate_hidden: int = 64
-    gate_threshold: float = 0.5
+class StudentSection(StudentArch):
+    """The student's architecture (every field of :class:`StudentArch`) plus how to train it."""
+
     init: Literal["data", "random"] = "data"  # SuperTokens from diverse training tokens, or random
     freeze_tokenizer: bool = True
     freeze_blocks: bool = False
@@ -93,25 +88,10 @@ class DistillConfig:
     )
 
 
-def load_teacher(spec: str) -> PointTransformer:
-    """A frozen teacher backbone from a release path (or the packaged ``embedded`` teacher)."""
-    if spec == "embedded":
-        from foundry3d.assets import embedded_teacher_path
-
-        spec = str(embedded_teacher_path())
-    try:
-        model = load(spec, expect_kind="backbone")
-    except CheckpointError as e:
-        if "foundry_student" in str(e):
-            raise CheckpointError(f"{spec} is a Foundry student, not a teacher: distil from a backbone release") from e
-        raise
-    return model.eval().requires_grad_(False)
-
-
-def _student_for(teacher: PointTransformer, st: StudentSection) -> FoundryStudent:
+def _student_for(teacher: PointTransformer, st: StudentSection) -> Student:
     """Continue from an existing student: it must have been built for a teacher of this width."""
     assert st.start_from is not None
-    student = load(st.start_from, expect_kind="foundry_student")
+    student = load(st.start_from, expect_kind="student")
     want = student.cfg.teacher_config
     if want.dim != teacher.cfg.dim or want.depth < max(student.cfg.student_blocks(), default=0) + 1:
         raise ValueError(
@@ -133,7 +113,7 @@ def teacher_targets(teacher: PointTransformer, tokens: Tensor, centres: Tensor, 
 class Distiller(nn.Module):
     """Student + frozen teacher; ``forward`` returns (loss, metrics) for the engine."""
 
-    def __init__(self, student: FoundryStudent, teacher: PointTransformer, cfg: DistillConfig) -> None:
+    def __init__(self, student: Student, teacher: PointTransformer, cfg: DistillConfig) -> None:
         super().__init__()
         self.student = student
         self.teacher = teacher
@@ -171,18 +151,20 @@ class Distiller(nn.Module):
         y = out["tokens"]
         distill = F.smooth_l1_loss(y, targets.float(), beta=c.loss.beta)
         loss = distill
+        metrics = {"distill_loss": distill.detach()}
+        if "gate_scores" in out:
+            gate = -out["gate_scores"].mean()
+            loss = loss + c.loss.gate_lambda * gate
+            metrics["compression_rate"] = out["compressed"].float().mean()
+        if "counts" not in out:  # kinds without SuperTokens
+            return loss, metrics
         counts, soft = out["counts"], out["soft_assignment"]
         s = counts.shape[1]
-        metrics = {"distill_loss": distill.detach()}
         if c.loss.balance > 0:  # per cloud: fraction routed x mean probability, minimal when uniform
             frac = counts / counts.sum(1, keepdim=True).clamp_min(1.0)
             balance = s * (frac * soft.mean(1)).sum(1).mean()
             loss = loss + c.loss.balance * balance
             metrics["balance"] = balance.detach()
-        if "gate_scores" in out:
-            gate = -out["gate_scores"].mean()
-            loss = loss + c.loss.gate_lambda * gate
-            metrics["compression_rate"] = out["compressed"].float().mean()
         usage = counts.sum(0)
         p = usage / usage.sum().clamp_min(1.0)
         metrics.update(
@@ -206,23 +188,8 @@ class DistillTask(Task):
         groups = cfg.data.num_groups or teacher.cfg.num_groups
         if not 1 <= st.supertokens <= groups:
             raise ValueError(f"supertokens={st.supertokens} must be between 1 and c={groups} (the number of tokens)")
-        student = (
-            _student_for(teacher, st)
-            if st.start_from
-            else FoundryStudent.from_teacher(
-                teacher,
-                supertokens=st.supertokens,
-                blocks=st.blocks,
-                similarity=st.similarity,
-                centre_keys=st.centre_keys,
-                supertoken_pos=st.supertoken_pos,
-                cau_hidden_ratio=st.cau_hidden_ratio,
-                cau_skip=st.cau_skip,
-                gate=st.gate,
-                gate_hidden=st.gate_hidden,
-                gate_threshold=st.gate_threshold,
-            )
-        )
+        arch = {f.name: getattr(st, f.name) for f in dataclasses.fields(StudentArch)}
+        student = _student_for(teacher, st) if st.start_from else create_student(teacher, **arch)
         if st.freeze_tokenizer:
             student.tokenizer.requires_grad_(False)
             student.pos_embed.requires_grad_(False)
@@ -269,8 +236,10 @@ class DistillTask(Task):
             grads = [p.grad.detach().flatten() for p in params if p.grad is not None]
             return float(torch.cat(grads).pow(2).mean().sqrt()) if grads else 0.0
 
-        enc = rms(st.blocks.parameters())
-        return {"grad_rms_supertokens": rms([st.dso.supertokens]), "grad_rms_encoder": enc, "tau": self._tau}
+        out = {"grad_rms_encoder": rms(st.blocks.parameters()), "tau": self._tau}
+        if _learned_supertokens(st) is not None:
+            out["grad_rms_supertokens"] = rms([_learned_supertokens(st)])
+        return out
 
     def views(self) -> dict[str, Tensor]:
         """The cached teacher views, built on first use (after the run directory exists)."""
@@ -280,7 +249,8 @@ class DistillTask(Task):
 
     def param_groups(self) -> list[dict[str, Any]]:
         groups = super().param_groups()
-        dso = {id(p) for p in self.module.student.dso.parameters()}
+        dso_module = getattr(self.module.student, "dso", None)
+        dso = {id(p) for p in dso_module.parameters()} if dso_module is not None else set()
         scale = self.cfg.loss.dso_lr_scale
         if scale == 1.0:
             return groups
@@ -297,7 +267,7 @@ class DistillTask(Task):
         """SuperTokens initialised from data: farthest-point picks among centred training tokens."""
         self._initialised = True
         st = self.module.student
-        if self.cfg.student.init != "data":
+        if self.cfg.student.init != "data" or _learned_supertokens(st) is None:
             return
         with torch.no_grad():
             rng = np.random.default_rng(self.cfg.engine.seed)  # 64 clouds drawn across the whole dataset
@@ -343,14 +313,18 @@ class DistillTask(Task):
             "datasets": self.cfg.data.datasets,
             "config": to_dict(self.cfg),
         }
-        path = save_release(st, run_dir / "release", meta)
+        path = save_release(st, run_dir / "release", meta, overwrite=True)  # the engine vouches for the folder
         return {"release": str(path)}
 
 
-def occupancy_on(student: FoundryStudent, probe: Probe, num_points: int) -> dict[str, float]:
-    """Mean non-empty SuperTokens per cloud and never-used SuperTokens on each probe test split."""
-    from foundry3d.eval.occupancy import occupancy
+def _learned_supertokens(student: nn.Module) -> Tensor | None:
+    """The learnable SuperToken basis of a student, if its kind has one (foundry, tome_dso)."""
+    dso = getattr(student, "dso", None)
+    return getattr(dso, "supertokens", None) if dso is not None else None
 
+
+def occupancy_on(student: Student, probe: Probe, num_points: int) -> dict[str, float]:
+    """Mean non-empty SuperTokens per cloud and never-used SuperTokens on each probe test split."""
     out = {}
     for name, (_, te) in probe.sets().items():
         o = occupancy(student, te, num_points=num_points)
@@ -360,8 +334,6 @@ def occupancy_on(student: FoundryStudent, probe: Probe, num_points: int) -> dict
 
 
 def cache_key(teacher: PointTransformer, cfg: DistillConfig) -> str:
-    from foundry3d.eval.features import model_hash
-
     d = cfg.data
     key = {
         "teacher": model_hash(teacher),

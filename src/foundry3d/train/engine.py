@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from foundry3d.config import read_yaml, save_yaml, to_dict
+from foundry3d.errors import Foundry3DError
 from foundry3d.models.checkpoint import CheckpointError, load_train_state, save_train_state
 from foundry3d.train.distributed import (
     DistInfo,
@@ -73,11 +74,14 @@ class EngineConfig:
             raise ValueError("lr must be > 0 and min_lr >= 0")
 
 
-class TrainingDiverged(RuntimeError):
+NO_DECAY = {"mask_token", "supertokens", "queries", "cls_token"}  # learned tokens, never weight-decayed
+
+
+class TrainingDiverged(Foundry3DError, RuntimeError):
     """The loss became NaN/inf; the message names the step and the last good checkpoint."""
 
 
-class RunDirError(RuntimeError):
+class RunDirError(Foundry3DError, RuntimeError):
     """The run directory holds another run, or cannot be resumed."""
 
 
@@ -95,12 +99,13 @@ class Task:
         raise NotImplementedError
 
     def param_groups(self) -> list[dict[str, Any]]:
-        """Optimiser groups; no weight decay on biases, norms and learned tokens."""
+        """Optimiser groups; no weight decay on biases, norms and learned tokens / queries (a
+        SuperToken basis decayed towards 0 would drift away from the data it must match)."""
         decay, no_decay = [], []
         for name, p in self.module.named_parameters():
             if not p.requires_grad:
                 continue
-            (no_decay if p.ndim < 2 or name.endswith("token") else decay).append(p)
+            (no_decay if p.ndim < 2 or name.rsplit(".", 1)[-1] in NO_DECAY else decay).append(p)
         return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
     def before_step(self, step: int) -> None:
@@ -237,30 +242,68 @@ def record_config_changes(run_dir: Path, config: dict[str, Any], step: int) -> d
     return changes
 
 
+RUN_MARKER = ".foundry3d-run"
+# Everything a run writes into its folder; --overwrite and an abandoned start remove these and nothing else.
+RUN_FILES = (
+    RUN_MARKER,
+    "config.yaml",
+    "config_changes.jsonl",
+    "metrics.jsonl",
+    "summary.json",
+    "checkpoints",
+    "release",
+    "tb",
+    "cache",
+)
+
+
+def _remove_run_files(run_dir: Path) -> None:
+    for name in RUN_FILES:
+        p = run_dir / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+
+
 def prepare_run_dir(
     run_dir: Path, config: dict[str, Any], resume: bool, overwrite: bool, info: DistInfo
 ) -> Path | None:
-    """Create or validate the run directory; returns the checkpoint to resume from, if any."""
+    """Create or validate the run directory; returns the checkpoint to resume from, if any.
+
+    Only a folder that provably holds a foundry3d run (its marker file, written when the run was
+    created) is ever cleared, and then only the files a run writes: a user's folder is never
+    touched, whatever the flags."""
     ckpt = run_dir / "checkpoints" / "last.pt"
     exists = run_dir.exists() and any(run_dir.iterdir())
-    if resume:
-        if ckpt.exists():
-            return ckpt
-        if exists and not (run_dir / "config.yaml").exists():
-            raise RunDirError(f"cannot resume: {run_dir} holds no foundry3d run ({ckpt} does not exist)")
-        # Nothing to resume (new folder, or killed before the first checkpoint): start fresh in place.
-        overwrite = True
-    if exists:
-        if not overwrite:
-            raise RunDirError(
-                f"run directory {run_dir} already holds a run; pass resume=True (--resume) to continue it "
-                f"or overwrite=True (--overwrite) to start again"
-            )
-        if info.is_main:
-            shutil.rmtree(run_dir)
+    is_run = (run_dir / RUN_MARKER).is_file()
+    released = (run_dir / "release" / "model.safetensors").is_file()
+    if exists and not is_run:
+        raise RunDirError(
+            f"{run_dir} is not empty and holds no foundry3d run (no {RUN_MARKER} marker): refusing to write "
+            f"into it; choose another --out"
+        )
+    if resume and ckpt.exists():
+        return ckpt
+    if resume and released:
+        raise RunDirError(
+            f"cannot resume {run_dir}: the run finished (its release exists) but its checkpoints are gone; its "
+            f"release is kept. Pass --overwrite to train it again from scratch"
+        )
+    abandoned = is_run and not ckpt.exists() and not released  # killed or failed before its first checkpoint
+    if resume and not exists and info.is_main:
+        print(f"foundry3d: nothing to resume in {run_dir}: starting a new run there", file=sys.stderr)
+    if exists and not (overwrite or abandoned):
+        raise RunDirError(
+            f"run directory {run_dir} already holds a run; pass resume=True (--resume) to continue it "
+            f"or overwrite=True (--overwrite) to start again"
+        )
+    if exists and info.is_main:
+        _remove_run_files(run_dir)
     barrier(info)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / RUN_MARKER).write_text(json.dumps({"created": time.time(), "foundry3d": "run"}) + "\n")
         save_yaml(config, run_dir / "config.yaml")
     barrier(info)
     return None

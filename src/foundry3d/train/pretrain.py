@@ -19,8 +19,8 @@ from foundry3d.config import load_config, to_dict
 from foundry3d.data.registry import load_dataset
 from foundry3d.data.transforms import AugmentConfig, Sampling, augment, collate
 from foundry3d.models.checkpoint import save_release
+from foundry3d.models.hub import create_model
 from foundry3d.models.jepa import JEPAConfig, PointJEPA
-from foundry3d.models.registry import create_model
 from foundry3d.train.engine import EngineConfig, Task, fit, seed_all
 from foundry3d.train.probe import Probe, ProbeSection
 
@@ -87,7 +87,7 @@ class PretrainTask(Task):
             "datasets": self.cfg.data.datasets,
             "config": to_dict(self.cfg),
         }
-        path = save_release(self.module.backbone, run_dir / "release", meta)
+        path = save_release(self.module.backbone, run_dir / "release", meta, overwrite=True)
         return {"release": str(path)}
 
 

@@ -1,7 +1,8 @@
-"""Feature extraction for evaluation: one pass over a dataset, cached by model hash.
+"""Features of whole datasets: patch tokens computed once per tokenizer, pooled features per model.
 
-Any backbone with ``forward_features(points) -> {"tokens": (B, c, D), ...}`` works: a teacher,
-a Foundry student, or a baseline. Pooled features are concat[max, mean] over tokens.
+Any model with ``tokenize`` + ``forward_tokens`` works: a teacher, any student kind, the floor,
+a merged teacher. Pooled features are concat[max, mean] over tokens. Used by the training probe,
+the evaluation suite and the occupancy measurement alike.
 """
 
 from __future__ import annotations
@@ -18,19 +19,9 @@ from torch import Tensor, nn
 
 from foundry3d.data.base import PointCloudDataset
 from foundry3d.data.transforms import Sampling, collate
-from foundry3d.models.backbone import pool_tokens
+from foundry3d.models.base import pool_tokens
 from foundry3d.models.checkpoint import weights_hash
-
-
-def model_hash(model: nn.Module) -> str:
-    """Stable hash of a model's weights and config (release hash when loaded from a release)."""
-    h = getattr(model, "release_hash", None)
-    if h:
-        return h[:16]
-    cfg = model.config_dict() if hasattr(model, "config_dict") else {}
-    text = json.dumps(cfg, sort_keys=True, default=str) + weights_hash(model.state_dict())
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
+from foundry3d.models.hub import model_hash
 
 _TOKENS: OrderedDict[str, dict[str, Tensor]] = OrderedDict()
 TOKEN_CACHE_BYTES = 2 * 2**30

@@ -1,19 +1,14 @@
-"""Named backbone variants, created by name like timm's ``create_model``."""
+"""Named backbone variants: zero-argument functions returning a BackboneConfig (registered in the hub)."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
-from foundry3d.models.backbone import BackboneConfig, PointTransformer
+from foundry3d.models.backbone import BackboneConfig
+from foundry3d.registry import Registry
 
-_VARIANTS: dict[str, Callable[[], BackboneConfig]] = {}
-
-
-def register_variant(fn: Callable[[], BackboneConfig]) -> Callable[[], BackboneConfig]:
-    """Register a zero-argument function returning a BackboneConfig under its own name."""
-    _VARIANTS[fn.__name__] = fn
-    return fn
+VARIANTS: Registry = Registry("model variant")
+register_variant = VARIANTS.register()
 
 
 @register_variant
@@ -39,6 +34,16 @@ def tiny() -> BackboneConfig:
 
 
 @register_variant
+def small() -> BackboneConfig:
+    """Between ``tiny`` and ``vit_s``: 256 wide, 8 blocks, 4 heads, same 64 x 32 patches and a slim tokenizer.
+
+    The tokenizer stays narrow (32, 48, 96) so that the encoder, not the patch embedding, carries
+    the representation: that is what a distilled student must keep.
+    """
+    return BackboneConfig(name="small", tokenizer_widths=(32, 48, 96), pos_hidden=64, dim=256, depth=8, num_heads=4)
+
+
+@register_variant
 def test() -> BackboneConfig:
     """Seconds-fast variant for tests: 32 wide, 2 blocks, 16 x 8 patches of a 256-point cloud."""
     return BackboneConfig(
@@ -54,14 +59,9 @@ def test() -> BackboneConfig:
     )
 
 
-def list_models() -> list[str]:
-    return sorted(_VARIANTS)
-
-
 def variant_config(name: str, **overrides) -> BackboneConfig:
-    if name not in _VARIANTS:
-        raise ValueError(f"unknown model variant {name!r}; registered variants: {', '.join(list_models())}")
-    cfg = _VARIANTS[name]()
+    """The config of variant ``name`` with fields replaced by ``overrides`` (checked)."""
+    cfg = VARIANTS.get(name)()
     fields = {f.name for f in dataclasses.fields(BackboneConfig)}
     unknown = sorted(k for k in overrides if k not in fields)
     if unknown:
@@ -69,8 +69,3 @@ def variant_config(name: str, **overrides) -> BackboneConfig:
     cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     cfg.validate()
     return cfg
-
-
-def create_model(name: str, **overrides) -> PointTransformer:
-    """Build a randomly initialised backbone variant; ``overrides`` change config fields."""
-    return PointTransformer(variant_config(name, **overrides))

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from foundry3d.data.base import PointCloudDataset
+from foundry3d.models.features import tokenized
 
 
 @torch.no_grad()
@@ -22,8 +23,6 @@ def occupancy(
 ) -> dict[str, Any]:
     """``kw`` (e.g. ``r=0.7``) goes to ``forward_tokens``. The clouds are tokenized through the shared
     token cache, so a probe or an evaluation of the same split does not tokenize them again."""
-    from foundry3d.eval.features import tokenized
-
     was = student.training
     student.eval()
     data = tokenized(student, dataset, num_points, None, "first", batch_size)

@@ -1,0 +1,237 @@
+"""Evaluation results: headline scores, confidence intervals, the encoder gain kept, tables.
+
+Every task stores, next to its headline score, the per-item outcomes it was computed from (hits
+per test shape, accuracy per few-shot fold, IoU per test shape, reconstruction error per cloud).
+That makes every interval a bootstrap over test items, and every comparison *paired*: teacher,
+floor and student are resampled on the same items, so shared difficulty cancels out.
+
+The headline comparison is the **encoder gain kept**: (student - floor) / (teacher - floor), the
+share of what the teacher's transformer adds over its own tokenizer that the student keeps. Where
+the teacher - floor gap's 95 % interval contains 0 there is no headroom and no ratio is shown.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from foundry3d.errors import Foundry3DError
+
+PRIMARY = {"svm": "acc", "fewshot": "acc", "partseg": "class_miou", "finetune": "acc", "fidelity": "r2"}
+BOOTSTRAP = 2000
+LEVEL = 0.95
+
+
+class ResultsError(Foundry3DError, ValueError):
+    """A results file that is missing, corrupt, or not comparable with another."""
+
+
+def primary(res: dict[str, Any], proto: str) -> float | None:
+    """The headline number of a task result (None when the task has none)."""
+    v = res.get(PRIMARY[proto])
+    return None if v is None else float(v)
+
+
+def ci(res: dict[str, Any]) -> tuple[float, float] | None:
+    c = res.get("ci95")
+    return None if c is None else (float(c[0]), float(c[1]))
+
+
+def format_score(res: dict[str, Any], proto: str, scale: float = 100.0) -> str:
+    """``84.6 [81.0, 88.1]`` (95 % CI), ``-`` when the task has no result."""
+    v = primary(res, proto)
+    if v is None:
+        return "-"
+    c = ci(res)
+    digits = 3 if proto == "fidelity" else 1
+    s = scale if proto != "fidelity" else 1.0
+    text = f"{s * v:.{digits}f}"
+    return text + (f" [{s * c[0]:.{digits}f}, {s * c[1]:.{digits}f}]" if c is not None else "")
+
+
+# ------------------------------------------------------------------------------------ statistics
+def statistic(proto: str) -> Callable[[dict[str, np.ndarray], np.ndarray], float]:
+    """f(per_item arrays, item indices) -> the task's headline on those items."""
+    if proto in ("svm", "fewshot", "finetune"):
+        return lambda d, i: float(d["score"][i].mean())
+    if proto == "partseg":
+
+        def class_miou(d: dict[str, np.ndarray], i: np.ndarray) -> float:
+            iou, cat = d["iou"][i], d["category"][i]
+            return float(np.mean([iou[cat == c].mean() for c in np.unique(cat)]))
+
+        return class_miou
+    if proto == "fidelity":
+        return lambda d, i: float(1.0 - d["sse"][i].sum() / max(1e-12, d["sst"][i].sum()))
+    raise ResultsError(f"no statistic for protocol {proto!r}")
+
+
+def per_item(res: dict[str, Any]) -> dict[str, np.ndarray]:
+    items = res.get("per_item")
+    if not items:
+        raise ResultsError("result has no per-item outcomes (computed by an older foundry3d?): re-run it")
+    return {k: np.asarray(v) for k, v in items.items()}
+
+
+def _n_items(d: dict[str, np.ndarray]) -> int:
+    return len(next(iter(d.values())))
+
+
+def bootstrap_ci(proto: str, items: dict[str, np.ndarray], seed: int = 0, n: int = BOOTSTRAP) -> list[float]:
+    """Percentile 95 % interval of the task's headline over resampled test items."""
+    f = statistic(proto)
+    m = _n_items(items)
+    rng = np.random.default_rng(seed)
+    vals = [f(items, rng.integers(0, m, m)) for _ in range(n)]
+    lo, hi = np.percentile(vals, [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2])
+    return [float(lo), float(hi)]
+
+
+def gain_kept(
+    proto: str, teacher: dict[str, Any], floor: dict[str, Any], student: dict[str, Any], seed: int = 0
+) -> dict[str, Any]:
+    """(student - floor) / (teacher - floor) with a paired bootstrap 95 % interval.
+
+    ``headroom`` is False when the 95 % interval of teacher - floor contains 0 (then ``gain`` is
+    None). Also the plain student / teacher ratio and the student - floor difference with CIs."""
+    f = statistic(proto)
+    t, fl, s = per_item(teacher), per_item(floor), per_item(student)
+    m = _n_items(t)
+    if _n_items(fl) != m or _n_items(s) != m:
+        raise ResultsError(f"{proto}: teacher, floor and student were scored on different test items ({m} ...)")
+    for key in ("dataset_fingerprint", "dataset_version"):
+        vals = {r.get(key) for r in (teacher, floor, student)}
+        if len(vals) > 1:
+            raise ResultsError(f"{proto}: results were computed on different data ({key} differ)")
+    rng = np.random.default_rng(seed)
+    full = np.arange(m)
+    T, F, S = f(t, full), f(fl, full), f(s, full)
+    gaps, gains, diffs, ratios = [], [], [], []
+    for _ in range(BOOTSTRAP):
+        i = rng.integers(0, m, m)
+        tt, ff, ss = f(t, i), f(fl, i), f(s, i)
+        gaps.append(tt - ff)
+        diffs.append(ss - ff)
+        ratios.append(ss / tt if tt else np.nan)
+        gains.append((ss - ff) / (tt - ff) if tt != ff else np.nan)
+    q = [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2]
+    gap_ci = np.nanpercentile(gaps, q).tolist()
+    headroom = bool(gap_ci[0] > 0)
+    out: dict[str, Any] = {
+        "teacher": T,
+        "floor": F,
+        "student": S,
+        "gap": T - F,
+        "gap_ci95": gap_ci,
+        "headroom": headroom,
+        "gain": (S - F) / (T - F) if headroom else None,
+        "gain_ci95": np.nanpercentile(gains, q).tolist() if headroom else None,
+        "student_minus_floor": S - F,
+        "student_minus_floor_ci95": np.nanpercentile(diffs, q).tolist(),
+        "ratio": S / T if T else None,
+        "ratio_ci95": np.nanpercentile(ratios, q).tolist(),
+    }
+    return out
+
+
+def format_gain(g: dict[str, Any]) -> str:
+    if not g["headroom"]:
+        return "no headroom"
+    lo, hi = g["gain_ci95"]
+    return f"{100 * g['gain']:.0f} % [{100 * lo:.0f}, {100 * hi:.0f}]"
+
+
+# ------------------------------------------------------------------------------------- files
+def load_results(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    p = p / "results.json" if p.is_dir() else p
+    if not p.exists():
+        raise ResultsError(f"{p} does not exist: pass a results.json written by foundry3d eval (or its folder)")
+    try:
+        data = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ResultsError(f"{p} is not a readable results file (corrupt JSON: {e}); re-run the evaluation") from e
+    if not isinstance(data, dict) or "tasks" not in data or "model" not in data:
+        raise ResultsError(f"{p} is not a foundry3d results file (no 'model' and 'tasks')")
+    return data
+
+
+def role(results: dict[str, Any]) -> str:
+    """teacher / floor / student / other, from the model kind recorded in a results file."""
+    kind = str(results.get("model", {}).get("kind", ""))
+    if kind == "backbone":
+        return "teacher"
+    if kind == "floor":
+        return "floor"
+    if kind.startswith("student") or kind == "foundry_student":
+        return "student"
+    return "other"
+
+
+def format_table(runs: dict[str, dict[str, Any]], tasks: list[str] | None = None) -> str:
+    """Plain-text table: one column per model, one row per task (headline [95 % CI])."""
+    tasks = tasks or sorted({t for r in runs.values() for t in r.get("tasks", {})})
+    names = list(runs)
+    w = max(26, *(len(t) + 12 for t in tasks)) if tasks else 26
+    lines = [f"{'task':<{w}} " + " ".join(f"{n[:24]:>24}" for n in names)]
+    for t in tasks:
+        proto = t.split(":", 1)[0]
+        cells = [format_score(runs[n].get("tasks", {}).get(t, {}), proto) for n in names]
+        lines.append(f"{t + ' (' + PRIMARY[proto] + ')':<{w}} " + " ".join(f"{c:>24}" for c in cells))
+    return "\n".join(lines)
+
+
+def comparison(
+    teacher: dict[str, Any], floor: dict[str, Any], students: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Per shared task: teacher, floor and each student's score with CI and its encoder gain kept."""
+    out: dict[str, dict[str, Any]] = {}
+    for task in teacher["tasks"]:
+        if task not in floor["tasks"]:
+            continue
+        proto = task.split(":", 1)[0]
+        row: dict[str, Any] = {"teacher": teacher["tasks"][task], "floor": floor["tasks"][task], "students": {}}
+        for name, res in students.items():
+            if task in res["tasks"]:
+                g = gain_kept(proto, teacher["tasks"][task], floor["tasks"][task], res["tasks"][task])
+                row["students"][name] = {"result": res["tasks"][task], "gain": g}
+        out[task] = row
+    return out
+
+
+def format_comparison(table: dict[str, dict[str, Any]]) -> str:
+    lines = []
+    for task, row in table.items():
+        proto = task.split(":", 1)[0]
+        lines.append(f"{task} ({PRIMARY[proto]}, 95 % CI)")
+        lines.append(f"  {'teacher':<28} {format_score(row['teacher'], proto):>22}")
+        lines.append(f"  {'floor (no block, untrained)':<28} {format_score(row['floor'], proto):>22}")
+        for name, s in row["students"].items():
+            g = s["gain"]
+            lines.append(
+                f"  {name[:28]:<28} {format_score(s['result'], proto):>22}   gain kept {format_gain(g):>18}"
+                f"   /teacher {g['ratio']:.3f}"
+            )
+    return "\n".join(lines)
+
+
+def compare(paths: list[str | Path]) -> str:
+    """``eval --compare``: teacher, floor and students from their results files (roles from their
+    recorded kinds), with the encoder gain kept per student and task."""
+    runs = [load_results(p) for p in paths]
+    roles = [role(r) for r in runs]
+    if roles.count("teacher") != 1 or roles.count("floor") != 1:
+        raise ResultsError(
+            "eval --compare needs exactly one teacher and one floor results file (e.g. --model embedded and "
+            f"--model floor:embedded) plus the students; got roles {roles}"
+        )
+    teacher = runs[roles.index("teacher")]
+    floor = runs[roles.index("floor")]
+    students = {r["model"]["model"]: r for r, k in zip(runs, roles) if k not in ("teacher", "floor")}
+    if not students:
+        raise ResultsError("eval --compare: no student results file given")
+    return format_comparison(comparison(teacher, floor, students))

@@ -1,0 +1,48 @@
+"""Non-learned token-to-bin assignments for the KMeans- and FPS-student ablations.
+
+Both return hard assignments (B, c) with values in [0, s) computed without gradient, from which
+the student builds the same one-hot CAM as DSO. Everything is batched PyTorch (exportable loops).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from foundry3d.ops.fps import farthest_point_sample
+from foundry3d.ops.group import gather_points
+from foundry3d.ops.knn import square_distance
+
+
+@torch.no_grad()
+def kmeans_assign(x: Tensor, k: int, iters: int = 10, weight: Tensor | None = None) -> Tensor:
+    """k-means on each cloud's tokens (B, c, d): k-means++ seeding (deterministic: the farthest
+    candidate by D^2, starting from the token nearest the mean), then ``iters`` Lloyd steps.
+    Returns the cluster of each token (B, c). Empty clusters keep their previous centre."""
+    b, c, _ = x.shape
+    x = x.float()
+    w = torch.ones(b, c, dtype=x.dtype, device=x.device) if weight is None else weight.float()
+    mean = (x * w.unsqueeze(-1)).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp_min(1.0)
+    first = square_distance(mean, x)[:, 0].masked_fill(w < 0.5, float("inf")).argmin(-1)
+    centres = [gather_points(x, first[:, None])]
+    d2 = square_distance(centres[0], x)[:, 0]
+    for _ in range(1, k):
+        nxt = d2.masked_fill(w < 0.5, -1.0).argmax(-1)
+        cen = gather_points(x, nxt[:, None])
+        centres.append(cen)
+        d2 = torch.minimum(d2, square_distance(cen, x)[:, 0])
+    cen = torch.cat(centres, 1)  # (B, k, d)
+    for _ in range(iters):
+        index = square_distance(x, cen).argmin(-1)
+        onehot = torch.nn.functional.one_hot(index, k).to(x.dtype) * w.unsqueeze(-1)
+        count = onehot.sum(1)
+        new = onehot.transpose(1, 2) @ x / count.clamp_min(1.0).unsqueeze(-1)
+        cen = torch.where((count > 0).unsqueeze(-1), new, cen)
+    return square_distance(x, cen).argmin(-1)
+
+
+@torch.no_grad()
+def fps_assign(centres: Tensor, k: int) -> Tensor:
+    """``k`` farthest-point-sampled patch centres per cloud; each token goes to the nearest one in xyz."""
+    pick = farthest_point_sample(centres.float(), k)
+    return square_distance(centres.float(), gather_points(centres.float(), pick)).argmin(-1)

@@ -1,0 +1,161 @@
+"""What every point-patch model shares: a tokenizer, a positional MLP and the timm-shaped API.
+
+A teacher backbone, each student kind and the floor differ only in ``forward_tokens`` (what
+happens after the tokenizer). Everything else lives here once: input checks, grouping ratio,
+``forward_features`` / ``forward_head`` / ``forward``, pooled width and the stored config.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from foundry3d.config import to_dict
+from foundry3d.models.tokenizer import PointTokenizer, PositionalEmbedding
+
+
+def check_cloud(points: Tensor, min_points: int, name: str = "points") -> Tensor:
+    """Validate a batch of clouds (B, N, 3): shape, floating dtype, finiteness, enough points."""
+    if not isinstance(points, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, N, 3), got {type(points).__name__}")
+    if points.dim() != 3 or points.shape[-1] != 3:
+        raise ValueError(f"{name} must have shape (B, N, 3), got {tuple(points.shape)}")
+    if points.shape[0] < 1:
+        raise ValueError(f"{name} is an empty batch (0 clouds)")
+    if not points.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {points.dtype}")
+    if points.shape[1] < min_points:
+        raise ValueError(
+            f"{name} has {points.shape[1]} points per cloud, fewer than the {min_points} the model needs "
+            f"(group size / number of groups)"
+        )
+    if not (torch.jit.is_tracing() or torch.compiler.is_exporting()):
+        if not bool(torch.isfinite(points).all()):
+            bad = (~torch.isfinite(points)).any(-1).any(-1).nonzero().flatten().tolist()
+            raise ValueError(f"{name} contains NaN or inf values (clouds {bad[:10]} of the batch)")
+        big = float(points.detach().abs().amax()) if points.numel() else 0.0
+        if big > 1e15:  # squared distances in FPS/kNN would overflow float32
+            raise ValueError(
+                f"{name} has coordinates up to {big:.3g}: beyond 1e15 squared distances overflow; "
+                f"centre and rescale the cloud first"
+            )
+    return points
+
+
+def pool_tokens(tokens: Tensor, mask: Tensor | None = None) -> Tensor:
+    """concat[max, mean] over the token axis, ignoring tokens where ``mask`` is False."""
+    if mask is None:
+        return torch.cat([tokens.amax(1), tokens.mean(1)], dim=-1)
+    m = mask.unsqueeze(-1).to(tokens.dtype)
+    mx = tokens.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)
+    mean = (tokens * m).sum(1) / m.sum(1).clamp_min(1.0)
+    return torch.cat([mx, mean], dim=-1)
+
+
+def resolve_indices(indices: list[int] | int | None, depth: int) -> list[int]:
+    """Block indices as non-negative ints; an int n means the last n blocks, None the last one."""
+    if indices is None:
+        return [depth - 1]
+    if isinstance(indices, int):
+        if not 1 <= indices <= depth:
+            raise ValueError(f"cannot take the last {indices} blocks of a {depth}-block encoder")
+        return list(range(depth - indices, depth))
+    out = []
+    for i in indices:
+        j = i + depth if i < 0 else i
+        if not 0 <= j < depth:
+            raise ValueError(f"block index {i} is out of range for a {depth}-block encoder")
+        out.append(j)
+    return out
+
+
+class PointModel(nn.Module):
+    """Tokenizer + positional MLP of a backbone config ``tcfg``; subclasses add ``forward_tokens``."""
+
+    kind = "point_model"
+
+    def __init__(self, tcfg: Any) -> None:
+        super().__init__()
+        self.tcfg = tcfg
+        self.tokenizer = PointTokenizer(
+            tcfg.num_groups,
+            tcfg.group_size,
+            tcfg.tokenizer_widths,
+            tcfg.dim,
+            tcfg.tokenizer_stage_bias,
+            tcfg.fps_start,
+        )
+        self.pos_embed = PositionalEmbedding(tcfg.dim, tcfg.pos_hidden)
+
+    @property
+    def dim(self) -> int:
+        return self.tcfg.dim
+
+    @property
+    def num_features(self) -> int:
+        return 2 * self.tcfg.dim
+
+    def groups_for(self, num_points: int) -> int:
+        """Groups for a cloud of ``num_points`` at the variant's ratio (64 per 1,024 points)."""
+        return max(1, round(num_points * self.tcfg.num_groups / self.tcfg.num_points))
+
+    def tokenize(
+        self,
+        points: Tensor,
+        num_groups: int | None = None,
+        fps_start: int | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Tokens (B, c, D) before positional encoding, centres (B, c, 3), patch indices (B, c, K)."""
+        g = num_groups or self.tcfg.num_groups
+        check_cloud(points, max(g, self.tcfg.group_size))
+        return self.tokenizer(points.to(self.pos_embed[0].weight.dtype), g, fps_start, generator)
+
+    def forward_tokens(self, tokens: Tensor, centres: Tensor, **kwargs: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def forward_features(self, points: Tensor, num_groups: int | None = None, **kwargs: Any) -> dict[str, Any]:
+        """Output tokens (B, c, D) and centres (B, c, 3) (plus what the model adds)."""
+        tokens, centres, _ = self.tokenize(points, num_groups)
+        return self.forward_tokens(tokens, centres, **kwargs)
+
+    @property
+    def num_blocks(self) -> int:
+        return 1
+
+    def forward_intermediates(
+        self,
+        points: Tensor,
+        indices: list[int] | int | None = None,
+        norm: bool = False,
+        num_groups: int | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Final tokens plus the outputs of blocks ``indices`` at every token position (a backbone's
+        blocks before its final norm; a student's blocks routed back to the c tokens + residual).
+
+        ``indices`` may be negative (-1 = last block) or an int n (the last n blocks). With
+        ``norm=True`` each intermediate goes through a parameter-free layer_norm, the Point-JEPA
+        segmentation convention.
+        """
+        idx = resolve_indices(indices, self.num_blocks)
+        tokens, centres, _ = self.tokenize(points, num_groups)
+        out = self.forward_tokens(tokens, centres, indices=idx, **kwargs)
+        if norm:
+            out["intermediates"] = [F.layer_norm(h, h.shape[-1:]) for h in out["intermediates"]]
+        return out
+
+    def forward_head(self, features: dict[str, Tensor] | Tensor) -> Tensor:
+        """Pooled global feature: concat[max, mean] over tokens (B, 2D) (Point-JEPA's pooling)."""
+        tokens = features["tokens"] if isinstance(features, dict) else features
+        mask = features.get("mask") if isinstance(features, dict) else None
+        return pool_tokens(tokens, mask)
+
+    def forward(self, points: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(points))
+
+    def config_dict(self) -> dict:
+        return to_dict(self.cfg)

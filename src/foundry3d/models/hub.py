@@ -1,0 +1,281 @@
+"""The one home for models: create, list, load, resolve and hash every model foundry3d knows.
+
+* ``create_model("tiny")`` a registered variant with random weights (timm-style); with
+  ``pretrained=True`` the embedded release of that variant.
+* ``create_student(teacher, kind="foundry", supertokens=16, ...)`` any registered student kind,
+  initialised from the teacher.
+* ``load(path)`` any release (teacher backbone or student of any kind), in eval mode.
+* ``resolve(spec)`` the model a command-line spec names, with its description and hash:
+
+  ======================  =============================================================
+  ``PATH``                a release folder or ``.safetensors`` file
+  ``embedded[:NAME]``     a teacher shipped in the package (default: the current one)
+  ``random:VARIANT``      a variant with random weights (seed 0)
+  ``floor:SPEC``          the training-free floor of a backbone (tokenizer + positions)
+  ``tome:SPEC?r=N``       training-free ToMe (``pitome:`` PiToMe) on a backbone, N merges
+                          per block
+  ``SPEC?r=0.7``          a gated student at threshold r (``?keep=8``: the 8 lowest-scoring
+                          tokens bypass); part of the model's hash
+  ======================  =============================================================
+
+Run-time options are arguments of ``forward_tokens``; :class:`WithOptions` binds them to a
+model so that every consumer (evaluation, bench, export) passes them, and the hash includes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from foundry3d.models.backbone import BackboneConfig, PointTransformer, backbone_from_config
+from foundry3d.models.baselines import MergedBackbone, MimicStudent, MLPStudent, PatchMergerStudent, ToMeStudent
+from foundry3d.models.checkpoint import CheckpointError, read_release, weights_hash
+from foundry3d.models.floor import Floor
+from foundry3d.models.foundry import FoundryStudent
+from foundry3d.models.student import STUDENT_KINDS, Student, student_from_config
+from foundry3d.models.variants import VARIANTS, variant_config
+from foundry3d.registry import Registry
+
+__all__ = [
+    "EMBEDDED",
+    "STUDENTS",
+    "VARIANTS",
+    "HubError",
+    "WithOptions",
+    "create_model",
+    "create_student",
+    "list_models",
+    "load",
+    "load_teacher",
+    "model_hash",
+    "resolve",
+]
+
+
+class HubError(CheckpointError):
+    """A model spec, kind or option that does not name a usable model."""
+
+
+STUDENTS: Registry = Registry("student kind")
+for _cls in (FoundryStudent, MLPStudent, MimicStudent, PatchMergerStudent, ToMeStudent):
+    STUDENTS.register(_cls.student_kind, _cls)
+STUDENTS.register("kmeans", FoundryStudent, note="DSO with k-means assignment")
+STUDENTS.register("fps", FoundryStudent, note="DSO with nearest-FPS-centre assignment")
+STUDENTS.register("tome_dso", ToMeStudent, note="DSO, then ToMe inside the blocks")
+assert set(STUDENTS.names()) == set(STUDENT_KINDS)
+
+# Teachers shipped in the package (folder under foundry3d/assets); "embedded" means DEFAULT_TEACHER.
+EMBEDDED: Registry = Registry("embedded teacher")
+EMBEDDED.register("tiny", "teacher_tiny", variant="tiny", note="Point-JEPA tiny, SH3D + KiCad, 4,000 steps")
+DEFAULT_TEACHER = "tiny"
+
+RELEASE_KINDS = ("backbone", "student", "foundry_student")  # foundry_student: releases before the hub
+
+
+def list_models(kind: str = "variant") -> list[str]:
+    """Registered names: ``variant`` (backbones), ``student`` (student kinds) or ``embedded`` (teachers)."""
+    reg = {"variant": VARIANTS, "student": STUDENTS, "embedded": EMBEDDED}
+    if kind not in reg:
+        raise HubError(f"list_models kind must be one of {', '.join(reg)}, got {kind!r}")
+    return reg[kind].names()
+
+
+def embedded_path(name: str | None = None) -> Path:
+    """Release folder of an embedded teacher (``None``: the default one)."""
+    from foundry3d.assets import ASSETS
+
+    key = name or DEFAULT_TEACHER
+    if key not in EMBEDDED:
+        raise HubError(f"no embedded teacher {key!r}; embedded teachers: {', '.join(EMBEDDED.names())}")
+    path = ASSETS / EMBEDDED.get(key)
+    if not (path / "model.safetensors").is_file():
+        raise HubError(f"the embedded teacher is missing from {path}; reinstall foundry3d or pass a release path")
+    return path
+
+
+def create_model(name: str, pretrained: bool = False, **overrides: Any) -> PointTransformer:
+    """Variant ``name`` with random weights, or with ``pretrained=True`` the embedded release of it."""
+    if pretrained:
+        if overrides:
+            raise HubError("pretrained=True loads a release as it is: no config overrides")
+        for key, _ in EMBEDDED.items():
+            if EMBEDDED.info(key).get("variant") == name:
+                return load(embedded_path(key), expect_kind="backbone")  # type: ignore[return-value]
+        raise HubError(f"no pretrained weights are shipped for variant {name!r}; embedded: {EMBEDDED.names()}")
+    return PointTransformer(variant_config(name, **overrides))
+
+
+def create_student(teacher: PointTransformer, kind: str = "foundry", **arch: Any) -> Student:
+    """A student of ``kind`` whose tokenizer, positions, blocks and norm are copies of ``teacher``'s."""
+    cls = STUDENTS.get(kind)
+    return cls.from_teacher(teacher, **{**arch, "kind": kind})
+
+
+def _build(kind: str, config: dict) -> nn.Module:
+    if kind == "backbone":
+        return backbone_from_config(config)
+    if kind in ("student", "foundry_student"):
+        return student_from_config(config, {k: STUDENTS.get(k) for k in STUDENTS.names()})
+    raise HubError(f"unknown model kind {kind!r}; known kinds: backbone, student")
+
+
+def load(path: str | Path, expect_kind: str | None = None) -> nn.Module:
+    """Rebuild a model (teacher backbone or student of any kind) from a release, in eval mode."""
+    header, state = read_release(path)
+    kind = header["kind"]
+    want = "student" if expect_kind == "foundry_student" else expect_kind
+    got = "student" if kind == "foundry_student" else kind
+    if want is not None and got != want:
+        raise CheckpointError(f"{path} holds a {got!r} model, but a {want!r} model was expected")
+    if kind not in RELEASE_KINDS:
+        raise CheckpointError(f"{path}: unknown model kind {kind!r}; known kinds: backbone, student")
+    try:
+        model = _build(kind, header["config"])
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: its stored config does not build a {kind} model: {e}") from e
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit the stored {kind} config: {e}") from e
+    model.release_meta = header.get("meta", {})
+    model.release_hash = header["weights_sha256"]
+    return model.eval()
+
+
+def load_teacher(spec: str) -> PointTransformer:
+    """A frozen teacher backbone from a release path or ``embedded[:NAME]``."""
+    path = embedded_path(spec.partition(":")[2] or None) if spec.split(":")[0] == "embedded" else spec
+    try:
+        model = load(path, expect_kind="backbone")
+    except CheckpointError as e:
+        if "'student'" in str(e):
+            raise CheckpointError(f"{spec} is a student, not a teacher: distil from a backbone release") from e
+        raise
+    return model.eval().requires_grad_(False)  # type: ignore[return-value]
+
+
+class WithOptions(nn.Module):
+    """A model with run-time options bound (e.g. a gated student's ``r``); forwards every call."""
+
+    def __init__(self, model: nn.Module, **options: Any) -> None:
+        super().__init__()
+        self.model = model
+        self.options = dict(options)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["model"], name)
+
+    def forward_tokens(self, tokens: torch.Tensor, centres: torch.Tensor, **kwargs: Any) -> dict[str, Any]:
+        return self.model.forward_tokens(tokens, centres, **{**self.options, **kwargs})
+
+    def forward_features(self, points: torch.Tensor, num_groups: int | None = None, **kwargs: Any) -> dict[str, Any]:
+        return self.model.forward_features(points, num_groups, **{**self.options, **kwargs})
+
+    def forward_intermediates(self, points: torch.Tensor, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return self.model.forward_intermediates(points, *args, **{**self.options, **kwargs})
+
+    def forward_head(self, features: Any) -> torch.Tensor:
+        return self.model.forward_head(features)
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(points))
+
+
+def model_hash(model: nn.Module) -> str:
+    """Stable 16-hex hash of what a model computes: weights, config and bound run-time options."""
+    if isinstance(model, WithOptions):
+        text = model_hash(model.model) + json.dumps(model.options, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+    h = getattr(model, "release_hash", None)
+    if h:
+        return h[:16]
+    cfg = model.config_dict() if hasattr(model, "config_dict") else {}
+    text = type(model).__name__ + json.dumps(cfg, sort_keys=True, default=str) + weights_hash(model.state_dict())
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _parse_options(spec: str) -> tuple[str, dict[str, float | int]]:
+    base, sep, query = spec.partition("?")
+    opts: dict[str, float | int] = {}
+    if not sep:
+        return base, opts
+    for item in filter(None, query.split("&")):
+        key, eq, value = item.partition("=")
+        if key not in ("r", "keep") or not eq:
+            raise HubError(f"unknown model option {item!r} in {spec!r}; options: r=<number>, keep=<int>")
+        try:
+            opts[key] = int(value) if key == "keep" or "." not in value else float(value)
+        except ValueError as e:
+            raise HubError(f"model option {key} in {spec!r} must be a number, got {value!r}") from e
+    return base, opts
+
+
+def resolve(spec: str | nn.Module) -> tuple[nn.Module, dict[str, Any]]:
+    """The model a spec names (see the module docstring) in eval mode, and its description."""
+    if isinstance(spec, nn.Module):
+        model, name = spec, type(spec).__name__
+    else:
+        base, opts = _parse_options(spec)
+        prefix, colon, rest = base.partition(":")
+        if prefix in ("floor", "tome", "pitome") and colon:
+            inner, inner_info = resolve(rest)
+            if getattr(inner, "kind", "") != "backbone":
+                raise HubError(f"{prefix}:{rest} needs a teacher backbone, but {rest} is a {inner_info['kind']}")
+            if prefix == "floor":
+                if opts:
+                    raise HubError(f"the floor takes no options ({spec})")
+                model = Floor(inner)
+            else:
+                if "keep" in opts:
+                    raise HubError(f"{prefix} takes r=<merges per block>, not keep ({spec})")
+                r = opts.pop("r", None)
+                model = MergedBackbone(inner, prefix, None if r is None else int(r))
+            name = spec
+        else:
+            if base.startswith("random:"):
+                torch.manual_seed(0)
+                model = create_model(base.split(":", 1)[1])
+            elif base.split(":")[0] == "embedded":
+                model = load_teacher(base)
+            else:
+                model = load(base)
+            name = spec
+            if opts:
+                if getattr(model, "gate", None) is None:
+                    raise HubError(
+                        f"{base} has no gate: r/keep only apply to students distilled with student.gate=true"
+                    )
+                model = WithOptions(model, **opts)
+    for attr in ("forward_features", "forward_tokens", "num_features"):
+        if not hasattr(model, attr):
+            raise HubError(f"{name} has no {attr}: evaluated models must expose the backbone interface")
+    model.eval()
+    info = {
+        "model": name,
+        "kind": _kind(model),
+        "hash": model_hash(model),
+        "params": int(sum(p.numel() for p in model.parameters())),
+        "width": int(model.num_features // 2),
+    }
+    return model, info
+
+
+def _kind(model: nn.Module) -> str:
+    inner = model.model if isinstance(model, WithOptions) else model
+    if isinstance(inner, Student):
+        return f"student:{inner.cfg.kind}"
+    return str(getattr(inner, "kind", type(inner).__name__))
+
+
+def teacher_config(model: nn.Module) -> BackboneConfig:
+    """The backbone config behind any model (a student's teacher config for students)."""
+    inner = model.model if isinstance(model, WithOptions) else model
+    return inner.tcfg

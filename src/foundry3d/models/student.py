@@ -1,0 +1,159 @@
+"""What every distilled student shares, whatever its compression (Foundry DSO, k-means, FPS,
+PatchMerger, ToMe, none): a copy of the teacher's tokenizer and positional MLP, blocks copied from
+the teacher, a final norm, and the CAU-style output map to the teacher's width.
+
+The architecture of every student kind is one config, :class:`FoundryConfig`: ``kind`` picks the
+compression, the other fields are shared knobs (a kind ignores the ones it has no use for).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from torch import Tensor, nn
+
+from foundry3d.config import from_dict
+from foundry3d.models.backbone import BackboneConfig, PointTransformer
+from foundry3d.models.base import PointModel
+from foundry3d.models.encoder import Block, run_blocks
+
+StudentKind = Literal["foundry", "kmeans", "fps", "mlp", "mimic", "patchmerger", "tome", "tome_dso"]
+STUDENT_KINDS: tuple[str, ...] = ("foundry", "kmeans", "fps", "mlp", "mimic", "patchmerger", "tome", "tome_dso")
+
+
+@dataclass
+class StudentArch:
+    """Architecture knobs of a student (stored in every student release)."""
+
+    kind: StudentKind = "foundry"
+    supertokens: int = 16  # s: SuperTokens (foundry/kmeans/fps/tome_dso), queries (patchmerger)
+    blocks: list[int] | None = None  # teacher blocks copied into the encoder (None: every other block)
+    similarity: Literal["cosine", "dot"] = "cosine"  # DSO: cosine = normalised q, k with a learned temperature
+    centre_keys: bool = True  # DSO keys from tokens minus their cloud's mean token
+    # SuperToken position: mean of the members' positional embeddings, or the embedding of the
+    # members' mean centre. Empty SuperTokens get position 0.
+    supertoken_pos: Literal["mean_pe", "pe_of_mean"] = "mean_pe"
+    cau_hidden_ratio: float = 2.0
+    cau_skip: bool = True  # Y_hat = routed + MLP(...); False: Y_hat = MLP(...) as in the paper's formula
+    gate: bool = False
+    gate_hidden: int = 64
+    gate_threshold: float = 0.5  # default r; change it at run time without retraining
+    kmeans_iters: int = 10  # kind=kmeans: Lloyd iterations after k-means++ seeding
+    tome_r: int | None = None  # kind=tome/tome_dso: tokens merged per block (None: as many as halve the tokens)
+
+    def validate(self) -> None:
+        if self.kind not in STUDENT_KINDS:
+            raise ValueError(f"unknown student kind {self.kind!r}; kinds: {', '.join(STUDENT_KINDS)}")
+        if self.supertokens < 1:
+            raise ValueError(f"supertokens must be >= 1, got {self.supertokens}")
+        if not 0.0 <= self.gate_threshold <= 1.0:
+            raise ValueError(f"gate threshold r must be in [0, 1], got {self.gate_threshold}")
+        if self.gate and self.kind != "foundry":
+            raise ValueError(f"the gate belongs to the foundry student; kind={self.kind!r} has none")
+        if self.kmeans_iters < 1:
+            raise ValueError(f"kmeans_iters must be >= 1, got {self.kmeans_iters}")
+        if self.tome_r is not None and self.tome_r < 0:
+            raise ValueError(f"tome_r must be >= 0, got {self.tome_r}")
+
+
+@dataclass
+class FoundryConfig(StudentArch):
+    """A student's architecture plus the teacher it was built from."""
+
+    teacher: dict = field(default_factory=dict)  # the teacher's BackboneConfig (tokenizer + blocks are copied)
+    teacher_name: str = ""
+    teacher_hash: str = ""
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.teacher:
+            raise ValueError("FoundryConfig.teacher must hold the teacher's backbone config")
+
+    @property
+    def teacher_config(self) -> BackboneConfig:
+        return from_dict(BackboneConfig, self.teacher)
+
+    def student_blocks(self) -> list[int]:
+        if self.kind == "mlp":
+            return []
+        depth = self.teacher_config.depth
+        blocks = list(range(0, depth, 2)) if self.blocks is None else list(self.blocks)
+        bad = [b for b in blocks if not 0 <= b < depth]
+        if bad:
+            raise ValueError(f"student blocks {bad} do not exist in the {depth}-block teacher")
+        return blocks
+
+
+class CAU(nn.Module):
+    """Cross-Attention Upsampling's output map: each token position has received its compressed
+    token (``routed``); add the original token + position, map to the teacher width."""
+
+    def __init__(self, dim: int, out_dim: int, hidden_ratio: float, skip: bool) -> None:
+        super().__init__()
+        hidden = int(dim * hidden_ratio)
+        self.norm = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+        self.skip = skip and dim == out_dim
+
+    def forward(self, routed: Tensor, tokens: Tensor, pos: Tensor) -> Tensor:
+        out = self.mlp(self.norm(routed + tokens + pos))
+        return routed + out if self.skip else out
+
+
+class Student(PointModel):
+    """Base of every student kind: tokenizer, positional MLP, copied blocks, norm and CAU."""
+
+    kind = "student"
+    student_kind = "base"
+
+    def __init__(self, cfg: FoundryConfig) -> None:
+        cfg.validate()
+        t = cfg.teacher_config
+        super().__init__(t)
+        self.cfg = cfg
+        self.blocks = nn.ModuleList(
+            Block(t.dim, t.num_heads, t.mlp_ratio, t.qkv_bias, eps=t.norm_eps) for _ in cfg.student_blocks()
+        )
+        self.norm = nn.LayerNorm(t.dim, eps=t.norm_eps) if len(self.blocks) else None
+        self.cau = CAU(t.dim, t.dim, cfg.cau_hidden_ratio, cfg.cau_skip)
+
+    @classmethod
+    def from_teacher(cls, teacher: PointTransformer, **options: Any) -> Student:
+        """A student whose tokenizer, positional MLP, blocks and final norm are copies of the teacher's."""
+        from foundry3d.models.checkpoint import weights_hash
+
+        cfg = FoundryConfig(
+            teacher=teacher.config_dict(),
+            teacher_name=teacher.cfg.name,
+            teacher_hash=getattr(teacher, "release_hash", None) or weights_hash(teacher.state_dict()),
+            **{"kind": cls.student_kind, **options},
+        )
+        student = cls(cfg)
+        student.tokenizer.load_state_dict(teacher.tokenizer.state_dict())
+        student.pos_embed.load_state_dict(teacher.pos_embed.state_dict())
+        for mine, b in zip(student.blocks, cfg.student_blocks()):
+            mine.load_state_dict(teacher.encoder.blocks[b].state_dict())
+        if student.norm is not None:
+            student.norm.load_state_dict(teacher.encoder.norm.state_dict())
+        return student
+
+    @property
+    def num_blocks(self) -> int:
+        return max(1, len(self.blocks))
+
+    def encode(
+        self, x: Tensor, pos: Tensor, mask: Tensor | None = None, indices: list[int] | None = None
+    ) -> tuple[Tensor, list[Tensor]]:
+        """The copied blocks (positions added like in the teacher), then the final norm."""
+        x, hidden = run_blocks(self.blocks, x, pos, mask, indices, self.tcfg.pos_every_layer)
+        return self.norm(x), hidden
+
+
+def student_from_config(cfg: dict | FoundryConfig, classes: dict[str, type[Student]]) -> Student:
+    """Build a student of the kind its config names (``classes``: kind -> class)."""
+    c = cfg if isinstance(cfg, FoundryConfig) else from_dict(FoundryConfig, cfg)
+    if c.kind not in classes:
+        raise ValueError(f"unknown student kind {c.kind!r}; kinds: {', '.join(sorted(classes))}")
+    return classes[c.kind](copy.deepcopy(c))

@@ -1,0 +1,90 @@
+"""Tables as data: a title, column names, rows of text cells and notes, built from result records.
+
+The Markdown and HTML templates render the same table objects, so both formats always show the
+same numbers, and no number is ever typed by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from foundry3d.eval.results import PRIMARY, format_gain, format_score
+
+TASK_LABELS = {
+    "svm:sh3d16": "SH3D-16 SVM (acc)",
+    "svm:kicad33": "KiCad-33 SVM (acc)",
+    "svm:oad": "0 A.D.-14 SVM (acc)",
+    "fewshot:kicad33": "KiCad-33 5-way 10-shot (acc)",
+    "partseg:kicadparts": "KiCad-Parts seg. (class mIoU)",
+    "fidelity:kicad33": "KiCad-33 token fidelity (R²)",
+    "fidelity:sh3d16": "SH3D-16 token fidelity (R²)",
+}
+
+
+def task_label(task: str) -> str:
+    return TASK_LABELS.get(task, f"{task} ({PRIMARY.get(task.split(':', 1)[0], '?')})")
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def score_cell(res: dict[str, Any] | None, task: str) -> str:
+    return "-" if not res else format_score(res, task.split(":", 1)[0])
+
+
+def model_rows(
+    comparison: dict[str, dict[str, Any]], tasks: list[str], names: list[str], flops: dict[str, float] | None = None
+) -> list[list[str]]:
+    """One row per model: score [CI] and encoder gain kept per task, then GFLOPs."""
+    rows = []
+    for name in names:
+        cells = [name]
+        for t in tasks:
+            row = comparison.get(t)
+            if row is None:
+                cells.append("-")
+                continue
+            if name in ("teacher", "floor"):
+                cells.append(score_cell(row[name], t))
+                continue
+            s = row["students"].get(name)
+            cells.append("-" if s is None else f"{score_cell(s['result'], t)}\nkept {format_gain(s['gain'])}")
+        if flops is not None:
+            cells.append(f"{flops[name] / 1e9:.3f}" if name in flops else "-")
+        rows.append(cells)
+    return rows
+
+
+def comparison_table(
+    title: str,
+    comparison: dict[str, dict[str, Any]],
+    tasks: list[str],
+    names: list[str],
+    flops: dict[str, float] | None = None,
+) -> Table:
+    cols = ["model", *(task_label(t) for t in tasks)] + (["GFLOPs / cloud"] if flops is not None else [])
+    return Table(title, cols, model_rows(comparison, tasks, ["teacher", "floor", *names], flops))
+
+
+def headroom_notes(comparison: dict[str, dict[str, Any]], tasks: list[str]) -> list[str]:
+    """One line per task: the teacher's encoder gain over the floor with its 95 % CI."""
+    notes = []
+    for t in tasks:
+        row = comparison.get(t)
+        if not row or not row["students"]:
+            continue
+        g = next(iter(row["students"].values()))["gain"]
+        scale = 1.0 if t.startswith("fidelity") else 100.0
+        lo, hi = g["gap_ci95"]
+        verdict = "headroom" if g["headroom"] else "no headroom: the floor is as good, no ratio is shown"
+        notes.append(
+            f"{task_label(t)}: teacher - floor = {scale * g['gap']:.{3 if scale == 1 else 1}f} "
+            f"[{scale * lo:.{3 if scale == 1 else 1}f}, {scale * hi:.{3 if scale == 1 else 1}f}] ({verdict})"
+        )
+    return notes

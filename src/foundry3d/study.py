@@ -1,0 +1,227 @@
+"""``foundry3d study paper``: the paper's comparisons, regenerated on any teacher with one command.
+
+Every student is distilled with the same engine, loss, data, steps and teacher-target cache; every
+model (teacher, floor, students, experts, training-free ToMe / PiToMe on the teacher) goes through
+the same held-out evaluation; each cell carries its 95 % CI, the encoder gain kept (paired
+bootstrap against teacher and floor) and the model's FLOPs per cloud. Tables:
+
+1. universal (Foundry, s = 16) vs task experts (logit KD), every model on every task;
+2. the SuperToken ablation: foundry / kmeans / fps / mlp / mimic at s = 16;
+3. the number of SuperTokens s;
+4. the gate: threshold r and top-k bypass at deployment, one gated student;
+5. token merging: training-free ToMe / PiToMe on the teacher at the s = 16 student's FLOPs, and
+   PatchMerger / ToMe / ToMe + DSO students trained with the FMD loss.
+
+Outputs in ``<out>``: ``study.json`` (every number, with the settings), ``study.md`` and
+``study.html`` (rendered from the JSON by the report templates), ``figures/``. A re-run skips the
+students, experts and evaluations it already has.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from foundry3d.edge.flops import count_flops
+from foundry3d.errors import Foundry3DError
+from foundry3d.eval.results import comparison
+from foundry3d.eval.suite import evaluate
+from foundry3d.models.checkpoint import atomic_write
+from foundry3d.models.hub import load_teacher, model_hash, resolve
+from foundry3d.models.merging import flops_matched_r
+from foundry3d.quickstart import QUICK
+from foundry3d.train.distill import distill
+from foundry3d.train.expert import expert
+
+
+class StudyError(Foundry3DError, RuntimeError):
+    """A study folder that holds another study, or a study that cannot run."""
+
+
+@dataclass
+class StudyConfig:
+    teacher: str = "embedded"
+    root: str | None = None
+    tasks: list[str] = field(
+        default_factory=lambda: [
+            "svm:sh3d16",
+            "svm:kicad33",
+            "svm:oad",
+            "fewshot:kicad33",
+            "partseg:kicadparts",
+            "fidelity:kicad33",
+        ]
+    )
+    supertokens: int = 16
+    kinds: list[str] = field(
+        default_factory=lambda: ["foundry", "kmeans", "fps", "mlp", "mimic", "patchmerger", "tome", "tome_dso"]
+    )
+    sweep: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
+    gate_r: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 0.9, 1.0])
+    gate_keep: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
+    merging: list[str] = field(default_factory=lambda: ["tome", "pitome"])
+    experts: list[str] = field(default_factory=lambda: ["cls:sh3d16", "cls:kicad33", "seg:kicadparts"])
+    distill: list[str] = field(
+        default_factory=lambda: [
+            "data.datasets=[sh3d16:train, sh3d16:pool, kicad33:train, kicad33:pool]",
+            "data.cache_views=2",
+            "engine.steps=1500",
+            "engine.warmup_steps=100",
+            "engine.log_every=50",
+            "probe.enabled=false",
+            "engine.tensorboard=false",
+        ]
+    )
+    gate_distill: list[str] = field(default_factory=lambda: ["student.gate=true", "loss.gate_lambda=0.01"])
+    expert_overrides: list[str] = field(default_factory=list)
+    eval: list[str] = field(default_factory=lambda: list(QUICK.eval))  # the quickstart's protocols
+    flops_points: int = 1024
+
+
+def _students(cfg: StudyConfig) -> dict[str, dict[str, Any]]:
+    """Name -> distillation overrides of every student the study trains."""
+    s = cfg.supertokens
+    out: dict[str, dict[str, Any]] = {}
+    for kind in cfg.kinds:
+        out[f"{kind} s={s}"] = {"student.kind": kind, "student.supertokens": s}
+    for k in cfg.sweep:
+        out.setdefault(f"foundry s={k}", {"student.kind": "foundry", "student.supertokens": k})
+    if cfg.gate_r or cfg.gate_keep:
+        ov: dict[str, Any] = {"student.kind": "foundry", "student.supertokens": s}
+        for o in cfg.gate_distill:
+            k, _, v = o.partition("=")
+            ov[k] = v
+        out[f"foundry+gate s={s}"] = ov
+    return out
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
+
+
+def study(
+    name: str = "paper",
+    config: str | Path | dict | None = None,
+    overrides: list[str] | dict | None = None,
+    out: str | Path = "runs/paper",
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Run the paper study (``name``: ``paper``) and write ``study.json`` / ``.md`` / ``.html`` in ``out``."""
+    from foundry3d.config import load_config
+    from foundry3d.report.study_report import write_study_report
+
+    if name != "paper":
+        raise StudyError(f"unknown study {name!r}; studies: paper")
+    cfg = load_config(StudyConfig, config, overrides)
+    out = Path(out)
+    teacher = load_teacher(cfg.teacher)
+    finger = {"study": name, "config": asdict(cfg), "teacher_hash": model_hash(teacher)}
+    fp = out / "study_config.json"
+    if fp.exists() and not overwrite and json.loads(fp.read_text()) != finger:
+        raise StudyError(
+            f"{out} holds a study with other settings or another teacher; pass --overwrite or another --out"
+        )
+    if overwrite and fp.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(fp, lambda tmp: Path(tmp).write_text(json.dumps(finger, indent=2)))
+    t0 = time.time()
+    models: dict[str, dict[str, Any]] = {
+        "teacher": {"spec": cfg.teacher, "group": "reference"},
+        "floor": {"spec": f"floor:{cfg.teacher}", "group": "reference"},
+    }
+    seconds: dict[str, float] = {}
+    # 1. students (one teacher-target cache for all)
+    for sname, ov in _students(cfg).items():
+        run = out / "students" / _slug(sname)
+        t1 = time.time()
+        overrides_list = [*cfg.distill, f"data.cache_dir={out / 'cache'}", *(f"{k}={v}" for k, v in ov.items())]
+        if cfg.root:
+            overrides_list.append(f"data.root={cfg.root}")
+        distill(teacher=cfg.teacher, overrides=overrides_list, out=run, resume=True)
+        seconds[f"distill {sname}"] = round(time.time() - t1, 1)
+        group = "gate" if "gate" in sname else "student"
+        models[sname] = {"spec": str(run / "release"), "group": group, "kind": ov["student.kind"]}
+    # gated student at every r and top-k
+    gated = next((n for n in models if "gate" in n), None)
+    if gated:
+        for r in cfg.gate_r:
+            models[f"{gated} r={r}"] = {"spec": f"{models[gated]['spec']}?r={r}", "group": "gate"}
+        for k in cfg.gate_keep:
+            if k <= 64:
+                models[f"{gated} keep={k}"] = {"spec": f"{models[gated]['spec']}?keep={k}", "group": "gate"}
+        del models[gated]
+    # 2. experts
+    for task in cfg.experts:
+        run = out / "experts" / _slug(task)
+        t1 = time.time()
+        ex = [*cfg.expert_overrides, f"student.supertokens={cfg.supertokens}"]
+        if cfg.root:
+            ex.append(f"root={cfg.root}")
+        res = expert(task, cfg.teacher, out=run, overrides=ex, resume=True)
+        seconds[f"expert {task}"] = round(time.time() - t1, 1)
+        models[f"expert {task}"] = {"spec": res["release"], "group": "expert"}
+    # 3. training-free merging on the teacher at the s-student's FLOPs
+    ref = models.get(f"foundry s={cfg.supertokens}")
+    for method in cfg.merging:
+        r = _matched_r(teacher, ref["spec"] if ref else None, cfg)
+        models[f"{method} (training-free) r={r}"] = {"spec": f"{method}:{cfg.teacher}?r={r}", "group": "merging"}
+    # 4. evaluation and FLOPs of every model
+    results: dict[str, dict[str, Any]] = {}
+    x = torch.randn(1, cfg.flops_points, 3, generator=torch.Generator().manual_seed(0))
+    for mname, m in models.items():
+        t1 = time.time()
+        results[mname] = evaluate(
+            m["spec"], cfg.tasks, overrides=cfg.eval, out=out / "eval", root=cfg.root, name=_slug(mname)
+        )
+        net, info = resolve(m["spec"])
+        m["flops"] = count_flops(net, x, num_groups=net.groups_for(cfg.flops_points))["flops"]
+        m["params"] = info["params"]
+        seconds[f"eval {mname}"] = round(time.time() - t1, 1)
+    comp = comparison(
+        results["teacher"], results["floor"], {k: v for k, v in results.items() if k not in ("teacher", "floor")}
+    )
+    record = {
+        "study": name,
+        "config": asdict(cfg),
+        "teacher": {"spec": cfg.teacher, "hash": model_hash(teacher), "name": teacher.cfg.name},
+        "models": models,
+        "tasks": cfg.tasks,
+        "comparison": comp,
+        "results": {k: {"model": v["model"], "tasks": v["tasks"]} for k, v in results.items()},
+        "seconds": {**seconds, "total": round(time.time() - t0, 1)},
+        "machine": _machine(),
+    }
+    atomic_write(out / "study.json", lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1, default=float)))
+    paths = write_study_report(out, record)
+    return {"study": str(out / "study.json"), **paths}
+
+
+def _matched_r(teacher: torch.nn.Module, student_spec: str | None, cfg: StudyConfig) -> int:
+    """ToMe/PiToMe merges per block so that the teacher's FLOPs match the s-student's."""
+    groups = teacher.groups_for(cfg.flops_points)
+    x = torch.randn(1, cfg.flops_points, 3, generator=torch.Generator().manual_seed(0))
+    if student_spec is None:  # no reference student: the s SuperTokens as the mean token count
+        return flops_matched_r(groups, teacher.num_blocks, cfg.supertokens)
+    target = count_flops(resolve(student_spec)[0], x, num_groups=groups)["flops"]
+    best, err = 0, float("inf")
+    for r in range(0, groups // 2 + 1):
+        net, _ = resolve(f"tome:{cfg.teacher}?r={r}")
+        f = count_flops(net, x, num_groups=groups)["flops"]
+        if abs(f - target) < err:
+            best, err = r, abs(f - target)
+    return best
+
+
+def _machine() -> dict[str, Any]:
+    import os
+    import platform
+
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__}

@@ -1,0 +1,199 @@
+"""``foundry3d expert``: the paper's *expert* baseline, standard task-specific logit distillation.
+
+Two runs on the shared engine, in ``<out>/finetune`` and ``<out>/kd``:
+
+1. fine-tune the teacher with a task head (classification ``cls:DATASET`` or part segmentation
+   ``seg:DATASET``): head only for ``finetune.frozen_steps``, then everything (Point-JEPA's staged
+   unfreezing);
+2. train a student of the same architecture as the universal one (default: Foundry, s = 16) with
+   its own head on the same task, loss ``alpha * T^2 * KL(teacher/T || student/T) + (1 - alpha) * CE``.
+
+The expert's student backbone is released (``<out>/kd/release``) like any student, so the
+evaluation suite can measure it on every task: what task-specific distillation keeps of the
+teacher's universality.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from foundry3d.config import load_config, parse_override, to_dict
+from foundry3d.data.base import DatasetError
+from foundry3d.data.registry import load_dataset, parse_spec
+from foundry3d.data.transforms import AugmentConfig, augment, collate
+from foundry3d.models.checkpoint import save_release
+from foundry3d.models.heads import Classifier, Segmenter
+from foundry3d.models.hub import create_student, load_teacher
+from foundry3d.models.student import StudentArch
+from foundry3d.train.engine import EngineConfig, Task, fit, seed_all
+
+
+@dataclass
+class FinetuneSection:
+    frozen_steps: int = 300  # head only, then the whole teacher
+    label_smoothing: float = 0.1
+    engine: EngineConfig = field(
+        default_factory=lambda: EngineConfig(
+            steps=1500, batch_size=32, lr=5e-4, warmup_steps=100, grad_clip=10.0, log_every=50, ckpt_every=500
+        )
+    )
+
+
+@dataclass
+class KDSection:
+    temperature: float = 4.0
+    alpha: float = 0.5  # weight of the KL term (1 - alpha on cross-entropy)
+    engine: EngineConfig = field(
+        default_factory=lambda: EngineConfig(
+            steps=1500, batch_size=32, lr=5e-4, warmup_steps=100, grad_clip=10.0, log_every=50, ckpt_every=500
+        )
+    )
+
+
+@dataclass
+class ExpertConfig:
+    task: str = "cls:sh3d16"  # cls:DATASET (classification) or seg:DATASET (part segmentation)
+    teacher: str = "embedded"
+    root: str | None = None
+    num_points: int | None = None  # None: 1024 for cls, 2048 for seg
+    student: StudentArch = field(default_factory=StudentArch)
+    finetune: FinetuneSection = field(default_factory=FinetuneSection)
+    kd: KDSection = field(default_factory=KDSection)
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(scale=(0.8, 1.2), rotate_up=False))
+
+    def validate(self) -> None:
+        kind, sep, name = self.task.partition(":")
+        if kind not in ("cls", "seg") or not sep or not name:
+            raise ValueError(f"expert task must be cls:DATASET or seg:DATASET, got {self.task!r}")
+        if not 0.0 <= self.kd.alpha <= 1.0 or self.kd.temperature <= 0:
+            raise ValueError("kd.alpha must be in [0, 1] and kd.temperature > 0")
+
+    @property
+    def kind(self) -> Literal["cls", "seg"]:
+        return self.task.split(":")[0]  # type: ignore[return-value]
+
+    @property
+    def points(self) -> int:
+        return self.num_points or (1024 if self.kind == "cls" else 2048)
+
+
+def _task_model(backbone: nn.Module, cfg: ExpertConfig, train: Any) -> nn.Module:
+    if cfg.kind == "cls":
+        return Classifier(backbone, train.num_classes)
+    spec = train.part_spec
+    if spec is None:
+        raise DatasetError(f"{cfg.task}: the dataset has no part labels")
+    return Segmenter(backbone, len(spec.categories), spec.num_parts)
+
+
+def _logits(model: nn.Module, batch: dict[str, Tensor], kind: str) -> Tensor:
+    if kind == "cls":
+        return model.logits(batch["points"])
+    return model.logits(batch["points"], batch["category"]).reshape(-1, model.head.mlp[-1].out_features)
+
+
+def _targets(batch: dict[str, Tensor], kind: str) -> Tensor:
+    return batch["labels"] if kind == "cls" else batch["parts"].reshape(-1)
+
+
+class _Stage(nn.Module):
+    """Fine-tuning (teacher is None) or KD (a frozen fine-tuned teacher) loss for the engine."""
+
+    def __init__(self, model: nn.Module, cfg: ExpertConfig, teacher: nn.Module | None = None) -> None:
+        super().__init__()
+        self.model, self.cfg, self.teacher = model, cfg, teacher
+
+    def train(self, mode: bool = True) -> _Stage:
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def forward(self, generator: torch.Generator, **batch: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        kind = self.cfg.kind
+        logits = _logits(self.model, batch, kind)
+        y = _targets(batch, kind)
+        if self.teacher is None:
+            loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.finetune.label_smoothing)
+            return loss, {"acc": (logits.argmax(-1) == y).float().mean()}
+        with torch.no_grad():
+            t_logits = _logits(self.teacher, batch, kind)
+        temp, alpha = self.cfg.kd.temperature, self.cfg.kd.alpha
+        kl = F.kl_div(
+            F.log_softmax(logits / temp, -1), F.log_softmax(t_logits / temp, -1), reduction="batchmean", log_target=True
+        )
+        ce = F.cross_entropy(logits, y)
+        loss = alpha * temp * temp * kl + (1.0 - alpha) * ce
+        return loss, {"kl": kl.detach(), "ce": ce.detach(), "acc": (logits.argmax(-1) == y).float().mean()}
+
+
+class ExpertTask(Task):
+    def __init__(self, module: _Stage, train: Any, cfg: ExpertConfig, frozen_steps: int = 0) -> None:
+        self.module, self.train_set, self.cfg, self.frozen_steps = module, train, cfg, frozen_steps
+
+    def num_samples(self) -> int:
+        return len(self.train_set)
+
+    def before_step(self, step: int) -> None:
+        if self.frozen_steps:
+            self.module.model.backbone.requires_grad_(step >= self.frozen_steps)
+
+    def batch(self, indices: np.ndarray, generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+        b = collate([self.train_set[int(i)] for i in indices], self.cfg.points, "random", generator)
+        pts = augment(b["points"], self.cfg.augment, generator) if self.cfg.kind == "cls" else b["points"]
+        out = {"points": pts.to(device), "labels": b["labels"].to(device), "category": b["categories"].to(device)}
+        if "parts" in b:
+            out["parts"] = b["parts"].to(device)
+        return out
+
+
+def expert(
+    task: str = "cls:sh3d16",
+    teacher: str = "embedded",
+    out: str | Path = "runs/expert",
+    config: str | Path | dict | None = None,
+    overrides: list[str] | dict | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Fine-tune ``teacher`` on ``task`` and distil a task expert from it; returns the expert's release."""
+    cfg = load_config(ExpertConfig, config, {**_as_dict(overrides), "task": task, "teacher": teacher})
+    out = Path(out)
+    name, _, at = parse_spec(cfg.task.split(":", 1)[1])
+    train = load_dataset(f"{name}:train" + (f"@{at}" if at else ""), root=cfg.root)
+    base = load_teacher(cfg.teacher)
+    # 1. the fine-tuned teacher (staged unfreezing)
+    seed_all(cfg.finetune.engine.seed)
+    ft_model = _task_model(copy.deepcopy(base).requires_grad_(True), cfg, train)
+    ft = ExpertTask(_Stage(ft_model, cfg), train, cfg, cfg.finetune.frozen_steps)
+    fit(ft, cfg.finetune.engine, out / "finetune", to_dict(cfg), resume=resume, overwrite=overwrite)
+    ft_model.eval().requires_grad_(False)
+    # 2. the expert student, from the *pretrained* teacher's weights (like the universal student)
+    seed_all(cfg.kd.engine.seed)
+    arch = {f.name: getattr(cfg.student, f.name) for f in dataclasses.fields(StudentArch)}
+    student = create_student(base, **arch)
+    student.tokenizer.requires_grad_(True)
+    kd_model = _task_model(student, cfg, train)
+    kd = ExpertTask(_Stage(kd_model, cfg, ft_model), train, cfg)
+    summary = fit(kd, cfg.kd.engine, out / "kd", to_dict(cfg), resume=resume, overwrite=overwrite)
+    release = out / "kd" / "release"
+    meta = {"recipe": f"expert logit KD on {cfg.task}", "teacher": cfg.teacher, "config": to_dict(cfg)}
+    save_release(student, release, meta, overwrite=True)
+    return {**summary, "release": str(release), "task": cfg.task}
+
+
+def _as_dict(overrides: list[str] | dict | None) -> dict[str, Any]:
+    if overrides is None:
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    return dict(parse_override(o) for o in overrides)
