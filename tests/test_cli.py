@@ -1,10 +1,30 @@
+import inspect
 import json
 import subprocess
 import sys
 
 import pytest
+import tyro
 
-VERBS = ["pretrain", "distill", "eval", "quickstart", "bench", "export", "data", "convert", "models"]
+from foundry3d.cli import _verbs, cli_view
+
+VERBS = [
+    "quickstart",
+    "pretrain",
+    "distill",
+    "expert",
+    "eval",
+    "study",
+    "bench",
+    "export",
+    "embed",
+    "convert",
+    "models",
+    "data build",
+    "data list",
+    "data info",
+    "data render",
+]
 
 
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -17,26 +37,53 @@ def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 def test_help_lists_every_verb_with_a_description():
     out = run("--help").stdout
     for verb in VERBS:
-        assert verb in out
-    assert "Point-JEPA self-supervised pretraining" in out and "Foundry SuperToken student" in out
+        assert f"  {verb} " in out
+    assert "Point-JEPA self-supervised pretraining" in out and "SuperToken student" in out
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_cli_options_are_the_functions_parameters(verb):
+    """Every verb's command line is its function: the same parameter names, and with no option given
+    the function receives exactly its own defaults."""
+    fn = _verbs().get(verb)
+    params = inspect.signature(fn).parameters
+    required = [n for n, p in params.items() if p.default is inspect.Parameter.empty]
+    args = []
+    for n in required:
+        positional = n in ("overrides", "files", "checkpoint", "name", "spec")
+        value = "point-jepa" if n == "source" else "x"
+        args += [value] if positional else [f"--{n.replace('_', '-')}", value]
+    got = tyro.cli(cli_view(fn, verb, target=lambda **kw: kw), args=args)
+    assert set(got) == set(params), f"{verb}: CLI {sorted(got)} vs function {sorted(params)}"
+    for n, p in params.items():
+        if n not in required:
+            assert got[n] == p.default or (not got[n] and not p.default), f"{verb} {n}: {got[n]!r} vs {p.default!r}"
+    help_text = subprocess.run(
+        [sys.executable, "-m", "foundry3d.cli", *verb.split(), "--help"], capture_output=True, text=True
+    ).stdout
+    for n in params:
+        if n not in ("overrides", "files", "checkpoint", "name", "spec"):
+            assert f"--{n.replace('_', '-')}" in help_text or f"--{n}" in help_text, f"{verb}: --{n} not in --help"
 
 
 def test_models_and_data_list(cache):
-    assert "vit_s" in run("models").stdout
-    rows = json.loads(run("data", "list", "--json", "--root", str(cache)).stdout)
+    assert "vit_s" in run("models").stdout and "kmeans" in run("models", "--kind", "student").stdout
+    rows = json.loads(run("data", "list", "--root", str(cache)).stdout)
     names = {r["name"]: r for r in rows}
     assert names["sh3d16"]["built"] is False and "foundry3d data build sh3d16" in names["sh3d16"]["build"]
-    assert "modelnet40" in names
+    assert "modelnet40" in names and "oad" in names
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["eval", "--model", "random:test", "--task", "nope:sh3d16"], "PROTOCOL:DATASET"),
+        (["eval", "--model", "random:test", "--tasks", "nope:sh3d16"], "PROTOCOL:DATASET"),
         (["data", "info", "sh3d16", "--root", "/nonexistent-cache"], "foundry3d data build sh3d16"),
         (["pretrain", "engine.stepz=3"], "unknown config key engine.stepz"),
         (["distill", "--teacher", "/no/such/teacher"], "does not exist"),
-        (["eval", "--model", "random:huge", "--task", "svm:synthetic@2"], "unknown model variant 'huge'; registered"),
+        (["eval", "--model", "random:huge", "--tasks", "svm:synthetic@2"], "unknown model variant 'huge'; registered"),
+        (["convert", "/no/such.ckpt", "--source", "point-jepa", "--out", "x", "--heads", "0"], "heads must be >= 1"),
+        (["bench", "--models", "random:test", "--points", "-5"], "points"),
     ],
 )
 def test_errors_are_one_clear_line(args, message, tmp_path):
@@ -50,7 +97,7 @@ def test_errors_are_one_clear_line(args, message, tmp_path):
 
 
 def test_eval_verb_writes_json_and_compares(tmp_path):
-    common = ["--task", "svm:synthetic@6", "--out", str(tmp_path), "svm.grid=[0.1]", "progress=false"]
+    common = ["--tasks", "svm:synthetic@6", "--out", str(tmp_path), "svm.grid=[0.1]", "progress=false"]
     run("eval", "--model", "random:test", "--name", "a", *common)
     run("eval", "--model", "floor:random:test", "--name", "f", *common)
     run("eval", "--model", "tome:random:test?r=4", "--name", "m", *common)

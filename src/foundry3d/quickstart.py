@@ -21,8 +21,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from foundry3d.config import load_config
+from foundry3d.data.build import build
+from foundry3d.data.debian import PackageError
+from foundry3d.edge.bench import bench
 from foundry3d.errors import Foundry3DError
+from foundry3d.eval.suite import evaluate
 from foundry3d.models.checkpoint import atomic_write
+from foundry3d.models.hub import load_teacher, model_hash, resolve
+from foundry3d.report.quickstart_report import build_report
+from foundry3d.report.supertokens import supertoken_figures
+from foundry3d.train.distill import distill
 
 
 class QuickstartError(Foundry3DError, RuntimeError):
@@ -104,15 +113,24 @@ def quickstart(
     overwrite: bool = False,
     teacher: str = "embedded",
     root: str | None = None,
-    recipe: Recipe | None = None,
+    recipe: str | Path | Recipe | None = None,
 ) -> dict[str, Any]:
-    """Run the whole pipeline; returns the per-stage results (``<out>/stages/*.json``).
+    """The main job: data, embedded teacher, SuperToken students, evaluation with the floor, bench, report.
 
-    ``recipe`` (Python API) replaces the quick/full recipes, e.g. to run on other datasets."""
-    from foundry3d.models.hub import load_teacher, model_hash
-
+    Args:
+        out: output folder; a re-run skips finished stages (an interrupted run resumes).
+        full: the longer recipe (more distillation steps, full protocols).
+        overwrite: discard the folder's previous quickstart run.
+        teacher: teacher release or embedded[:NAME].
+        root: dataset cache folder.
+        recipe: a YAML file with Recipe fields (or, from Python, a Recipe) replacing the quick/full
+            recipes, e.g. to run on other datasets.
+    """
     out = Path(out)
-    recipe = recipe or (FULL if full else QUICK)
+    if recipe is None:
+        recipe = FULL if full else QUICK
+    elif not isinstance(recipe, Recipe):
+        recipe = load_config(Recipe, recipe)
     t_model = load_teacher(teacher)
     finger = {
         "mode": "full" if full else "quick",
@@ -146,9 +164,6 @@ def quickstart(
 
 
 def _stage_data(out: Path, recipe: Recipe, root: str | None) -> dict[str, Any]:
-    from foundry3d.data.build import build
-    from foundry3d.data.debian import PackageError
-
     t0 = time.time()
     paths = {}
     for name in recipe.build:
@@ -161,8 +176,6 @@ def _stage_data(out: Path, recipe: Recipe, root: str | None) -> dict[str, Any]:
 
 
 def _stage_distill(out: Path, recipe: Recipe, teacher: str, root: str | None) -> dict[str, Any]:
-    from foundry3d.train.distill import distill
-
     t0 = time.time()
     students, timings = {}, {}
     for s in recipe.supertokens:
@@ -185,8 +198,6 @@ def _models(teacher: str, distill_result: dict[str, Any], floor: bool = True) ->
 
 
 def _stage_eval(out: Path, recipe: Recipe, teacher: str, distilled: dict[str, Any], root: str | None) -> dict:
-    from foundry3d.eval.suite import evaluate
-
     t0 = time.time()
     results = {}
     for name, spec in _models(teacher, distilled).items():
@@ -198,9 +209,6 @@ def _stage_eval(out: Path, recipe: Recipe, teacher: str, distilled: dict[str, An
 
 
 def _stage_bench(out: Path, recipe: Recipe, teacher: str, distilled: dict[str, Any]) -> dict[str, Any]:
-    from foundry3d.edge.bench import bench
-    from foundry3d.models.hub import resolve
-
     t0 = time.time()
     models = {name: resolve(spec)[0] for name, spec in _models(teacher, distilled, floor=False).items()}
     print(
@@ -220,9 +228,6 @@ def _stage_bench(out: Path, recipe: Recipe, teacher: str, distilled: dict[str, A
 
 
 def _stage_report(out: Path, recipe: Recipe, finger: dict[str, Any], stages: dict[str, Any]) -> dict[str, Any]:
-    from foundry3d.report.quickstart_report import build_report
-    from foundry3d.report.supertokens import supertoken_figures
-
     t0 = time.time()
     occ = supertoken_figures(out, stages["distill"]["students"], recipe.showcase, finger.get("root"))
     stages = {**stages, "occupancy": occ}

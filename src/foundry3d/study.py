@@ -111,7 +111,15 @@ def study(
     out: str | Path = "runs/paper",
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Run the paper study (``name``: ``paper``) and write ``study.json`` / ``.md`` / ``.html`` in ``out``."""
+    """Regenerate the paper's comparisons on a teacher: experts, ablations, s sweep, gate, token merging.
+
+    Args:
+        name: the study (paper).
+        config: YAML with StudyConfig fields.
+        overrides: dotted KEY=VALUE changes, e.g. supertokens=8 or "sweep=[1,16]".
+        out: study folder (study.json, study.md, study.html, figures, every run).
+        overwrite: start the study again in ``out``.
+    """
     from foundry3d.config import load_config
     from foundry3d.report.study_report import write_study_report
 

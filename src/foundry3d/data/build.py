@@ -370,14 +370,41 @@ ALIASES = {
 }
 
 
-def build(name: str, **kwargs: Any) -> Path:
-    """Build an embedded dataset by name (``sh3d16``, ``kicad``; ``kicad33``/``kicadparts`` alias ``kicad``)."""
+def build(
+    name: str,
+    root: str | None = None,
+    points: int | None = None,
+    workers: int | None = None,
+    deb: str | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Build an embedded dataset from its Debian package(s), once; later calls reuse it.
+
+    Args:
+        name: sh3d16, kicad (KiCad-33 + KiCad-Parts) or corpus (the pretraining corpus + oad).
+        root: dataset cache folder (default: $FOUNDRY3D_CACHE or ~/.cache/foundry3d).
+        points: points stored per shape (default: 8192 sh3d16, 4096 kicad and corpus).
+        workers: processes (default: all cores).
+        deb: use this .deb instead of downloading it with apt-get (sh3d16, kicad).
+        force: rebuild even if the dataset exists.
+        progress: show progress bars.
+    """
     key = ALIASES.get(name.lower(), name.lower())
     if key not in BUILDERS:
         raise DatasetError(f"unknown buildable dataset {name!r}; buildable: {', '.join(BUILDERS)}")
+    if points is not None and points < 2048:
+        raise DatasetError(f"points={points}: store at least 2048 points per shape (1024/2048-point protocols)")
+    if workers is not None and workers < 1:
+        raise DatasetError(f"workers must be >= 1, got {workers}")
+    kwargs: dict[str, Any] = {"root": root, "workers": workers, "force": force, "progress": progress}
+    if points is not None:
+        kwargs["points"] = points
+    if deb is not None:
+        kwargs["deb"] = deb
     path = BUILDERS[key](**kwargs)
     meta = json.loads((path / "meta.json").read_text())
-    if kwargs.get("progress", True):
+    if progress:
         print(
             f"{key}: {meta['shapes']} shapes ({meta['skipped']['count']} skipped) in {path} [{meta['build_seconds']} s]"
         )

@@ -309,7 +309,7 @@ def build_corpus(
                     kept_here += 1
                 else:
                     skipped.append({"shape": key, "reason": out})
-                    reasons[re.sub(r"\d+", "N", out)[:60]] += 1
+                    reasons[re.sub(r"\b\d+\b", "N", out)[:60]] += 1
             bar.close()
             report[src.package] = {
                 "version": version,
@@ -365,8 +365,8 @@ def build_corpus(
             "name": "corpus",
             "version": CORPUS_VERSION,
             "datasets": ["corpus", "oad"],
-            "source_package": "+".join(s.package for s in chosen),
-            "package_version": ", ".join(f"{p} {r['version']}" for p, r in report.items()),
+            "source_package": f"{len(chosen)} Debian packages",
+            "package_version": "see packages",
             "packages": report,
             "points_per_shape": points,
             "dtype": "float16",

@@ -99,7 +99,11 @@ def list_names() -> list[str]:
 
 
 def list_datasets(root: str | Path | None = None) -> list[dict[str, Any]]:
-    """What is built and what can be built (embedded) or read from a folder (benchmarks)."""
+    """List the datasets: what is built, what can be built (embedded) or read from a folder (benchmarks).
+
+    Args:
+        root: dataset cache folder.
+    """
     _ensure_benchmarks()
     rows = []
     for name, (folder, version, command) in EMBEDDED.items():
@@ -129,9 +133,16 @@ def list_datasets(root: str | Path | None = None) -> list[dict[str, Any]]:
 
 
 def dataset_info(name: str, root: str | Path | None = None) -> dict[str, Any]:
-    """Counts (shapes, classes, per-class, splits, parts) of a built embedded dataset or a benchmark."""
+    """Counts of a dataset or one split: shapes, classes, per class, splits, parts, build record.
+
+    Args:
+        name: dataset name, NAME:SPLIT for one split, or NAME@FOLDER for a benchmark.
+        root: dataset cache folder.
+    """
     _ensure_benchmarks()
-    base, _, r = parse_spec(name)
+    base, split, r = parse_spec(name)
+    if split is not None:  # one split: its own counts (an unknown split is an error, never ignored)
+        return load_dataset(name, root=root).info()
     if base in EMBEDDED:
         path = embedded_path(base, r or root)
         meta = read_meta(path)
@@ -161,6 +172,8 @@ def dataset_info(name: str, root: str | Path | None = None) -> dict[str, Any]:
                 category_parts={spec.categories[k]: [spec.parts[p] for p in v] for k, v in spec.category_parts.items()},
                 per_category={c: int((ds.labels() == i).sum()) for i, c in enumerate(spec.categories)},
             )
+        elif base == "corpus":
+            out.update(shapes=meta["shapes"], packages=meta["packages"], dedup=meta["dedup"])
         else:
             lab = load_embedded(base, "labelled", path=path)
             out.update(

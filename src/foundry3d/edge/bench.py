@@ -18,7 +18,12 @@ from torch import nn
 
 from foundry3d.edge.flops import CONVENTION, count_flops, count_params
 from foundry3d.edge.latency import measure
+from foundry3d.errors import Foundry3DError
 from foundry3d.models.hub import resolve
+
+
+class BenchError(Foundry3DError, ValueError):
+    """Benchmark settings that cannot be measured."""
 
 
 def _load(spec: str) -> tuple[str, nn.Module]:
@@ -36,11 +41,26 @@ def bench(
     seed: int = 0,
     batch_max_points: int | None = None,
 ) -> dict[str, Any]:
-    """Benchmark ``models`` (release paths / 'embedded' / 'random:<variant>', or named modules).
+    """Parameters, FLOPs, CPU latency and peak memory of a teacher and students, side by side.
 
-    ``batch_max_points``: measure batches larger than 1 only up to this many points (time)."""
-    points = points or [1024, 2048, 8192, 32768]
-    batches = batches or [1, 32]
+    Args:
+        models: model specs (release, embedded, random:VARIANT, ...); the first is the reference.
+        points: point counts per cloud (default: 1024 2048 8192 32768).
+        batches: batch sizes (default: 1 32).
+        out: folder for bench.json and bench.csv.
+        threads: torch threads (default: all cores).
+        budget_s: seconds of timed runs per setting.
+        seed: seed of the random clouds.
+        batch_max_points: measure batches larger than 1 only up to this many points (time).
+    """
+    points = list(points or [1024, 2048, 8192, 32768])
+    batches = list(batches or [1, 32])
+    if any(n < 1 for n in points) or any(b < 1 for b in batches):
+        raise BenchError(f"points and batches must be positive integers, got points={points} batches={batches}")
+    if threads is not None and threads < 1:
+        raise BenchError(f"threads must be >= 1 (or unset for all cores), got {threads}")
+    if budget_s <= 0:
+        raise BenchError(f"budget_s must be > 0, got {budget_s}")
     if threads:
         torch.set_num_threads(threads)
     named = dict(models) if isinstance(models, dict) else dict(_load(m) for m in models)

@@ -40,6 +40,16 @@ def export_onnx(
     verify: bool = True,
     atol: float = 1e-4,
 ) -> dict[str, Any]:
+    """Export a teacher or student to ONNX (dynamic batch and points) and check onnxruntime against PyTorch.
+
+    Args:
+        model: release folder or embedded[:NAME].
+        out: the .onnx file to write.
+        num_points: points per cloud of the example input; fixes the number of groups.
+        opset: ONNX opset (>= 18).
+        verify: run onnxruntime on two input shapes and compare with PyTorch.
+        atol: largest accepted absolute difference of the output tokens.
+    """
     try:
         import onnx
     except ImportError as e:  # an optional extra

@@ -19,7 +19,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from foundry3d.eval.finetune import FinetuneConfig, finetune_protocol
 from foundry3d.eval.metrics import accuracies
 from foundry3d.eval.partseg import PartSegConfig, partseg_protocol
 from foundry3d.eval.results import PRIMARY, bootstrap_ci, format_table
+from foundry3d.eval.results import compare as compare_results
 from foundry3d.eval.svm import C_GRID, fit_svm, svm_probe
 from foundry3d.models.checkpoint import atomic_write
 from foundry3d.models.features import extract
@@ -71,6 +72,9 @@ class EvalConfig:
     batch_size: int = 64
     threads: int | None = None
     progress: bool = True
+    # "test": train -> test, the held-out headline. "val": fit -> val, a validation split carved from
+    # train, for choosing recipes and settings without ever reading a test split.
+    splits: Literal["test", "val"] = "test"
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -118,7 +122,10 @@ class Runner:
         self.model, self.info, self.cfg, self.folder, self.root = model, info, cfg, folder, root
 
     def data(self, name: str, split: str, root: str | None) -> Any:
-        return load_dataset(f"{name}:{split}", root=root or self.root)
+        if self.cfg.splits == "val":
+            split = {"train": "fit", "trainval": "fit", "test": "val"}.get(split, split)
+        spec = f"{name}:{split}" + (f"@{root}" if root else "")
+        return load_dataset(spec, root=self.root)
 
     def features(self, ds: Any, num_points: int, sampling: Sampling = "first") -> dict[str, np.ndarray]:
         key = json.dumps(
@@ -232,7 +239,7 @@ def reference_teacher(model: nn.Module, spec: str) -> tuple[nn.Module, str]:
 
 
 def evaluate(
-    model: str | nn.Module,
+    model: str | nn.Module | None = None,
     tasks: list[str] | None = None,
     config: str | Path | dict | None = None,
     overrides: list[str] | dict | None = None,
@@ -240,8 +247,30 @@ def evaluate(
     root: str | None = None,
     name: str | None = None,
     overwrite: bool = False,
-) -> dict[str, Any]:
-    """Evaluate ``model`` on ``tasks`` (default: the four-task suite); prints a table, writes JSON."""
+    compare: list[str] | None = None,
+) -> dict[str, Any] | str:
+    """Evaluate a model on held-out tasks (scores with 95 % CIs), or compare evaluated models.
+
+    Args:
+        model: release folder, embedded[:NAME], random:VARIANT, floor:SPEC, tome:SPEC?r=N, or SPEC?r=0.7
+            for a gated student at threshold r.
+        tasks: PROTOCOL:DATASET[@ROOT] with PROTOCOL svm, fewshot, partseg, finetune or fidelity (default:
+            svm:sh3d16 svm:kicad33 fewshot:kicad33 partseg:kicadparts).
+        config: YAML with protocol settings (EvalConfig fields).
+        overrides: dotted KEY=VALUE protocol settings, e.g. fewshot.way=10 or splits=val.
+        out: results folder; each model gets <out>/<name>/results.json.
+        root: dataset cache folder for the embedded datasets.
+        name: subfolder for this model (default: derived from the model spec).
+        overwrite: recompute this model's tasks and clear its feature cache.
+        compare: instead of evaluating, print the results of a teacher, its floor and students (their
+            results.json files or folders) with the encoder gain kept per task.
+    """
+    if compare:
+        text = compare_results(compare)
+        print(text)
+        return text
+    if model is None:
+        raise EvalError("eval needs a model (--model SPEC), or --compare RESULTS...")
     cfg = load_config(EvalConfig, config, overrides)
     tasks = list(tasks or DEFAULT_TASKS)
     parsed = [parse_task(t) for t in tasks]  # fail on a bad task name before any work
@@ -275,7 +304,8 @@ def evaluate(
     results.setdefault("tasks", {})
     runner = Runner(net, info, cfg, folder, root)
     for task, (proto, dname, droot) in zip(tasks, parsed):
-        settings = json.loads(json.dumps({k: to_dict(getattr(cfg, k)) for k in READS[proto]}, default=str))
+        reads = {k: to_dict(getattr(cfg, k)) for k in READS[proto]}
+        settings = json.loads(json.dumps({**reads, "splits": cfg.splits}, default=str))
         old = results["tasks"].get(task)
         if old is not None and old.get("settings") == settings and _same_data(old, runner, proto, dname, droot):
             continue  # measured before: same model, same data content, same settings

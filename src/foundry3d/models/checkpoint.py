@@ -35,11 +35,28 @@ class CheckpointError(Foundry3DError, ValueError):
     """A checkpoint that is missing, truncated, of the wrong kind or for another architecture."""
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then move the finished file onto ``path``."""
+    """Call ``write(tmp_path)`` then move the finished file onto ``path``.
+
+    Temporary files carry the writer's pid; those left by a killed writer are removed on the
+    next write of the same file, so a kill never leaves debris that grows."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = stale.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
@@ -147,7 +164,14 @@ def read_release(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tens
             f"{weights} is a safetensors file without foundry3d metadata; official Point-JEPA/Point-MAE "
             f"checkpoints must go through `foundry3d convert` first"
         )
-    header = json.loads(meta["foundry3d"])
+    try:
+        header = json.loads(meta["foundry3d"])
+    except json.JSONDecodeError as e:
+        raise CheckpointError(
+            f"{weights}: its foundry3d metadata is not valid JSON ({e}): file modified or corrupt"
+        ) from e
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{weights}: its foundry3d metadata is not a JSON object: file modified or corrupt")
     if header.get("format") != RELEASE_FORMAT:
         raise CheckpointError(f"{weights} has format {header.get('format')!r}, expected {RELEASE_FORMAT!r}")
     if weights_hash(state) != header.get("weights_sha256"):

@@ -249,7 +249,17 @@ def convert(
     heads: int = 6,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Convert an official checkpoint into a foundry3d release directory usable as a teacher."""
+    """Convert an official Point-JEPA / Point-MAE checkpoint into a foundry3d release (a teacher).
+
+    Args:
+        checkpoint: official .ckpt (Point-JEPA, Lightning) or .pth (Point-MAE) file; read without running
+            any code from it.
+        source: point-jepa or point-mae.
+        out: release folder to write.
+        weights: Point-JEPA: the online (student) or the EMA encoder.
+        heads: attention heads (not stored in the weights; ViT-S: 6).
+        overwrite: replace an existing release in ``out``.
+    """
     if source not in CONVERTERS:
         raise CheckpointError(f"unknown source {source!r}; choose from {', '.join(CONVERTERS)}")
     if heads < 1:

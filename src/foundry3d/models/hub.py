@@ -78,7 +78,11 @@ RELEASE_KINDS = ("backbone", "student", "foundry_student")  # foundry_student: r
 
 
 def list_models(kind: str = "variant") -> list[str]:
-    """Registered names: ``variant`` (backbones), ``student`` (student kinds) or ``embedded`` (teachers)."""
+    """List the registered models: backbone variants, student kinds or embedded teachers.
+
+    Args:
+        kind: variant, student or embedded.
+    """
     reg = {"variant": VARIANTS, "student": STUDENTS, "embedded": EMBEDDED}
     if kind not in reg:
         raise HubError(f"list_models kind must be one of {', '.join(reg)}, got {kind!r}")

@@ -1,91 +1,82 @@
-"""Read foreign PyTorch checkpoints without executing pickled code.
+"""Read foreign PyTorch checkpoints without executing anything from them.
 
 Official Point-JEPA (Lightning) and Point-MAE files are ``torch.save``d dicts that also pickle
-training objects (hyper-parameters, metric classes, callbacks). ``weights_only=True`` refuses
-such files; ``weights_only=False`` would run whatever the pickle names. This loader uses
-torch's storage handling with an unpickler whose ``find_class`` resolves only tensor-rebuild
-functions and plain containers; every other class or function becomes an inert placeholder,
-so a malicious ``__reduce__`` can never call anything.
+training objects. The file is read into memory once and its container identified from its bytes
+before any unpickling:
+
+* a **TorchScript** archive (a zip with ``code/`` or ``constants.pkl``) is refused: loading it
+  would run the code it carries;
+* a legacy **tar** checkpoint (PyTorch < 0.4) is refused;
+* a **zip** (PyTorch >= 1.6) or legacy **non-zip** ``torch.save`` file is loaded first with
+  ``torch.load(weights_only=True)`` (PyTorch's own restricted loader); when it holds objects that
+  loader refuses, with :mod:`foundry3d.safe_pickle`'s restricted unpickler for *every* pickle
+  record of the file (the legacy format's header records included), which turns unknown objects
+  into inert placeholders.
 """
 
 from __future__ import annotations
 
-import collections
+import io
 import pickle
-import types
+import tarfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch._utils
 
 from foundry3d.models.checkpoint import CheckpointError
-
-_ALLOWED: dict[tuple[str, str], Any] = {
-    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): torch._utils._rebuild_parameter_with_state,
-    ("torch.nn.parameter", "Parameter"): torch.nn.Parameter,
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch", "Size"): torch.Size,
-    ("torch", "device"): torch.device,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("builtins", "slice"): slice,
-    ("builtins", "complex"): complex,
-}
-_DTYPES = {name for name in dir(torch) if isinstance(getattr(torch, name, None), torch.dtype)}
+from foundry3d.safe_pickle import pickle_module
 
 
-class Placeholder:
-    """Stands in for any pickled object whose class is not on the allow-list."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.args = args
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Placeholder:
-        return Placeholder(*args)
-
-    def __repr__(self) -> str:
-        return f"<placeholder {getattr(self, 'qualname', '?')}>"
-
-
-def _placeholder_class(module: str, name: str) -> type:
-    return type(name, (Placeholder,), {"qualname": f"{module}.{name}"})
-
-
-class _Unpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED:
-            return _ALLOWED[(module, name)]
-        if module == "torch" and name in _DTYPES:
-            return getattr(torch, name)
-        if module == "torch._tensor" and name == "_rebuild_from_type_v2":
-            return _rebuild_from_type_v2
-        return _placeholder_class(module, name)
-
-
-def _rebuild_from_type_v2(func: Any, new_type: Any, args: tuple, state: Any) -> Any:
-    # Tensor subclasses (e.g. Parameter) pickled with their type: keep the plain tensor.
-    return func(*args)
-
-
-_pickle_module = types.ModuleType("foundry3d_safe_pickle")
-_pickle_module.Unpickler = _Unpickler  # type: ignore[attr-defined]
-_pickle_module.load = pickle.load  # type: ignore[attr-defined]
-_pickle_module.__name__ = "foundry3d_safe_pickle"
+def container_kind(data: bytes) -> str:
+    """``zip``, ``torchscript``, ``tar``, ``legacy`` (pickle stream) or ``unknown``, from the bytes."""
+    buf = io.BytesIO(data)
+    if zipfile.is_zipfile(buf):
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                names = z.namelist()
+        except zipfile.BadZipFile:
+            return "unknown"
+        script = any("/code/" in n or n.startswith("code/") or n.endswith("constants.pkl") for n in names)
+        return "torchscript" if script else "zip"
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:"):
+            return "tar"
+    except tarfile.TarError:
+        pass
+    if data[:1] == b"\x80":  # pickle protocol >= 2: torch.save's legacy format starts with a pickle
+        return "legacy"
+    return "corrupt" if data[:4] == b"PK\x03\x04" else "unknown"
 
 
 def safe_torch_load(path: str | Path) -> Any:
-    """Load a ``torch.save`` file; tensors come back, unknown objects become placeholders."""
+    """Load a ``torch.save`` file; tensors come back, unknown objects become inert placeholders."""
     p = Path(path).expanduser()
+    if p.is_dir():
+        raise CheckpointError(f"{p} is a directory: pass the checkpoint file itself")
     if not p.is_file():
         raise CheckpointError(f"checkpoint {p} does not exist")
+    data = p.read_bytes()  # one read: what is checked is what is loaded
+    kind = container_kind(data)
+    if kind == "torchscript":
+        raise CheckpointError(
+            f"{p} is a TorchScript archive: refusing to load it (loading runs the code it carries); pass the "
+            f"checkpoint saved with torch.save"
+        )
+    if kind == "tar":
+        raise CheckpointError(f"{p} is a legacy tar checkpoint (PyTorch < 0.4): not supported")
+    if kind == "corrupt":
+        raise CheckpointError(f"{p} is not a readable PyTorch checkpoint (a truncated or corrupt zip)")
+    if kind == "unknown":
+        raise CheckpointError(f"{p} is not a PyTorch checkpoint (neither a torch.save zip nor a pickle stream)")
     try:
-        return torch.load(p, map_location="cpu", weights_only=False, pickle_module=_pickle_module)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as e:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        pass  # holds objects torch's loader refuses: read them as placeholders below
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        raise CheckpointError(f"{p} is not a readable PyTorch checkpoint (truncated or corrupt?): {e}") from e
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False, pickle_module=pickle_module)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{p} is not a readable PyTorch checkpoint (truncated or corrupt?): {e}") from e

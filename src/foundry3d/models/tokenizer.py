@@ -70,6 +70,7 @@ class PointTokenizer(nn.Module):
         self.group_size = group_size
         self.fps_start = fps_start
         self.embed = MiniPointNet(widths, dim, stage_bias)
+        self.chunk_groups = 2048  # in eval, patches are embedded this many at a time
 
     def forward(
         self,
@@ -87,5 +88,9 @@ class PointTokenizer(nn.Module):
             generator=generator,
         )
         b = points.shape[0]
-        tokens = self.embed(patches.reshape(b * g, self.group_size, 3)).reshape(b, g, -1)
-        return tokens, centres, idx
+        flat = patches.reshape(b * g, self.group_size, 3)
+        if self.training or flat.shape[0] <= self.chunk_groups or torch.compiler.is_exporting():
+            tokens = self.embed(flat)
+        else:  # bounded memory: no per-point activation exists for all groups at once (eval BatchNorm)
+            tokens = torch.cat([self.embed(c) for c in flat.split(self.chunk_groups)])
+        return tokens.reshape(b, g, -1), centres, idx

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from foundry3d.ops import fast
 from foundry3d.ops.fps import farthest_point_sample
 from foundry3d.ops.knn import DEFAULT_MAX_ELEMENTS, knn
 
@@ -28,10 +29,16 @@ def group_points(
     """Split a cloud into ``num_groups`` kNN patches around FPS centres.
 
     Returns the centred neighbourhoods (B, G, K, 3), the centres (B, G, 3) and the neighbour
-    indices (B, G, K) into ``points``. Each patch contains its own centre (distance 0).
+    indices (B, G, K) into ``points``. Each patch contains its own centre (distance 0). Clouds of
+    ``fast.FAST_MIN_POINTS`` points or more use the library path (:mod:`foundry3d.ops.fast`).
     """
-    centre_idx = farthest_point_sample(points, num_groups, start=fps_start, generator=generator)
-    centres = gather_points(points, centre_idx)
-    idx, _ = knn(centres, points, group_size, max_elements=max_elements)
+    if isinstance(fps_start, int) and fps_start == 0 and fast.use_fast(points):
+        centre_idx = fast.fps_fast(points, num_groups)
+        centres = gather_points(points, centre_idx)
+        idx, _ = fast.knn_fast(centres, points, group_size)
+    else:
+        centre_idx = farthest_point_sample(points, num_groups, start=fps_start, generator=generator)
+        centres = gather_points(points, centre_idx)
+        idx, _ = knn(centres, points, group_size, max_elements=max_elements)
     neighbourhoods = gather_points(points, idx) - centres.unsqueeze(2)
     return neighbourhoods, centres, idx

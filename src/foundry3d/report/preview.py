@@ -18,7 +18,16 @@ def render_dataset(
     max_classes: int = 40,
     num_points: int = 2048,
 ) -> Path:
-    """Render ``per_class`` shapes of each class side by side; parts coloured when labelled."""
+    """Render a PNG grid of a few shapes per class (points coloured by part when labelled).
+
+    Args:
+        spec: dataset spec, e.g. sh3d16:train or kicadparts:test.
+        out: PNG path (default: runs/renders/<name>.png).
+        per_class: shapes per class.
+        root: dataset cache folder.
+        max_classes: at most this many classes.
+        num_points: points drawn per shape.
+    """
     ds = load_dataset(spec, root=root)
     labels = ds.labels()
     classes = ds.classes or ["all"]

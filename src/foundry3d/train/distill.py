@@ -333,11 +333,11 @@ def occupancy_on(student: Student, probe: Probe, num_points: int) -> dict[str, f
     return out
 
 
-def cache_key(teacher: PointTransformer, cfg: DistillConfig) -> str:
+def cache_key(teacher: PointTransformer, dataset: Any, cfg: DistillConfig) -> str:
     d = cfg.data
     key = {
         "teacher": model_hash(teacher),
-        "datasets": d.datasets,
+        "data": dataset.fingerprint(),  # the clouds themselves, wherever they were read from
         "points": d.num_points,
         "groups": d.num_groups,
         "sampling": d.sampling,
@@ -345,7 +345,7 @@ def cache_key(teacher: PointTransformer, cfg: DistillConfig) -> str:
         "views": d.cache_views,
         "seed": cfg.engine.seed,
         "target": cfg.loss.target,
-        "version": 1,
+        "version": 2,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -356,7 +356,7 @@ def build_cache(teacher: PointTransformer, dataset: Any, cfg: DistillConfig, run
     from tqdm.auto import tqdm
 
     folder = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir / "cache"
-    path = folder / f"teacher-views-{cache_key(teacher, cfg)}.pt"
+    path = folder / f"teacher-views-{cache_key(teacher, dataset, cfg)}.pt"
     if path.exists():
         return torch.load(path, map_location="cpu", weights_only=True)
     d = cfg.data
@@ -402,7 +402,18 @@ def distill(
     resume: bool = False,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Distill ``teacher`` into a Foundry student with ``supertokens`` SuperTokens on ``data``."""
+    """Distill a frozen teacher into a SuperToken student (Foundry FMD, or any registered student kind).
+
+    Args:
+        teacher: teacher release folder / .safetensors, or embedded[:NAME] for a packaged teacher.
+        data: dataset specs to distil on, e.g. sh3d16:train kicad33:train (never a test split).
+        supertokens: number of SuperTokens s (1..c).
+        config: recipe YAML file or built-in name (e.g. distill recipe); see foundry3d/configs.
+        overrides: dotted KEY=VALUE changes to the recipe, e.g. student.kind=kmeans.
+        out: run directory.
+        resume: continue the run in ``out`` from its last checkpoint.
+        overwrite: replace the run in ``out`` (only a foundry3d run folder is ever cleared).
+    """
     ov: dict[str, Any] = {}
     if teacher is not None:
         ov["teacher"] = str(teacher)

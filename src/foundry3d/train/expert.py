@@ -165,7 +165,17 @@ def expert(
     resume: bool = False,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Fine-tune ``teacher`` on ``task`` and distil a task expert from it; returns the expert's release."""
+    """The expert baseline: fine-tune the teacher on one task, then distil a student with logit KD.
+
+    Args:
+        task: cls:DATASET (classification) or seg:DATASET (part segmentation).
+        teacher: teacher release or embedded[:NAME].
+        out: run folder (finetune/ and kd/ runs inside; the expert is kd/release).
+        config: recipe YAML with ExpertConfig fields.
+        overrides: dotted KEY=VALUE changes, e.g. kd.temperature=2.
+        resume: continue both runs from their last checkpoints.
+        overwrite: start both runs again.
+    """
     cfg = load_config(ExpertConfig, config, {**_as_dict(overrides), "task": task, "teacher": teacher})
     out = Path(out)
     name, _, at = parse_spec(cfg.task.split(":", 1)[1])

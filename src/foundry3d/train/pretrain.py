@@ -98,7 +98,15 @@ def pretrain(
     resume: bool = False,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Point-JEPA pretraining. ``config``: YAML path or built-in name (e.g. ``pretrain/tiny``)."""
+    """Point-JEPA self-supervised pretraining of a point-cloud backbone (a teacher).
+
+    Args:
+        config: recipe YAML file or built-in name (e.g. pretrain/tiny); see foundry3d/configs.
+        overrides: dotted KEY=VALUE changes to the recipe, e.g. engine.steps=500.
+        out: run directory.
+        resume: continue the run in ``out`` from its last checkpoint.
+        overwrite: replace the run in ``out`` (only a foundry3d run folder is ever cleared).
+    """
     cfg = load_config(PretrainConfig, config, overrides)
     seed_all(cfg.engine.seed)
     task = PretrainTask(cfg)
