@@ -28,7 +28,7 @@ from foundry3d.edge.bench import bench
 from foundry3d.errors import Foundry3DError
 from foundry3d.eval.suite import evaluate
 from foundry3d.models.checkpoint import atomic_write
-from foundry3d.models.hub import load_teacher, model_hash, resolve
+from foundry3d.models.hub import load_teacher, model_hash
 from foundry3d.report.quickstart_report import build_report
 from foundry3d.report.supertokens import supertoken_figures
 from foundry3d.train.distill import distill
@@ -54,7 +54,7 @@ class Recipe:
     showcase: list[str] = field(default_factory=lambda: ["sh3d16:test", "kicad33:test"])  # occupancy + renders
     distill: list[str] = field(default_factory=list)  # distillation overrides
     eval: list[str] = field(default_factory=list)  # evaluation overrides
-    bench_points: list[int] = field(default_factory=lambda: [1024, 2048, 8192, 32768])
+    bench_points: list[int] = field(default_factory=lambda: [1024, 8192, 32768])
     bench_batches: list[int] = field(default_factory=lambda: [1, 32])
     bench_budget_s: float = 1.5
     bench_batch32_max_points: int = 2048  # batch 32 only up to this many points (time)
@@ -210,19 +210,20 @@ def _stage_eval(out: Path, recipe: Recipe, teacher: str, distilled: dict[str, An
 
 def _stage_bench(out: Path, recipe: Recipe, teacher: str, distilled: dict[str, Any]) -> dict[str, Any]:
     t0 = time.time()
-    models = {name: resolve(spec)[0] for name, spec in _models(teacher, distilled, floor=False).items()}
+    models = _models(teacher, distilled, floor=False)
     print(
         f"[quickstart] bench: batches {recipe.bench_batches} at {recipe.bench_points} points (batch > 1 up to "
-        f"{recipe.bench_batch32_max_points} points)",
+        f"{recipe.bench_batch32_max_points} points), one process per measurement",
         flush=True,
     )
     result = bench(
-        models,
+        list(models.values()),
         recipe.bench_points,
         recipe.bench_batches,
         out=out / "bench",
         budget_s=recipe.bench_budget_s,
         batch_max_points=recipe.bench_batch32_max_points,
+        names=list(models),
     )
     return _finish(out, "bench", result, t0)
 

@@ -22,6 +22,7 @@ from foundry3d.data import kicad, sh3d
 from foundry3d.data.base import DatasetError
 from foundry3d.data.corpus import build_corpus
 from foundry3d.data.debian import download_package, extract_members, iter_members, package_version
+from foundry3d.data.kicadboards import build_kicadboards
 from foundry3d.data.store import DatasetWriter, cache_dir, dataset_dir, is_complete
 
 SH3D_VERSION = "1"
@@ -359,7 +360,12 @@ def _kicad_attribution(version: str, libs: Counter) -> str:
     return "\n".join(lines) + "\n"
 
 
-BUILDERS = {"sh3d16": build_sh3d16, "kicad": build_kicad, "corpus": build_corpus}
+BUILDERS = {
+    "sh3d16": build_sh3d16,
+    "kicad": build_kicad,
+    "corpus": build_corpus,
+    "kicadboards": build_kicadboards,
+}
 ALIASES = {
     "kicad33": "kicad",
     "kicadparts": "kicad",

@@ -20,18 +20,29 @@ holds no polygon meshes (characters are built from primitives at run time).
 from __future__ import annotations
 
 import io
+import multiprocessing as mp
 import re
 import struct
+import time
 import zipfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import trimesh
+from scipy.spatial import cKDTree
+from sklearn.model_selection import train_test_split
+from tqdm.auto import tqdm
 
+from foundry3d.data.base import DatasetError
+from foundry3d.data.debian import download_package, extract_members, iter_members, package_version
 from foundry3d.data.gamemesh import read_g3d, read_pie, read_pmd
 from foundry3d.data.mesh import MeshError, normalize_unit_sphere, sample_labelled_surface, shape_seed
+from foundry3d.data.store import DatasetWriter, cache_dir, dataset_dir, is_complete
 
 CORPUS_VERSION = "1"
 
@@ -127,7 +138,6 @@ def read_any(name: str, data: bytes) -> tuple[np.ndarray, np.ndarray]:
         return read_g3d(data)
     if ext == "pie":
         return read_pie(data)
-    import trimesh
 
     try:
         loaded = trimesh.load(io.BytesIO(data), file_type=ext, force="mesh", process=False)
@@ -157,9 +167,6 @@ def sample_job(args: tuple[str, bytes, int, int]) -> tuple[str, str, Any]:
 
 def iter_meshes(source: Source, deb: Path, scratch: Path) -> Iterator[tuple[str, bytes]]:
     """(key, bytes) of every mesh file of one package; keys are ``package/path[/inner path]``."""
-    from fnmatch import fnmatch
-
-    from foundry3d.data.debian import extract_members, iter_members
 
     if not source.members:
         return
@@ -196,7 +203,6 @@ def _jobs(
 
 def chamfer(a: np.ndarray, b: np.ndarray) -> float:
     """Symmetric mean nearest-neighbour distance between two clouds."""
-    from scipy.spatial import cKDTree
 
     return float(0.5 * (cKDTree(b).query(a)[0].mean() + cKDTree(a).query(b)[0].mean()))
 
@@ -210,7 +216,6 @@ def deduplicate(clouds: np.ndarray, ratio: float, probe: int = 512, neighbours: 
     [probe, 2 probe) of one cloud). Candidates are the nearest shapes by a cheap descriptor
     (a distance histogram and the principal extents).
     """
-    from scipy.spatial import cKDTree
 
     n = len(clouds)
     sub = clouds[:, :probe].astype(np.float32)
@@ -253,16 +258,6 @@ def build_corpus(
     ``packages``/``limit_per_package`` restrict the build (quick tests); such a build goes to a
     separate ``corpus-subset`` folder so that it is never taken for the full corpus.
     """
-    import multiprocessing as mp
-    import time
-    from collections import Counter
-
-    from sklearn.model_selection import train_test_split
-    from tqdm.auto import tqdm
-
-    from foundry3d.data.base import DatasetError
-    from foundry3d.data.debian import download_package, iter_members, package_version
-    from foundry3d.data.store import DatasetWriter, cache_dir, dataset_dir, is_complete
 
     if points < 2048:
         raise ValueError(f"points={points}: store at least 2048 points per shape (1024/2048-point protocols)")

@@ -16,6 +16,7 @@ import numpy as np
 from foundry3d.data.base import ArrayDataset, DatasetError, PartSpec
 from foundry3d.data.build import KICAD_VERSION, SH3D_VERSION
 from foundry3d.data.corpus import CORPUS_VERSION
+from foundry3d.data.kicadboards import BOARDS_VERSION, SCENE_CLASSES
 from foundry3d.data.store import dataset_dir, is_complete, load_array, read_meta
 
 EMBEDDED = {
@@ -24,6 +25,7 @@ EMBEDDED = {
     "kicadparts": ("kicad", KICAD_VERSION, "foundry3d data build kicad"),
     "corpus": ("corpus", CORPUS_VERSION, "foundry3d data build corpus"),
     "oad": ("corpus", CORPUS_VERSION, "foundry3d data build corpus"),
+    "kicadboards": ("kicadboards", BOARDS_VERSION, "foundry3d data build kicadboards"),
 }
 SPLITS = {
     "sh3d16": ("train", "test", "val", "fit", "pool", "labelled", "all"),
@@ -31,6 +33,7 @@ SPLITS = {
     "kicadparts": ("train", "test", "val", "fit", "all"),
     "corpus": ("pretrain", "all"),
     "oad": ("train", "test", "val", "fit", "labelled"),
+    "kicadboards": ("train", "test", "all"),
 }
 VAL_FRACTION = 0.2
 VAL_SEED = 0
@@ -69,8 +72,9 @@ def load_embedded(
     splits = json.loads((path / "splits.json").read_text())
     classes = json.loads((path / "classes.json").read_text())
     points = load_array(path, "points")
-    labels = load_array(path, "labels", mmap=False).astype(np.int64)
     shapes = json.loads((path / "shapes.json").read_text())
+    has_labels = (path / "labels.npy").exists()
+    labels = load_array(path, "labels", mmap=False).astype(np.int64) if has_labels else np.zeros(len(shapes), np.int64)
     names = [s["id"] for s in shapes]
     protocol = {"num_points": 1024, "num_groups": 64, "sampling": "first"}
     version = f"{meta['name']}-v{meta['version']} ({meta['source_package']} {meta['package_version']})"
@@ -100,6 +104,22 @@ def load_embedded(
             names=[names[i] for i in idx],
             part_spec=spec,
             protocol={"num_points": 2048, "num_groups": 128, "sampling": "first"},
+            version=version,
+        )
+    if name == "kicadboards":  # whole boards: per-point class labels, one "category"
+        idx = np.arange(len(labels)) if split == "all" else np.array(splits[split], np.int64)
+        spec = PartSpec(["board"], list(SCENE_CLASSES), {0: list(range(len(SCENE_CLASSES)))})
+        return ArrayDataset(
+            points[idx],
+            np.zeros(len(idx), np.int64),
+            name=name,
+            split=split,
+            classes=["board"],
+            parts=load_array(path, "parts")[idx],
+            categories=np.zeros(len(idx), np.int64),
+            names=[names[i] for i in idx],
+            part_spec=spec,
+            protocol={"num_points": 100_000, "sampling": "first"},
             version=version,
         )
     if name == "oad":  # the labelled 0 A.D. set inside the corpus build: its own fixed val split

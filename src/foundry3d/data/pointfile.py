@@ -8,6 +8,7 @@ failure is a :class:`PointFileError` naming the file and what was expected.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +92,9 @@ def _npz(p: Path) -> np.ndarray:
 
 def _text(p: Path) -> np.ndarray:
     delim = "," if p.suffix.lower() == ".csv" else None
-    a = np.loadtxt(p, delimiter=delim, ndmin=2, comments=("#", "//"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # an empty file: reported below as "no points"
+        a = np.loadtxt(p, delimiter=delim, ndmin=2, comments=("#", "//"))
     if a.shape[1] < 3:
         raise PointFileError(f"{p}: expected at least 3 columns (x y z), found {a.shape[1]}")
     return a[:, :3]

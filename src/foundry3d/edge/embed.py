@@ -29,10 +29,8 @@ from tqdm.auto import tqdm
 from foundry3d.data.pointfile import PointFileError, read_points
 from foundry3d.errors import Foundry3DError
 from foundry3d.models.checkpoint import atomic_write
-from foundry3d.models.heads import interpolate
+from foundry3d.models.heads import interpolate, three_nn
 from foundry3d.models.hub import model_hash, resolve
-from foundry3d.ops import fast
-from foundry3d.ops.knn import knn
 
 
 class EmbedError(Foundry3DError, RuntimeError):
@@ -69,9 +67,7 @@ def embed_points(
         cen = out["centers"]
         for s in range(0, len(points), chunk):
             q = x[:, s : s + chunk]
-            idx, d2 = fast.knn_fast(q, cen, 3) if fast.use_fast(cen) or len(points) > chunk else knn(q, cen, 3)
-            w = 1.0 / (d2 + 1e-8)
-            w = w / w.sum(-1, keepdim=True)
+            idx, w = three_nn(q, cen)
             feats[s : s + chunk] = interpolate(tokens, idx, w)[0].numpy().astype(np.float16)
         res["points"] = feats
     return res

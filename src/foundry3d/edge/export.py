@@ -15,8 +15,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from foundry3d.data.registry import load_dataset
+from foundry3d.data.transforms import collate
+from foundry3d.edge.onnx_runtime import describe, quantize_int8
+from foundry3d.errors import Foundry3DError
 from foundry3d.models.hub import resolve
 from foundry3d.version import __version__
+
+
+class ExportError(Foundry3DError, RuntimeError):
+    """A model or setting that cannot be exported, or an export that fails its parity check."""
 
 
 class _Exportable(nn.Module):
@@ -39,6 +47,9 @@ def export_onnx(
     opset: int = 18,
     verify: bool = True,
     atol: float = 1e-4,
+    int8: bool = False,
+    calibration: str = "kicad33:train",
+    calibration_clouds: int = 64,
 ) -> dict[str, Any]:
     """Export a teacher or student to ONNX (dynamic batch and points) and check onnxruntime against PyTorch.
 
@@ -49,13 +60,24 @@ def export_onnx(
         opset: ONNX opset (>= 18).
         verify: run onnxruntime on two input shapes and compare with PyTorch.
         atol: largest accepted absolute difference of the output tokens.
+        int8: also write ``<out stem>.int8.onnx``, static QDQ int8 calibrated on real clouds.
+        calibration: dataset spec whose clouds calibrate the int8 ranges (never a test split).
+        calibration_clouds: how many clouds calibrate.
     """
     try:
         import onnx
     except ImportError as e:  # an optional extra
-        raise RuntimeError("ONNX export needs the onnx extra: pip install 'foundry3d[onnx]'") from e
+        raise ExportError("ONNX export needs the onnx extra: pip install 'foundry3d[onnx]'") from e
+    if opset < 18:
+        raise ExportError(f"opset must be >= 18, got {opset}")
     net, info = resolve(model) if not isinstance(model, nn.Module) else (model.eval(), {"model": "module"})
     groups = net.groups_for(num_points)
+    need = max(groups, net.tcfg.group_size, 64)
+    if num_points < need:
+        raise ExportError(
+            f"num_points={num_points} is too small to export: the model needs at least {need} points per cloud "
+            f"({groups} groups of {net.tcfg.group_size})"
+        )
     wrapper = _Exportable(net, groups).eval()
     example = torch.randn(2, num_points, 3, generator=torch.Generator().manual_seed(0))
     dims = {"points": {0: torch.export.Dim("batch"), 1: torch.export.Dim("points", min=max(groups, 64))}}
@@ -76,6 +98,8 @@ def export_onnx(
         "foundry3d_version": __version__,
         "kind": getattr(net, "kind", ""),
         "num_groups": str(groups),
+        "group_size": str(net.tcfg.group_size),
+        "min_points": str(need),
         "input": "points (batch, N, 3) float32, centred and scaled to the unit sphere",
         "config": json.dumps(net.config_dict()) if hasattr(net, "config_dict") else "{}",
     }
@@ -87,6 +111,12 @@ def export_onnx(
     result: dict[str, Any] = {"onnx": str(out), "num_groups": groups, "opset": opset, "model": info["model"]}
     if verify:
         result["parity"] = verify_onnx(wrapper, out, [(1, num_points), (3, 2 * num_points)], atol)
+    if int8:
+        ds = load_dataset(calibration)
+        pick = np.linspace(0, len(ds) - 1, min(calibration_clouds, len(ds))).astype(int)
+        clouds = collate([ds[int(i)] for i in pick], num_points, "first")["points"].numpy()
+        q = quantize_int8(out, out.with_suffix(".int8.onnx"), clouds)
+        result["int8"] = {"onnx": str(q), "calibration": f"{len(pick)} clouds of {calibration}", **describe(q)}
     return result
 
 
@@ -106,6 +136,6 @@ def verify_onnx(wrapper: nn.Module, path: Path, shapes: list[tuple[int, int]], a
         if len(ref) == 3:
             row["assignment_match"] = float((got[2] == ref[2]).mean())
         if err > atol or row.get("assignment_match", 1.0) < 0.99:
-            raise RuntimeError(f"ONNX parity check failed at input {(b, n, 3)}: {row}")
+            raise ExportError(f"ONNX parity check failed at input {(b, n, 3)}: {row}")
         report.append(row)
     return report

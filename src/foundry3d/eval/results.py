@@ -21,7 +21,14 @@ import numpy as np
 
 from foundry3d.errors import Foundry3DError
 
-PRIMARY = {"svm": "acc", "fewshot": "acc", "partseg": "class_miou", "finetune": "acc", "fidelity": "r2"}
+PRIMARY = {
+    "svm": "acc",
+    "fewshot": "acc",
+    "partseg": "class_miou",
+    "finetune": "acc",
+    "fidelity": "r2",
+    "sceneseg": "miou",
+}
 BOOTSTRAP = 2000
 LEVEL = 0.95
 
@@ -65,6 +72,16 @@ def statistic(proto: str) -> Callable[[dict[str, np.ndarray], np.ndarray], float
             return float(np.mean([iou[cat == c].mean() for c in np.unique(cat)]))
 
         return class_miou
+    if proto == "sceneseg":
+
+        def pooled_miou(d: dict[str, np.ndarray], i: np.ndarray) -> float:
+            conf = d["confusion"][i].sum(0)
+            present = conf.sum(1) > 0
+            inter = np.diag(conf)
+            union = conf.sum(0) + conf.sum(1) - inter
+            return float(np.mean(inter[present] / np.maximum(union[present], 1)))
+
+        return pooled_miou
     if proto == "fidelity":
         return lambda d, i: float(1.0 - d["sse"][i].sum() / max(1e-12, d["sst"][i].sum()))
     raise ResultsError(f"no statistic for protocol {proto!r}")

@@ -37,12 +37,13 @@ from foundry3d.eval.metrics import accuracies
 from foundry3d.eval.partseg import PartSegConfig, partseg_protocol
 from foundry3d.eval.results import PRIMARY, bootstrap_ci, format_table
 from foundry3d.eval.results import compare as compare_results
+from foundry3d.eval.sceneseg import SceneSegConfig, sceneseg_protocol
 from foundry3d.eval.svm import C_GRID, fit_svm, svm_probe
 from foundry3d.models.checkpoint import atomic_write
 from foundry3d.models.features import extract
 from foundry3d.models.hub import EMBEDDED, load_teacher, model_hash, resolve, teacher_config
 
-PROTOCOLS = ("svm", "fewshot", "partseg", "finetune", "fidelity")
+PROTOCOLS = ("svm", "fewshot", "partseg", "finetune", "fidelity", "sceneseg")
 DEFAULT_TASKS = ["svm:sh3d16", "svm:kicad33", "fewshot:kicad33", "partseg:kicadparts"]
 
 
@@ -69,6 +70,7 @@ class EvalConfig:
     partseg: PartSegConfig = field(default_factory=PartSegConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     fidelity: FidelityConfig = field(default_factory=FidelityConfig)
+    sceneseg: SceneSegConfig = field(default_factory=SceneSegConfig)
     batch_size: int = 64
     threads: int | None = None
     progress: bool = True
@@ -90,6 +92,7 @@ READS = {
     "partseg": ("partseg",),
     "finetune": ("finetune",),
     "fidelity": ("fidelity",),
+    "sceneseg": ("sceneseg",),
 }
 
 
@@ -200,6 +203,11 @@ class Runner:
     def finetune(self, name: str, root: str | None) -> dict[str, Any]:
         tr, te = self.data(name, "train", root), self.data(name, "test", root)
         res = finetune_protocol(self.model, tr, te, self.cfg.finetune, self.folder / f"finetune-{name}")
+        return {**res, **_data_ids(te)}
+
+    def sceneseg(self, name: str, root: str | None) -> dict[str, Any]:
+        tr, te = self.data(name, "train", root), self.data(name, "test", root)
+        res = sceneseg_protocol(self.model, tr, te, self.cfg.sceneseg, self.folder / f"sceneseg-{name}")
         return {**res, **_data_ids(te)}
 
     def fidelity(self, name: str, root: str | None) -> dict[str, Any]:

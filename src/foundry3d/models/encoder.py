@@ -52,13 +52,26 @@ class Attention(nn.Module):
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
+        # explicit: softmax(q k^T) v with the N x N matrix materialised, as the official Point-JEPA /
+        # Point-MAE code does (what runs out of memory on large scenes); default: PyTorch's SDPA kernel.
+        self.explicit = False
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         attn_mask = None if mask is None else mask[:, None, None, :]
         drop = self.attn_drop if self.training else 0.0
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop)
+        if self.explicit:
+            scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+            if attn_mask is not None:
+                scores = (
+                    scores.masked_fill(~attn_mask, float("-inf"))
+                    if attn_mask.dtype == torch.bool
+                    else scores + attn_mask
+                )
+            x = F.dropout(scores.softmax(-1), drop) @ v
+        else:
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, c)))
 
 

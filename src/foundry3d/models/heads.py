@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from foundry3d.ops import fast
 from foundry3d.ops.knn import knn
 
 
@@ -40,7 +41,8 @@ def interpolate(features: Tensor, idx: Tensor, weight: Tensor) -> Tensor:
 
 def three_nn(points: Tensor, centres: Tensor, eps: float = 1e-8) -> tuple[Tensor, Tensor]:
     """Indices (B, N, 3) of each point's 3 nearest centres and weights 1/(d^2+eps), normalised."""
-    idx, d2 = knn(points, centres, 3)
+    big = max(points.shape[1], centres.shape[1]) >= fast.FAST_MIN_POINTS
+    idx, d2 = fast.knn_fast(points, centres, 3) if big and fast.use_fast(points) else knn(points, centres, 3)
     w = 1.0 / (d2 + eps)
     return idx, w / w.sum(-1, keepdim=True)
 

@@ -86,7 +86,15 @@ def build_report(out: Path, recipe: Any, finger: dict[str, Any], stages: dict[st
     occ_table.rows = [[f"s = {s}", f"{o['mean_per_cloud']:.2f} of {s}", str(o["never_used"])] for s, o in occ.items()]
     bench = Table(
         "Benchmark",
-        ["model", "points", "GFLOPs", "b1 median / p90 (ms)", "b32 median (ms)", "peak activations b1 (MB)"],
+        [
+            "model",
+            "points",
+            "GFLOPs",
+            "b1 median / p90 (ms)",
+            "b32 median (ms)",
+            "peak activations (MB)",
+            "peak RSS (MB)",
+        ],
     )
     for r in rows:
         b32 = f"{r['b32_median_ms']:.1f}" if "b32_median_ms" in r else "-"
@@ -97,7 +105,8 @@ def build_report(out: Path, recipe: Any, finger: dict[str, Any], stages: dict[st
                 f"{r['flops'] / 1e9:.3f}",
                 f"{r['b1_median_ms']:.1f} / {r['b1_p90_ms']:.1f}",
                 b32,
-                f"{r['b1_peak_mem_mb']:.1f}",
+                f"{r.get('peak_activation_mb', float('nan')):.1f}",
+                f"{r.get('b1_peak_rss_mb', float('nan')):.0f}",
             ]
         )
     timings = {k: v.get("seconds") for k, v in stages.items() if isinstance(v, dict) and "seconds" in v}

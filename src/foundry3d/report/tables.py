@@ -19,6 +19,7 @@ TASK_LABELS = {
     "partseg:kicadparts": "KiCad-Parts seg. (class mIoU)",
     "fidelity:kicad33": "KiCad-33 token fidelity (R²)",
     "fidelity:sh3d16": "SH3D-16 token fidelity (R²)",
+    "sceneseg:kicadboards": "KiCad boards scene seg. (mIoU)",
 }
 
 

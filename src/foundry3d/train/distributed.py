@@ -56,6 +56,15 @@ def all_reduce_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return values
 
 
+def all_finite(loss: torch.Tensor, info: DistInfo) -> bool:
+    """Whether the loss is finite on *every* rank (a NaN on one rank must stop all of them, or the
+    others would wait forever in the next collective)."""
+    ok = torch.tensor([1.0 if bool(torch.isfinite(loss.detach()).all()) else 0.0], device=loss.device)
+    if info.enabled:
+        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+    return bool(ok.item() > 0.5)
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

@@ -19,7 +19,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from foundry3d.errors import Foundry3DError
 from foundry3d.models.checkpoint import CheckpointError, load_train_state, save_train_state
 from foundry3d.train.distributed import (
     DistInfo,
+    all_finite,
     all_reduce_mean,
     barrier,
     cleanup,
@@ -278,13 +279,15 @@ def prepare_run_dir(
     exists = run_dir.exists() and any(run_dir.iterdir())
     is_run = (run_dir / RUN_MARKER).is_file()
     released = (run_dir / "release" / "model.safetensors").is_file()
+    if resume and ckpt.exists():  # its training state is checked when loaded; nothing is deleted
+        if info.is_main and not is_run:  # a run from before markers existed
+            (run_dir / RUN_MARKER).write_text(json.dumps({"created": time.time(), "foundry3d": "run"}) + "\n")
+        return ckpt
     if exists and not is_run:
         raise RunDirError(
             f"{run_dir} is not empty and holds no foundry3d run (no {RUN_MARKER} marker): refusing to write "
             f"into it; choose another --out"
         )
-    if resume and ckpt.exists():
-        return ckpt
     if resume and released:
         raise RunDirError(
             f"cannot resume {run_dir}: the run finished (its release exists) but its checkpoints are gone; its "
@@ -371,30 +374,25 @@ def _fit(
         )
     logger = RunLogger(run_dir, info, cfg.tensorboard)
     logger.truncate_after(start)
+    loop = Loop(task, cfg, info, run_dir, config, optim, logger, start, ckpt_path)
+    hooks: list[Hook] = [MetricsHook(), EvalHook(), CheckpointHook()]
     n = task.num_samples()
-    last_good = ckpt_path
-    bar = _progress(cfg, info, start)
-    acc: dict[str, float] = {}
-    acc_n = 0
-    t0 = time.time()
-    summary: dict[str, Any] = {}
     try:
-        if cfg.eval_every and start == 0:
-            _evaluate(task, 0, info, logger)  # the curve starts from the initial weights
+        for h in hooks:
+            h.on_start(loop)
         for step in range(start, cfg.steps):
             lr = lr_at(step, cfg)
             for g in optim.param_groups:
                 g["lr"] = lr * g.get("lr_scale", 1.0)
             torch.manual_seed(step_seed(cfg.seed, step, 1 + info.rank))  # dropout, drop path
             gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, 0))  # shared by all ranks
-            idx = batch_indices(n, cfg.batch_size, cfg.seed, step)
             task.before_step(step)
-            batch = task.batch(idx, gen, device)
+            batch = task.batch(batch_indices(n, cfg.batch_size, cfg.seed, step), gen, device)
             batch = {k: _shard(v, info.rank, info.world_size) for k, v in batch.items()}
             model.train()
             loss, metrics = model(**batch, generator=gen)
-            if not torch.isfinite(loss):
-                where = f"{last_good}" if last_good is not None else "none (no checkpoint written yet)"
+            if not all_finite(loss, info):  # every rank stops together when any rank diverges
+                where = f"{loop.last_good}" if loop.last_good is not None else "none (no checkpoint written yet)"
                 raise TrainingDiverged(
                     f"loss became {loss.item()} at step {step}; stopping. Last good checkpoint: {where}"
                 )
@@ -404,44 +402,105 @@ def _fit(
                 metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(task.module.parameters(), cfg.grad_clip)
             optim.step()
             extra = task.after_step(step + 1, cfg.steps)
-            vals = {
-                "loss": float(loss.detach()),
-                "lr": lr,
-                **{k: float(v) for k, v in metrics.items()},
-                **extra,
-            }
-            for k, v in vals.items():
-                acc[k] = acc.get(k, 0.0) + v
-            acc_n += 1
-            done = step + 1
-            if done % cfg.log_every == 0 or done == cfg.steps:
-                keys = sorted(acc)
-                mean = all_reduce_mean(torch.tensor([acc[k] / acc_n for k in keys], dtype=torch.float64), info)
-                row = dict(zip(keys, mean.tolist()))
-                row["samples_per_s"] = acc_n * cfg.batch_size / max(1e-9, time.time() - t0)
-                logger.log(done, "train", row)
-                acc, acc_n, t0 = {}, 0, time.time()
-                if bar is not None:
-                    bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
-            if bar is not None:
-                bar.update(1)
-            if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
-                _evaluate(task, done, info, logger)
-            if done % cfg.ckpt_every == 0 or done == cfg.steps:
-                last_good = _checkpoint(task, optim, done, config, run_dir, info)
-        if cfg.steps > start or not (run_dir / "release").exists():
-            summary = _evaluate(task, cfg.steps, info, logger)
-            if info.is_main:
-                summary.update(task.finalize(run_dir))
-                (run_dir / "summary.json").write_text(json.dumps(to_dict(summary), indent=2) + "\n")
-        elif (run_dir / "summary.json").exists():
-            summary = json.loads((run_dir / "summary.json").read_text())
+            vals = {"loss": float(loss.detach()), "lr": lr, **{k: float(v) for k, v in metrics.items()}, **extra}
+            for h in hooks:
+                h.on_step(loop, step + 1, vals)
+        for h in hooks:
+            h.on_end(loop)
         barrier(info)
     finally:
-        if bar is not None:
-            bar.close()
+        for h in hooks:
+            h.close()
         logger.close()
-    return summary
+    return loop.summary
+
+
+@dataclass
+class Loop:
+    """What the hooks of one training run share."""
+
+    task: Task
+    cfg: EngineConfig
+    info: DistInfo
+    run_dir: Path
+    config: dict[str, Any]
+    optim: torch.optim.Optimizer
+    logger: RunLogger
+    start: int
+    last_good: Path | None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+class Hook:
+    """Called by the loop: once at the start, after every step (``done`` steps so far), at the end."""
+
+    def on_start(self, loop: Loop) -> None: ...
+
+    def on_step(self, loop: Loop, done: int, vals: dict[str, float]) -> None: ...
+
+    def on_end(self, loop: Loop) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class MetricsHook(Hook):
+    """Means of the step metrics over ``log_every`` steps (all ranks) to metrics.jsonl / TensorBoard."""
+
+    def on_start(self, loop: Loop) -> None:
+        self.acc: dict[str, float] = {}
+        self.n, self.t0 = 0, time.time()
+        self.bar = _progress(loop.cfg, loop.info, loop.start)
+
+    def on_step(self, loop: Loop, done: int, vals: dict[str, float]) -> None:
+        for k, v in vals.items():
+            self.acc[k] = self.acc.get(k, 0.0) + v
+        self.n += 1
+        if done % loop.cfg.log_every == 0 or done == loop.cfg.steps:
+            keys = sorted(self.acc)
+            mean = all_reduce_mean(torch.tensor([self.acc[k] / self.n for k in keys], dtype=torch.float64), loop.info)
+            row = dict(zip(keys, mean.tolist()))
+            row["samples_per_s"] = self.n * loop.cfg.batch_size / max(1e-9, time.time() - self.t0)
+            loop.logger.log(done, "train", row)
+            self.acc, self.n, self.t0 = {}, 0, time.time()
+            if self.bar is not None:
+                self.bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if getattr(self, "bar", None) is not None:
+            self.bar.close()
+
+
+class EvalHook(Hook):
+    """The task's evaluation at step 0 (a curve from the initial weights), every ``eval_every`` steps,
+    and at the end, where the task also writes its release and the run its summary."""
+
+    def on_start(self, loop: Loop) -> None:
+        if loop.cfg.eval_every and loop.start == 0:
+            _evaluate(loop.task, 0, loop.info, loop.logger)
+
+    def on_step(self, loop: Loop, done: int, vals: dict[str, float]) -> None:
+        if loop.cfg.eval_every and done % loop.cfg.eval_every == 0 and done != loop.cfg.steps:
+            _evaluate(loop.task, done, loop.info, loop.logger)
+
+    def on_end(self, loop: Loop) -> None:
+        run_dir = loop.run_dir
+        if loop.cfg.steps > loop.start or not (run_dir / "release").exists():
+            loop.summary = _evaluate(loop.task, loop.cfg.steps, loop.info, loop.logger)
+            if loop.info.is_main:
+                loop.summary.update(loop.task.finalize(run_dir))
+                (run_dir / "summary.json").write_text(json.dumps(to_dict(loop.summary), indent=2) + "\n")
+        elif (run_dir / "summary.json").exists():
+            loop.summary = json.loads((run_dir / "summary.json").read_text())
+
+
+class CheckpointHook(Hook):
+    """The training state every ``ckpt_every`` steps and at the last step (atomic writes)."""
+
+    def on_step(self, loop: Loop, done: int, vals: dict[str, float]) -> None:
+        if done % loop.cfg.ckpt_every == 0 or done == loop.cfg.steps:
+            loop.last_good = _checkpoint(loop.task, loop.optim, done, loop.config, loop.run_dir, loop.info)
 
 
 def _evaluate(task: Task, step: int, info: DistInfo, logger: RunLogger) -> dict[str, Any]:
