@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import torch
+from foundry3d.eval.occupancy import occupancy
 
 import foundry3d
-from foundry3d.eval.occupancy import occupancy
 from foundry3d.train.distill import distill
 from foundry3d.train.engine import read_metrics
 from foundry3d.train.probe import Probe, ProbeSection

@@ -50,11 +50,16 @@ def main() -> None:
             run = out / "students" / f"{name}_s{s}"
             overrides = [*QUICK.distill, f"data.cache_dir={out / 'cache'}", "engine.progress=false", *ov]
             distill(teacher=args.teacher, supertokens=s, overrides=overrides, out=run, resume=run.exists())
-            results[f"{name} s={s}"] = evaluate(str(run / "release"), args.tasks, overrides=ev, out=out / "eval",
-                                                name=f"{name}_s{s}")
-    comp = comparison(results["teacher"], results["floor"], {k: v for k, v in results.items() if k not in ("teacher", "floor")})
+            results[f"{name} s={s}"] = evaluate(
+                str(run / "release"), args.tasks, overrides=ev, out=out / "eval", name=f"{name}_s{s}"
+            )
+    comp = comparison(
+        results["teacher"], results["floor"], {k: v for k, v in results.items() if k not in ("teacher", "floor")}
+    )
     print(format_comparison(comp))
-    (out / "ladder.json").write_text(json.dumps({"recipes": recipes, "s": args.s, "comparison": comp}, indent=1, default=float))
+    (out / "ladder.json").write_text(
+        json.dumps({"recipes": recipes, "s": args.s, "comparison": comp}, indent=1, default=float)
+    )
 
 
 if __name__ == "__main__":

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from foundry3d.eval.occupancy import occupancy
 
 import foundry3d
 from foundry3d.data.registry import load_dataset
 from foundry3d.data.transforms import collate
 from foundry3d.edge.flops import count_flops
 from foundry3d.edge.latency import measure
-from foundry3d.eval.occupancy import occupancy
 from foundry3d.eval.suite import evaluate, primary
 from foundry3d.models.foundry import FoundryStudent
 

@@ -153,7 +153,7 @@ def study(
         overrides_list = [*cfg.distill, f"data.cache_dir={out / 'cache'}", *(f"{k}={v}" for k, v in ov.items())]
         if cfg.root:
             overrides_list.append(f"data.root={cfg.root}")
-        distill(teacher=cfg.teacher, overrides=overrides_list, out=run, resume=True)
+        distill(teacher=cfg.teacher, overrides=overrides_list, out=run, resume=run.exists())
         seconds[f"distill {sname}"] = round(time.time() - t1, 1)
         group = "gate" if "gate" in sname else "student"
         models[sname] = {"spec": str(run / "release"), "group": group, "kind": ov["student.kind"]}
@@ -173,7 +173,7 @@ def study(
         ex = [*cfg.expert_overrides, f"student.supertokens={cfg.supertokens}"]
         if cfg.root:
             ex.append(f"root={cfg.root}")
-        res = expert(task, cfg.teacher, out=run, overrides=ex, resume=True)
+        res = expert(task, cfg.teacher, out=run, overrides=ex, resume=run.exists())
         seconds[f"expert {task}"] = round(time.time() - t1, 1)
         models[f"expert {task}"] = {"spec": res["release"], "group": "expert"}
     # 3. training-free merging on the teacher at the s-student's FLOPs
@@ -186,8 +186,9 @@ def study(
     x = torch.randn(1, cfg.flops_points, 3, generator=torch.Generator().manual_seed(0))
     for mname, m in models.items():
         t1 = time.time()
+        ov = [*cfg.eval, f"fidelity.teacher={cfg.teacher}"]  # every model's tokens against the study's teacher
         results[mname] = evaluate(
-            m["spec"], cfg.tasks, overrides=cfg.eval, out=out / "eval", root=cfg.root, name=_slug(mname)
+            m["spec"], cfg.tasks, overrides=ov, out=out / "eval", root=cfg.root, name=_slug(mname)
         )
         net, info = resolve(m["spec"])
         m["flops"] = count_flops(net, x, num_groups=net.groups_for(cfg.flops_points))["flops"]

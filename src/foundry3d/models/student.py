@@ -9,6 +9,7 @@ compression, the other fields are shared knobs (a kind ignores the ones it has n
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -41,6 +42,10 @@ class StudentArch:
     gate_hidden: int = 64
     gate_threshold: float = 0.5  # default r; change it at run time without retraining
     kmeans_iters: int = 10  # kind=kmeans: Lloyd iterations after k-means++ seeding
+    # The student's patch tokenizer: a copy of the teacher's, or a narrower one trained from scratch by
+    # the distillation loss (the tokenizer is the cost floor of every student: see the edge recipe).
+    tokenizer: Literal["copy", "narrow"] = "copy"
+    tokenizer_widths: tuple[int, int, int] | None = None  # narrow: (c1, c2, c3); None = half the teacher's
     tome_r: int | None = None  # kind=tome/tome_dso: tokens merged per block (None: as many as halve the tokens)
 
     def validate(self) -> None:
@@ -56,6 +61,8 @@ class StudentArch:
             raise ValueError(f"kmeans_iters must be >= 1, got {self.kmeans_iters}")
         if self.tome_r is not None and self.tome_r < 0:
             raise ValueError(f"tome_r must be >= 0, got {self.tome_r}")
+        if self.tokenizer_widths is not None and (self.tokenizer != "narrow" or min(self.tokenizer_widths) < 1):
+            raise ValueError("tokenizer_widths needs tokenizer=narrow and three positive widths")
 
 
 @dataclass
@@ -111,6 +118,9 @@ class Student(PointModel):
     def __init__(self, cfg: FoundryConfig) -> None:
         cfg.validate()
         t = cfg.teacher_config
+        if cfg.tokenizer == "narrow":
+            widths = cfg.tokenizer_widths or tuple(max(4, w // 2) for w in t.tokenizer_widths)
+            t = dataclasses.replace(t, tokenizer_widths=tuple(widths))
         super().__init__(t)
         self.cfg = cfg
         self.blocks = nn.ModuleList(
@@ -131,7 +141,8 @@ class Student(PointModel):
             **{"kind": cls.student_kind, **options},
         )
         student = cls(cfg)
-        student.tokenizer.load_state_dict(teacher.tokenizer.state_dict())
+        if cfg.tokenizer == "copy":
+            student.tokenizer.load_state_dict(teacher.tokenizer.state_dict())
         student.pos_embed.load_state_dict(teacher.pos_embed.state_dict())
         for mine, b in zip(student.blocks, cfg.student_blocks()):
             mine.load_state_dict(teacher.encoder.blocks[b].state_dict())

@@ -190,6 +190,8 @@ class DistillTask(Task):
             raise ValueError(f"supertokens={st.supertokens} must be between 1 and c={groups} (the number of tokens)")
         arch = {f.name: getattr(st, f.name) for f in dataclasses.fields(StudentArch)}
         student = _student_for(teacher, st) if st.start_from else create_student(teacher, **arch)
+        if st.tokenizer == "narrow" and st.freeze_tokenizer:
+            raise ValueError("student.tokenizer=narrow is trained from scratch: set student.freeze_tokenizer=false")
         if st.freeze_tokenizer:
             student.tokenizer.requires_grad_(False)
             student.pos_embed.requires_grad_(False)

@@ -1,0 +1,126 @@
+"""The edge measurements, one command: int8 vs fp32 ONNX, embed on a 1M-point scene, scene segmentation.
+
+    python benchmarks/edge_study.py --teacher embedded --students runs/q/students/s1/release ... --out runs/edge
+
+Parts (``--parts``):
+* ``onnx``     export the last student (fp32) and an int8 copy calibrated on KiCad-33 *train* clouds;
+               linear-SVM accuracy (SH3D-16, KiCad-33 test) from each, and onnxruntime latency side by side;
+* ``embed``    ``foundry3d embed`` on a 1M-point scene (a kicadboards board) with the last student and the
+               teacher: wall time and the process's peak RSS (fresh process each);
+* ``sceneseg`` ``sceneseg:kicadboards`` for teacher, floor and every student.
+Timings are only meaningful on a quiet machine; the FPS/kNN and 1k-300k tables come from
+``benchmarks/fast_ops.py`` and ``foundry3d bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from foundry3d.data.registry import load_dataset
+from foundry3d.data.transforms import collate
+from foundry3d.edge.export import export_onnx
+from foundry3d.edge.onnx_runtime import OnnxPointModel, onnx_features
+from foundry3d.eval.suite import evaluate
+from foundry3d.eval.svm import fit_svm
+
+
+def onnx_part(student: str, out: Path, threads: int) -> dict:
+    res = export_onnx(student, out / "student.onnx", num_points=1024, int8=True)
+    fp32, int8 = OnnxPointModel(out / "student.onnx", threads), OnnxPointModel(out / "student.int8.onnx", threads)
+    rows = {}
+    for name in ("sh3d16", "kicad33"):
+        tr, te = load_dataset(f"{name}:train"), load_dataset(f"{name}:test")
+        xtr = collate([tr[i] for i in range(len(tr))], 1024, "first")["points"].numpy()
+        xte = collate([te[i] for i in range(len(te))], 1024, "first")["points"].numpy()
+        row = {}
+        for tag, m in (("fp32", fp32), ("int8", int8)):
+            a, b = onnx_features(m, xtr), onnx_features(m, xte)
+            clf, used = fit_svm(a, tr.labels(), grid=(0.03, 0.1, 0.3), cv_max_samples=1200)
+            row[tag] = {"acc": float((clf.predict(b) == te.labels()).mean()), "C": used["C"]}
+        row["int8_minus_fp32_points"] = 100 * (row["int8"]["acc"] - row["fp32"]["acc"])
+        rows[name] = row
+    x = collate([load_dataset("kicad33:test")[i] for i in range(32)], 1024, "first")["points"].numpy()
+    lat = {}
+    for tag, m in (("fp32", fp32), ("int8", int8)):
+        for b in (1, 32):
+            m(x[:b])
+            ts = []
+            for _ in range(20 if b == 1 else 5):
+                t0 = time.perf_counter()
+                m(x[:b])
+                ts.append(1000 * (time.perf_counter() - t0))
+            lat[f"{tag}_b{b}_median_ms"] = statistics.median(ts)
+            lat[f"{tag}_b{b}_p90_ms"] = float(np.percentile(ts, 90))
+    for b in (1, 32):
+        lat[f"int8_over_fp32_b{b}"] = lat[f"int8_b{b}_median_ms"] / lat[f"fp32_b{b}_median_ms"]
+    return {"export": res, "svm": rows, "latency": lat, "threads": threads}
+
+
+def embed_part(models: dict[str, str], out: Path, threads: int) -> dict:
+    ds = load_dataset("kicadboards:test")
+    pts = np.asarray(ds[0].points, np.float32)  # 1,000,000 points
+    scene = out / "scene_1M.npy"
+    np.save(scene, pts)
+    rows = {}
+    for name, spec in models.items():
+        code = (
+            "import resource, sys, time, json; from foundry3d.edge.embed import embed; t=time.time(); "
+            f"embed([{str(scene)!r}], model={spec!r}, out={str(out / ('embed_' + name))!r}, threads={threads}, "
+            "progress=False); print(json.dumps({'seconds': time.time()-t, "
+            "'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}))"
+        )
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        line = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+        rows[name] = json.loads(line[-1]) if line else {"error": r.stderr[-500:]}
+        print(name, rows[name], flush=True)
+    return {"points": len(pts), "scene": ds.names[0] if ds.names else "board", "rows": rows}
+
+
+def scene_part(models: dict[str, str], out: Path) -> dict:
+    rows = {}
+    for name, spec in models.items():
+        r = evaluate(spec, ["sceneseg:kicadboards"], out=out / "sceneseg", name=name, overrides=["progress=false"])
+        rows[name] = r["tasks"]["sceneseg:kicadboards"]
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--teacher", default="embedded")
+    ap.add_argument("--students", nargs="+", required=True, help="student releases (the last one is exported)")
+    ap.add_argument("--names", nargs="+", help="names of the students (default: s1, s2, ...)")
+    ap.add_argument("--parts", nargs="+", default=["onnx", "embed", "sceneseg"])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="runs/edge")
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = a.names or [f"student{i}" for i in range(len(a.students))]
+    record_path = out / "edge.json"
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    if "onnx" in a.parts:
+        record["onnx"] = onnx_part(a.students[-1], out, a.threads)
+    if "embed" in a.parts:
+        record["embed"] = embed_part({"teacher": a.teacher, names[-1]: a.students[-1]}, out, a.threads)
+    if "sceneseg" in a.parts:
+        models = {"teacher": a.teacher, "floor": f"floor:{a.teacher}", **dict(zip(names, a.students))}
+        record["sceneseg"] = scene_part(models, out)
+    record["machine"] = {
+        "threads": a.threads,
+        "peak_rss_mb_this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    record_path.write_text(json.dumps(record, indent=1, default=float))
+    print(json.dumps({k: v for k, v in record.items() if k != "sceneseg"}, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
