@@ -51,13 +51,13 @@ def main() -> None:
         pts = torch.from_numpy(rng.standard_normal((1, n, 3)).astype(np.float32))
         row: dict = {"points": n, "centres": g}
         fi = fast.fps_fast(pts, g)
-        row["fast_fps_s"], row["fast_fps_spread_s"] = _time(lambda: fast.fps_fast(pts, g), args.repeats)
         cen = gather_points(pts, fi)
-        row["fast_knn_s"], row["fast_knn_spread_s"] = _time(lambda: fast.knn_fast(cen, pts, 32), args.repeats)
+        row["fast_fps_s"], row["fast_fps_spread_s"] = _time(lambda p=pts, k=g: fast.fps_fast(p, k), args.repeats)
+        row["fast_knn_s"], row["fast_knn_spread_s"] = _time(lambda c=cen, p=pts: fast.knn_fast(c, p, 32), args.repeats)
         if n <= args.torch_max:
             reps = 1 if n > 100_000 else args.repeats
-            row["torch_fps_s"], _ = _time(lambda: farthest_point_sample(pts, g), reps)
-            row["torch_knn_s"], _ = _time(lambda: knn(cen, pts, 32), reps)
+            row["torch_fps_s"], _ = _time(lambda p=pts, k=g: farthest_point_sample(p, k), reps)
+            row["torch_knn_s"], _ = _time(lambda c=cen, p=pts: knn(c, p, 32), reps)
             ti = farthest_point_sample(pts, g, start=int(fi[0, 0]))
             row["fps_same_set_from_same_start"] = bool(set(ti[0].tolist()) == set(fi[0].tolist()))
             a, _ = knn(cen, pts, 32)
