@@ -5,7 +5,7 @@ and students on the validation splits carved from train, and prints each student
 kept (paired bootstrap 95 % CI) per task, plus the token fidelity. Writes ``<out>/ladder.json``.
 
     python benchmarks/recipe_ladder.py --teacher embedded --s 1 16 --out runs/ladder \
-        --recipe base= --recipe no_noise=loss.gumbel_noise=false --recipe long=engine.steps=1500,data.cache_views=2
+        --recipe base= --recipe no_noise=loss.gumbel_noise=false --recipe "long=engine.steps=1500;data.cache_views=2"
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--teacher", default="embedded")
     ap.add_argument("--s", type=int, nargs="+", default=[1, 16])
-    ap.add_argument("--recipe", action="append", default=[], help="NAME=key=value,key=value (distill overrides)")
+    ap.add_argument("--recipe", action="append", default=[], help="NAME=key=value;key=value (distill overrides)")
     ap.add_argument("--tasks", nargs="+", default=TASKS)
     ap.add_argument("--out", default="runs/ladder")
     ap.add_argument("--threads", type=int, default=1)
@@ -39,7 +39,7 @@ def main() -> None:
     recipes = {}
     for r in args.recipe or ["base="]:
         name, _, ov = r.partition("=")
-        recipes[name] = [o for o in ov.split(",") if o]
+        recipes[name] = [o for o in ov.split(";") if o]
     ev = [*QUICK.eval, "splits=val", "progress=false", f"fidelity.teacher={args.teacher}"]
     results = {
         "teacher": evaluate(args.teacher, args.tasks, overrides=ev, out=out / "eval", name="teacher"),

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from foundry3d.config import load_config
 from foundry3d.edge.flops import count_flops
 from foundry3d.errors import Foundry3DError
 from foundry3d.eval.results import comparison
@@ -35,6 +36,7 @@ from foundry3d.models.checkpoint import atomic_write
 from foundry3d.models.hub import load_teacher, model_hash, resolve
 from foundry3d.models.merging import flops_matched_r
 from foundry3d.quickstart import QUICK
+from foundry3d.report.study_report import write_study_report
 from foundry3d.train.distill import distill
 from foundry3d.train.expert import expert
 
@@ -120,9 +122,6 @@ def study(
         out: study folder (study.json, study.md, study.html, figures, every run).
         overwrite: start the study again in ``out``.
     """
-    from foundry3d.config import load_config
-    from foundry3d.report.study_report import write_study_report
-
     if name != "paper":
         raise StudyError(f"unknown study {name!r}; studies: paper")
     cfg = load_config(StudyConfig, config, overrides)

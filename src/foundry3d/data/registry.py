@@ -6,42 +6,14 @@ cache folder; benchmarks are read from ``ROOT`` exactly as their users have them
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from foundry3d.data.base import ConcatDataset, DatasetError, PointCloudDataset
+from foundry3d.data.benchmarks import BENCHMARKS
 from foundry3d.data.embedded import EMBEDDED, SPLITS, embedded_path, load_embedded
 from foundry3d.data.store import dataset_dir, is_complete, read_meta
-
-
-@dataclass
-class BenchmarkEntry:
-    loader: Callable[..., PointCloudDataset]
-    splits: tuple[str, ...]
-    layout: str  # what the folder must contain (shown when it does not)
-    pattern: str | None = None  # regex for parametrised splits (e.g. few-shot folds)
-
-    def accepts(self, split: str) -> bool:
-        import re
-
-        return split in self.splits or (self.pattern is not None and re.fullmatch(self.pattern, split) is not None)
-
-
-BENCHMARKS: dict[str, BenchmarkEntry] = {}
-
-
-def register_benchmark(name: str, splits: tuple[str, ...], layout: str, pattern: str | None = None) -> Callable:
-    def deco(fn: Callable[..., PointCloudDataset]) -> Callable[..., PointCloudDataset]:
-        BENCHMARKS[name] = BenchmarkEntry(fn, splits, layout, pattern)
-        return fn
-
-    return deco
-
-
-def _ensure_benchmarks() -> None:
-    import foundry3d.data.benchmarks  # noqa: F401  (registers the benchmark loaders)
+from foundry3d.data.synthetic import SyntheticShapes
 
 
 def parse_spec(spec: str) -> tuple[str, str | None, str | None]:
@@ -62,15 +34,12 @@ def load_dataset(spec: str, split: str | None = None, root: str | Path | None = 
             raise DatasetError(f"{spec!r}: the repeat factor after * must be a positive integer")
         one = load_dataset(base, split, root)
         return ConcatDataset([one] * int(times), name=f"{one.name}:{one.split}*{times}")
-    _ensure_benchmarks()
     name, s, r = parse_spec(spec)
     split = s or split or "train"
     root = r or root
     if name in EMBEDDED:
         return load_embedded(name, split, root)
     if name == "synthetic":
-        from foundry3d.data.synthetic import SyntheticShapes
-
         if split not in ("train", "test", "pool"):
             raise DatasetError(f"synthetic has no split {split!r}; splits: train, test, pool")
         try:
@@ -94,7 +63,6 @@ def load_dataset(spec: str, split: str | None = None, root: str | Path | None = 
 
 
 def list_names() -> list[str]:
-    _ensure_benchmarks()
     return [*sorted(EMBEDDED), "synthetic", *sorted(BENCHMARKS)]
 
 
@@ -104,7 +72,6 @@ def list_datasets(root: str | Path | None = None) -> list[dict[str, Any]]:
     Args:
         root: dataset cache folder.
     """
-    _ensure_benchmarks()
     rows = []
     for name, (folder, version, command) in EMBEDDED.items():
         path = dataset_dir(folder, version, root)
@@ -139,7 +106,6 @@ def dataset_info(name: str, root: str | Path | None = None) -> dict[str, Any]:
         name: dataset name, NAME:SPLIT for one split, or NAME@FOLDER for a benchmark.
         root: dataset cache folder.
     """
-    _ensure_benchmarks()
     base, split, r = parse_spec(name)
     if split is not None:  # one split: its own counts (an unknown split is an error, never ignored)
         return load_dataset(name, root=root).info()

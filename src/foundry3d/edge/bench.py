@@ -18,6 +18,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,22 @@ NOISY_SPREAD = 0.3  # (p90 - min) / median above this: the machine was not quiet
 
 class BenchError(Foundry3DError, ValueError):
     """Benchmark settings that cannot be measured."""
+
+
+def cpu_busy(seconds: float = 1.0) -> float:
+    """Share of CPU time used by anything over ``seconds`` (Linux /proc/stat; else load average / cores)."""
+
+    def read() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return fields[3] + (fields[4] if len(fields) > 4 else 0), sum(fields)
+
+    try:
+        i0, t0 = read()
+        time.sleep(seconds)
+        i1, t1 = read()
+        return 1.0 - (i1 - i0) / max(1, t1 - t0)
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
 
 
 def _run(
@@ -119,12 +136,12 @@ def bench(
     if explicit_attention:
         runs.insert(1, (f"{ref} (explicit attention)", specs[ref], True))
     cores = os.cpu_count() or 1
-    load_before = os.getloadavg()[0]
-    busy = load_before > 0.5 + (threads or cores) * 0.25
+    load_before = cpu_busy()
+    busy = load_before > 0.15
     if busy:
         print(
-            f"foundry3d bench: warning: load average {load_before:.1f} before starting: the machine is busy; "
-            f"timings and their ratios are not trustworthy",
+            f"foundry3d bench: warning: the CPUs are {100 * load_before:.0f} % busy before starting (other processes): "
+            "timings and their ratios are not trustworthy",
             file=sys.stderr,
         )
     rows: list[dict[str, Any]] = []
@@ -155,7 +172,7 @@ def bench(
             "cores": cores,
             "threads": threads or torch.get_num_threads(),
             "torch": torch.__version__,
-            "load_before": load_before,
+            "cpu_busy_before": load_before,
             "busy": busy,
         },
         "memory_cap_gb": memory_cap_gb,

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from foundry3d.edge.memory import peak_activation_bytes
+
 
 @torch.inference_mode()
 def measure(
@@ -30,8 +32,6 @@ def measure(
         t0 = time.perf_counter()
         model.forward_features(points, **kwargs)
         times.append((time.perf_counter() - t0) * 1000)
-    from foundry3d.edge.memory import peak_activation_bytes
-
     peak = peak_activation_bytes(model, points, **kwargs)
     t = np.asarray(times)
     return {

@@ -63,19 +63,20 @@ def _measure(a: argparse.Namespace) -> dict:
     groups = model.groups_for(a.points)
     x = torch.randn(a.batch, a.points, 3, generator=torch.Generator().manual_seed(0))
     out: dict = {"groups": groups, "params": sum(p.numel() for p in model.parameters())}
-    with torch.inference_mode():
-        t0 = time.perf_counter()
-        if a.flops or a.activations:  # the warm-up pass also counts FLOPs and peak activations (one cloud)
-            counter, peak = FlopCounterMode(display=False), PeakTensorMemory()
-            with counter, peak:
-                model.forward_features(x[:1], num_groups=groups)
-            if a.flops:
-                out["flops"] = int(counter.get_total_flops())
-            if a.activations:
-                out["peak_activation_mb"] = peak.peak / MB
-        else:
+    t0 = time.perf_counter()
+    if a.flops or a.activations:  # the warm-up pass also counts FLOPs and peak activations (one cloud)
+        counter, peak = FlopCounterMode(display=False), PeakTensorMemory()
+        with torch.no_grad(), counter, peak:  # (the counter's module tracker needs no_grad, not inference_mode)
+            model.forward_features(x[:1], num_groups=groups)
+        if a.flops:
+            out["flops"] = int(counter.get_total_flops())
+        if a.activations:
+            out["peak_activation_mb"] = peak.peak / MB
+    else:
+        with torch.inference_mode():
             model.forward_features(x, num_groups=groups)
-        first = time.perf_counter() - t0
+    first = time.perf_counter() - t0
+    with torch.inference_mode():
         times = []
         end = time.perf_counter() + a.budget
         while len(times) < a.min_runs or (time.perf_counter() < end and len(times) < 30):

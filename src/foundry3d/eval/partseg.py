@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from foundry3d.data.base import DatasetError, PartSpec, PointCloudDataset
+from foundry3d.data.base import ArrayDataset, DatasetError, PartSpec, PointCloudDataset
 from foundry3d.eval.metrics import mean_std, part_mious, shape_iou
 from foundry3d.models.features import tokenized
 from foundry3d.models.heads import PartSegHead, three_nn
@@ -77,8 +77,6 @@ def extract_partseg(
     if dataset.part_spec is None:
         raise DatasetError(f"{dataset.name} has no part labels: part segmentation needs a part dataset")
     if limit is not None and len(dataset) > limit:
-        from foundry3d.data.base import ArrayDataset
-
         pick = np.sort(np.random.default_rng(seed).choice(len(dataset), size=limit, replace=False))
         if not isinstance(dataset, ArrayDataset):
             raise DatasetError("max_train_shapes needs an in-memory dataset; set partseg.max_train_shapes=null")

@@ -27,6 +27,7 @@ from torch import nn
 
 from foundry3d.config import load_config, to_dict
 from foundry3d.data.base import DatasetError
+from foundry3d.data.benchmarks.modelnet import load_fewshot_fold
 from foundry3d.data.registry import load_dataset, parse_spec
 from foundry3d.data.transforms import Sampling
 from foundry3d.errors import Foundry3DError
@@ -172,8 +173,6 @@ class Runner:
     def fewshot(self, name: str, root: str | None) -> dict[str, Any]:
         c = self.cfg.fewshot
         if name == "modelnet40_fewshot":  # the official Point-BERT folds
-            from foundry3d.data.benchmarks.modelnet import load_fewshot_fold
-
             folds = []
             for f in range(c.folds):
                 s, q = load_fewshot_fold(Path(root or self.root or "."), c.way, c.shot, f)

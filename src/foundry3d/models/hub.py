@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from foundry3d.assets import ASSETS
 from foundry3d.models.backbone import BackboneConfig, PointTransformer, backbone_from_config
 from foundry3d.models.baselines import MergedBackbone, MimicStudent, MLPStudent, PatchMergerStudent, ToMeStudent
 from foundry3d.models.checkpoint import CheckpointError, read_release, weights_hash
@@ -91,8 +92,6 @@ def list_models(kind: str = "variant") -> list[str]:
 
 def embedded_path(name: str | None = None) -> Path:
     """Release folder of an embedded teacher (``None``: the default one)."""
-    from foundry3d.assets import ASSETS
-
     key = name or DEFAULT_TEACHER
     if key not in EMBEDDED:
         raise HubError(f"no embedded teacher {key!r}; embedded teachers: {', '.join(EMBEDDED.names())}")

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from foundry3d.config import from_dict
 from foundry3d.models.backbone import BackboneConfig, PointTransformer
 from foundry3d.models.base import PointModel
+from foundry3d.models.checkpoint import weights_hash
 from foundry3d.models.encoder import Block, run_blocks
 
 StudentKind = Literal["foundry", "kmeans", "fps", "mlp", "mimic", "patchmerger", "tome", "tome_dso"]
@@ -132,8 +133,6 @@ class Student(PointModel):
     @classmethod
     def from_teacher(cls, teacher: PointTransformer, **options: Any) -> Student:
         """A student whose tokenizer, positional MLP, blocks and final norm are copies of the teacher's."""
-        from foundry3d.models.checkpoint import weights_hash
-
         cfg = FoundryConfig(
             teacher=teacher.config_dict(),
             teacher_name=teacher.cfg.name,

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from foundry3d.report.render import label_colors
+
 
 def _plt():
     import matplotlib
@@ -118,8 +120,6 @@ def loss_curves(curves: dict[str, list[tuple[int, float]]], out: Path) -> Path:
 
 def supertoken_colors(points: np.ndarray, centres: np.ndarray, assignment: np.ndarray) -> np.ndarray:
     """Colour each point by the SuperToken of its nearest patch centre (-1 = bypassed: grey)."""
-    from foundry3d.report.render import label_colors
-
     d = ((points[:, None, :] - centres[None, :, :]) ** 2).sum(-1)
     owner = assignment[d.argmin(1)]
     colors = label_colors(np.maximum(owner, 0))

@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from foundry3d.config import load_config, to_dict
+from foundry3d.config import load_config, parse_override, to_dict
 from foundry3d.data.registry import load_dataset
-from foundry3d.data.transforms import AugmentConfig, Sampling, augment, collate
+from foundry3d.data.transforms import AugmentConfig, Sampling, augment, collate, normalize
 from foundry3d.models.backbone import PointTransformer
 from foundry3d.models.checkpoint import atomic_write, save_release
 from foundry3d.models.hub import create_student, load, load_teacher, model_hash
@@ -389,8 +389,6 @@ def build_cache(teacher: PointTransformer, dataset: Any, cfg: DistillConfig, run
 
 
 def _plain(points: Tensor, aug: AugmentConfig) -> Tensor:
-    from foundry3d.data.transforms import normalize
-
     return normalize(points) if aug.normalize else points
 
 
@@ -426,8 +424,6 @@ def distill(
     if isinstance(overrides, dict):
         ov.update(overrides)
         overrides = None
-    from foundry3d.config import parse_override
-
     merged = dict(ov)
     for o in overrides or []:
         k, v = parse_override(o)

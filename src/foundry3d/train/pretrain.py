@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from foundry3d.config import load_config, to_dict
+from foundry3d.config import from_dict, load_config, to_dict
 from foundry3d.data.registry import load_dataset
 from foundry3d.data.transforms import AugmentConfig, Sampling, augment, collate
-from foundry3d.models.checkpoint import save_release
+from foundry3d.models.checkpoint import load_train_state, save_release
 from foundry3d.models.hub import create_model
 from foundry3d.models.jepa import JEPAConfig, PointJEPA
 from foundry3d.train.engine import EngineConfig, Task, fit, seed_all
@@ -115,9 +115,6 @@ def pretrain(
 
 def release_from_checkpoint(run: str | Path, out: str | Path) -> Path:
     """Release the online backbone of a pretraining run's last checkpoint (e.g. of a run in progress)."""
-    from foundry3d.config import from_dict
-    from foundry3d.models.checkpoint import load_train_state
-
     state = load_train_state(Path(run) / "checkpoints" / "last.pt")
     cfg = from_dict(PretrainConfig, state["config"])
     model = PointJEPA(create_model(cfg.model.variant, **cfg.model.options), cfg.jepa)

@@ -2,5 +2,6 @@
 ScanObjectNN (OBJ_BG, OBJ_ONLY, PB_T50_RS) and ShapeNetPart."""
 
 from foundry3d.data.benchmarks import modelnet, scanobjectnn, shapenet, shapenetpart
+from foundry3d.data.benchmarks.common import BENCHMARKS, BenchmarkEntry
 
-__all__ = ["modelnet", "scanobjectnn", "shapenet", "shapenetpart"]
+__all__ = ["BENCHMARKS", "BenchmarkEntry", "modelnet", "scanobjectnn", "shapenet", "shapenetpart"]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from foundry3d.data.base import DatasetError
+from foundry3d.data.base import DatasetError, PointCloudDataset
 
 
 def require(path: Path, what: str, layout: str) -> Path:
@@ -39,3 +42,25 @@ def check_cloud(points: np.ndarray, path: Path | str) -> np.ndarray:
     if points.ndim != 2 or points.shape[1] < 3 or not np.isfinite(points[:, :3]).all():
         raise DatasetError(f"{path}: expected an (N, >=3) array of finite coordinates, got {points.shape}")
     return points
+
+
+@dataclass
+class BenchmarkEntry:
+    loader: Callable[..., PointCloudDataset]
+    splits: tuple[str, ...]
+    layout: str  # what the folder must contain (shown when it does not)
+    pattern: str | None = None  # regex for parametrised splits (e.g. few-shot folds)
+
+    def accepts(self, split: str) -> bool:
+        return split in self.splits or (self.pattern is not None and re.fullmatch(self.pattern, split) is not None)
+
+
+BENCHMARKS: dict[str, BenchmarkEntry] = {}
+
+
+def register_benchmark(name: str, splits: tuple[str, ...], layout: str, pattern: str | None = None) -> Callable:
+    def deco(fn: Callable[..., PointCloudDataset]) -> Callable[..., PointCloudDataset]:
+        BENCHMARKS[name] = BenchmarkEntry(fn, splits, layout, pattern)
+        return fn
+
+    return deco

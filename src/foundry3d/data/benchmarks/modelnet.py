@@ -21,9 +21,8 @@ import h5py
 import numpy as np
 
 from foundry3d.data.base import ArrayDataset, DatasetError, PointCloudDataset, Sample
-from foundry3d.data.benchmarks.common import check_cloud, pc_normalize, read_lines, require
+from foundry3d.data.benchmarks.common import check_cloud, pc_normalize, read_lines, register_benchmark, require
 from foundry3d.data.pickles import load_numpy_pickle
-from foundry3d.data.registry import register_benchmark
 
 LAYOUT = (
     "modelnet40_ply_hdf5_2048/ (ply_data_{train,test}*.h5 + shape_names.txt), or "

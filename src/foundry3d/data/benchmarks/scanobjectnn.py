@@ -13,8 +13,7 @@ import h5py
 import numpy as np
 
 from foundry3d.data.base import ArrayDataset, DatasetError
-from foundry3d.data.benchmarks.common import require
-from foundry3d.data.registry import register_benchmark
+from foundry3d.data.benchmarks.common import register_benchmark, require
 
 CLASSES = [
     "bag",

@@ -13,8 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from foundry3d.data.base import PointCloudDataset, Sample
-from foundry3d.data.benchmarks.common import check_cloud, load_npy, pc_normalize, read_lines, require
-from foundry3d.data.registry import register_benchmark
+from foundry3d.data.benchmarks.common import (
+    check_cloud,
+    load_npy,
+    pc_normalize,
+    read_lines,
+    register_benchmark,
+    require,
+)
 
 LAYOUT = "ROOT/shapenet_pc/*.npy and ROOT/ShapeNet-55/{train,test}.txt (Point-BERT ShapeNet55-34 release)"
 

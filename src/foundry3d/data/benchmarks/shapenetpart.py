@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from foundry3d.data.base import DatasetError, PartSpec, PointCloudDataset, Sample
-from foundry3d.data.benchmarks.common import pc_normalize, read_lines, require
-from foundry3d.data.registry import register_benchmark
+from foundry3d.data.benchmarks.common import pc_normalize, read_lines, register_benchmark, require
 
 LAYOUT = (
     "shapenetcore_partanno_segmentation_benchmark_v0_normal/ with synsetoffset2category.txt, "
