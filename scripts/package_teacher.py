@@ -1,9 +1,11 @@
-"""Package a pretraining run as the embedded teacher: fp16 release + generated model card.
+"""Package a pretraining run as an embedded teacher: fp16 release, model card and a copy of the run record.
 
-    python scripts/package_teacher.py --run runs/teacher_tiny --eval runs/teacher_eval \
-        --random-eval runs/teacher_eval --out src/foundry3d/assets/teacher_tiny
+    python scripts/package_teacher.py --run runs/teacher_tiny_corpus --eval runs/teacher_eval \
+        --out src/foundry3d/assets/teacher_tiny2 --record docs/teacher_tiny2_run
 
-Every number in the card is read from the run's files (metrics, summary, evaluation results).
+``--eval`` is a ``foundry3d eval --out`` folder holding the teacher's and its floor's results
+(``teacher/results.json`` and ``floor/results.json``, held-out test splits). Every number in the card
+is read from the run's files and those results.
 """
 
 from __future__ import annotations
@@ -11,58 +13,67 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
 import torch
 import yaml
 
-from foundry3d.eval.suite import format_score
-from foundry3d.models.checkpoint import load, save_release
-from foundry3d.report.quickstart_report import LABELS
+from foundry3d.edge.flops import count_flops
+from foundry3d.eval.results import comparison, format_score, load_results
+from foundry3d.models.checkpoint import save_release
+from foundry3d.models.hub import load
+from foundry3d.report.tables import task_label
 from foundry3d.train.engine import read_metrics
+
+
+def training_hours(rows: list[dict]) -> float:
+    """Training time from the log rows; gaps over 10 minutes (process stopped or paused) do not count."""
+    times = sorted(r["time"] for r in rows)
+    return sum(b - a for a, b in itertools.pairwise(times) if b - a < 600) / 3600
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", required=True)
-    ap.add_argument("--eval", required=True, help="results.json of the teacher (foundry3d eval)")
-    ap.add_argument("--random-eval", required=True, help="results.json of the same architecture, random weights")
+    ap.add_argument("--eval", required=True, help="eval folder with teacher/ and floor/ results")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--record", required=True, help="docs folder for the run record (metrics, config, changes)")
+    ap.add_argument("--name", default="tiny2")
     args = ap.parse_args()
     run = Path(args.run)
     model = load(run / "release")
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    train = read_metrics(run, "train")
-    probes = read_metrics(run, "eval")
+    train, probes = read_metrics(run, "train"), read_metrics(run, "eval")
     commit = subprocess.run(["git", "log", "-1", "--format=%H", "--", "src"], capture_output=True, text=True).stdout
     log = run / "config_changes.jsonl"
     changes = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
-    # training time: gaps of more than 10 minutes between log rows (the process was down) do not count
-    times = sorted(r["time"] for r in train + probes)
-    busy = [0.0] + [b - a if b - a < 600 else 0.0 for a, b in itertools.pairwise(times)]
-    elapsed = dict(zip(times, itertools.accumulate(busy)))  # training seconds at each log row
-    hours = elapsed[times[-1]] / 3600 if times else 0.0
-    out = save_release(model, args.out, {**model.release_meta, "packaged_from": str(run)}, dtype=torch.float16)
-    ev = json.loads(Path(args.eval).read_text())
-    rnd = json.loads(Path(args.random_eval).read_text())
+    teacher, floor = load_results(Path(args.eval) / "teacher"), load_results(Path(args.eval) / "floor")
+    comp = comparison(teacher, floor, {"teacher": teacher})
+    out = save_release(
+        model, args.out, {**model.release_meta, "packaged_from": str(run)}, dtype=torch.float16, overwrite=True
+    )
+    flops = count_flops(model, torch.randn(1, model.cfg.num_points, 3))["flops"]
     n_params = sum(p.numel() for p in model.parameters())
+    datasets = [p["datasets"] for p in [cfg["probe"]]][0]
     card = [
-        "# Model card: foundry3d embedded `tiny` Point-JEPA teacher",
+        f"# Model card: foundry3d embedded `{args.name}` Point-JEPA teacher",
         "",
-        f"- Architecture: `tiny` point-patch ViT, {model.cfg.dim} wide, {model.cfg.depth} blocks, "
+        f"- Architecture: `{cfg['model']['variant']}` point-patch ViT, {model.cfg.dim} wide, {model.cfg.depth} blocks, "
         f"{model.cfg.num_heads} heads, {model.cfg.num_groups} x {model.cfg.group_size} patches for "
         f"{model.cfg.num_points} points, tokenizer widths {list(model.cfg.tokenizer_widths)}; "
-        f"{n_params / 1e6:.2f}M parameters; weights stored in float16 (loaded as float32).",
+        f"{n_params / 1e6:.2f}M parameters, {flops / 1e9:.3f} GFLOPs per {model.cfg.num_points}-point cloud; "
+        "weights stored in float16 (loaded as float32).",
         "- Training: Point-JEPA self-supervised pretraining (`foundry3d pretrain`), recipe "
-        "`src/foundry3d/configs/pretrain/tiny.yaml`.",
-        f"- Data: {', '.join(cfg['data']['datasets'])} — train splits and unlabelled pools only, never a test split.",
-        "- Command: `foundry3d data build sh3d16 && foundry3d data build kicad && "
-        "foundry3d pretrain --config pretrain/tiny --out runs/teacher_tiny`",
+        "`src/foundry3d/configs/pretrain/tiny_corpus.yaml`.",
+        f"- Data: {', '.join(cfg['data']['datasets'])}: the corpus built from seven Debian game / test-model "
+        "packages (`foundry3d data build corpus`, without the oad validation and test shapes), the SH3D-16 and "
+        "KiCad-33 train splits and unlabelled pools; never a test split.",
         f"- Packaged at code commit `{commit.strip()}` (the pretraining ran on the commits before it).",
         f"- Steps: {cfg['engine']['steps']} at batch {cfg['engine']['batch_size']} "
-        f"({cfg['engine']['steps'] * cfg['engine']['batch_size']:,} cloud views); wall time {hours:.1f} h on the "
-        f"2-core CPU machine with one thread (torch.set_num_threads(1)), beside other work.",
+        f"({cfg['engine']['steps'] * cfg['engine']['batch_size']:,} cloud views); {training_hours(train + probes):.1f} h "
+        "of training on the 2-core CPU development machine with one thread, beside other work (no GPU was lent).",
         *[
             f"- Resumed at step {c['at_step']} with a changed recipe: "
             + ", ".join(f"`{k}` {a} -> {b}" for k, (a, b) in c["changes"].items())
@@ -70,43 +81,55 @@ def main() -> None:
             for c in changes
         ],
         "",
-        "## Evaluation (foundry3d eval, default suite)",
+        "## Held-out scores next to the floor",
         "",
-        f"`foundry3d eval --model {run / 'release'}` and `foundry3d eval --model random:{cfg['model']['variant']}` "
-        "(float32 weights, before the float16 conversion; part segmentation with Point-JEPA's three-block "
-        "features). Mean ± spread.",
+        "`foundry3d eval` on the test splits; the floor is this teacher's own tokenizer + positional MLP, "
+        "layer-normed, with no block (`floor:embedded`). 95 % bootstrap CIs over test items; the gap's CI is paired.",
         "",
-        "| task | this teacher | same architecture, random weights |",
-        "|---|---|---|",
-    ]
-    for t in ev["tasks"]:
-        if t in rnd["tasks"]:
-            card.append(
-                f"| {LABELS.get(t, t)} | {format_score(ev['tasks'][t], t.split(':')[0])} | "
-                f"{format_score(rnd['tasks'][t], t.split(':')[0])} |"
-            )
-    card += [
-        "",
-        "## Pretraining curve (linear-SVM probe, fixed C on standardised features, test splits)",
-        "",
-        "| step | SVM SH3D-16 | SVM KiCad-33 | training minutes |",
+        "| task | teacher | floor | teacher - floor |",
         "|---|---|---|---|",
     ]
+    for task, row in comp.items():
+        proto = task.split(":")[0]
+        g = row["students"]["teacher"]["gain"]
+        s = 1.0 if proto == "fidelity" else 100.0
+        card.append(
+            f"| {task_label(task)} | {format_score(row['teacher'], proto)} | {format_score(row['floor'], proto)} | "
+            f"{s * g['gap']:.1f} [{s * g['gap_ci95'][0]:.1f}, {s * g['gap_ci95'][1]:.1f}] |"
+        )
     card += [
-        f"| {p['step']} | {100 * p['svm_sh3d16']:.1f} | {100 * p['svm_kicad33']:.1f} | {elapsed[p['time']] / 60:.0f} |"
-        for p in probes
+        "",
+        "## Pretraining curve (validation splits carved from train: fit -> val, linear SVM, fixed C)",
+        "",
+        "| step | " + " | ".join(f"{d} teacher / floor / gain" for d in datasets) + " |",
+        "|---|" + "---|" * len(datasets),
     ]
+    for p in probes:
+        cells = [
+            f"{100 * p[f'svm_{d}']:.1f} / {100 * p[f'floor_{d}']:.1f} / {100 * p[f'gain_{d}']:+.1f}"
+            for d in datasets
+            if f"svm_{d}" in p
+        ]
+        card.append(f"| {p['step']} | " + " | ".join(cells) + " |")
     losses = [(r["step"], r["loss"]) for r in train]
     keep = [losses[i] for i in range(0, len(losses), max(1, len(losses) // 12))] + losses[-1:]
     card += ["", "## Pretraining loss (SmoothL1, beta 2)", "", "| step | loss |", "|---|---|"]
     card += [f"| {s} | {loss:.4f} |" for s, loss in keep]
     card += [
         "",
-        "Licences: trained on point clouds derived from sweethome3d-furniture (CC0 / CC-BY-3.0) and "
-        "kicad-packages3d (CC-BY-SA-4.0); see the datasets' ATTRIBUTION.md.",
+        "Licences: trained on point clouds derived from sweethome3d-furniture (CC0 / CC-BY-3.0), kicad-packages3d "
+        "(CC-BY-SA-4.0) and the corpus packages (0ad-data CC-BY-SA 3.0, megaglest-data CC-BY-SA 3.0, "
+        "warzone2100-data GPL-2+, trigger-rally-data, assimp-testmodels); see the datasets' ATTRIBUTION.md.",
     ]
     (out / "MODEL_CARD.md").write_text("\n".join(card) + "\n")
-    print(f"packaged {out} ({(out / 'model.safetensors').stat().st_size / 1e6:.1f} MB)")
+    record = Path(args.record)
+    record.mkdir(parents=True, exist_ok=True)
+    for f in ("metrics.jsonl", "config.yaml", "config_changes.jsonl", "summary.json"):
+        if (run / f).exists():
+            shutil.copyfile(run / f, record / f)
+    for name in ("teacher", "floor"):
+        shutil.copyfile(Path(args.eval) / name / "results.json", record / f"eval_{name}.json")
+    print(f"packaged {out} ({(out / 'model.safetensors').stat().st_size / 1e6:.1f} MB); record in {record}")
 
 
 if __name__ == "__main__":

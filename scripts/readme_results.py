@@ -1,84 +1,196 @@
-"""Copy a quickstart run's results table and two of its figures into the README (nothing typed by hand).
+"""Render the README's results section from the committed run records in docs/ (no number typed by hand).
 
-python scripts/readme_results.py runs/quickstart --machine "2-core CPU, fresh clone, 513 s in all"
+    python scripts/readme_results.py --machine "the 2-core CPU development machine, fresh clone, quiet"
+
+Reads (whatever exists): docs/quickstart/ (a quickstart run's stages/ and report.json, copied by
+``--copy-quickstart RUN``), docs/teacher_tiny2_run/ (the embedded teacher's record), docs/study/
+(``foundry3d study paper``), docs/edge/ (bench.json, fast_ops.json, edge.json). Writes the block between
+the README's RESULTS markers through ``scripts/readme_results.md.j2``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from foundry3d.eval.results import comparison, format_gain, format_score
+from foundry3d.report.study_report import study_tables
+from foundry3d.report.tables import Table, task_label
+from foundry3d.train.engine import read_metrics
 
 START, END = "<!-- RESULTS -->", "<!-- /RESULTS -->"
-FIGURES = ["supertokens_s16.png", "accuracy_vs_s.png"]
+ORDER = ["data", "distill", "eval", "bench", "report"]
 
 
-def results_table(run: Path) -> str:
-    table = re.search(r"^\| \| teacher.*?(?=\n\n)", (run / "report.md").read_text(), re.S | re.M)
-    if table is None:
-        raise SystemExit(f"{run / 'report.md'} has no results table; is the quickstart finished?")
-    return table.group(0)
+def _table(d: dict[str, Any]) -> Table:
+    return Table(d["title"], d["columns"], d["rows"], d.get("notes", []))
 
 
-def stage_seconds(run: Path) -> dict[str, float]:
-    order = ["data", "distill", "eval", "bench", "report"]
-    found = sorted((run / "stages").glob("*.json"), key=lambda p: [*order, p.stem].index(p.stem))
-    return {p.stem: json.loads(p.read_text())["seconds"] for p in found}
+def quickstart_context(docs: Path) -> dict[str, Any] | None:
+    q = docs / "quickstart"
+    if not (q / "report.json").exists():
+        return None
+    ctx = json.loads((q / "report.json").read_text())
+    stages = {p.stem: json.loads(p.read_text())["seconds"] for p in (q / "stages").glob("*.json")}
+    return {
+        "main": _table(ctx["tables"]["main"]),
+        "costs": _table(ctx["tables"]["costs"]),
+        "stages": {k: stages[k] for k in ORDER if k in stages},
+        "recipe": ctx["recipe"],
+        "teacher": ctx["finger"]["teacher"],
+        "figures": sorted(p.name for p in (q / "figures").glob("*.png")),
+    }
+
+
+def teacher_context(docs: Path, name: str) -> dict[str, Any] | None:
+    rec = docs / f"teacher_{name}_run"
+    if not (rec / "eval_teacher.json").exists():
+        return None
+    teacher = json.loads((rec / "eval_teacher.json").read_text())
+    floor = json.loads((rec / "eval_floor.json").read_text())
+    comp = comparison(teacher, floor, {"t": teacher})
+    held = Table("Held-out: the embedded teacher against its floor (95 % CIs)", ["task", "teacher", "floor", "gap"])
+    for task, row in comp.items():
+        proto = task.split(":")[0]
+        g = row["students"]["t"]["gain"]
+        s = 1.0 if proto == "fidelity" else 100.0
+        d = 3 if proto == "fidelity" else 1
+        held.rows.append(
+            [
+                task_label(task),
+                format_score(row["teacher"], proto),
+                format_score(row["floor"], proto),
+                f"{s * g['gap']:+.{d}f} [{s * g['gap_ci95'][0]:.{d}f}, {s * g['gap_ci95'][1]:.{d}f}]",
+            ]
+        )
+    probes = read_metrics(rec, "eval")
+    sets = [k[4:] for k in probes[-1] if k.startswith("svm_")] if probes else []
+    curve = Table(
+        "Pretraining curve on the validation splits (teacher / floor / gain, linear SVM, fixed C)",
+        ["step", *sets],
+    )
+    for p in probes:
+        curve.rows.append(
+            [
+                str(p["step"]),
+                *(
+                    f"{100 * p[f'svm_{d}']:.1f} / {100 * p[f'floor_{d}']:.1f} / {100 * p[f'gain_{d}']:+.1f}"
+                    for d in sets
+                ),
+            ]
+        )
+    return {"held": held, "curve": curve, "card": f"src/foundry3d/assets/teacher_{name}/MODEL_CARD.md"}
+
+
+def edge_context(docs: Path) -> dict[str, Any] | None:
+    e = docs / "edge"
+    if not (e / "bench.json").exists():
+        return None
+    bench = json.loads((e / "bench.json").read_text())
+    t = Table(
+        "Batch-1 latency, memory and FLOPs from 1k to 300k points (each model in its own process, 6 GB cap)",
+        ["model", "points", "GFLOPs", "median / p90 (ms)", "x teacher", "peak RSS (MB)", "peak activations (MB)"],
+    )
+    for r in bench["rows"]:
+        if r.get("b1_oom"):
+            t.rows.append([r["model"], f"{r['points']:,}", "-", "OOM under the cap", "-", "-", "-"])
+            continue
+        ratio = f"{r.get('b1_latency_ratio', float('nan')):.3f}" + (
+            "" if r.get("b1_ratio_trusted", True) else " (noisy)"
+        )
+        t.rows.append(
+            [
+                r["model"],
+                f"{r['points']:,}",
+                f"{r['flops'] / 1e9:.2f}",
+                f"{r['b1_median_ms']:.1f} / {r['b1_p90_ms']:.1f}",
+                ratio,
+                f"{r['b1_peak_rss_mb']:.0f}",
+                f"{r['peak_activation_mb']:.0f}",
+            ]
+        )
+    out: dict[str, Any] = {"bench": t, "machine": bench["machine"], "fast": None}
+    if (e / "fast_ops.json").exists():
+        f = json.loads((e / "fast_ops.json").read_text())
+        ft = Table(
+            "FPS (N -> N/16 centres) and kNN (k = 32) on one cloud, milliseconds (median)",
+            ["points", "FPS PyTorch", "FPS fpsample", "kNN PyTorch", "kNN pykdtree"],
+        )
+
+        def ms(v: float | None) -> str:
+            return "not run" if v is None else f"{1000 * v:,.1f}"
+
+        for r in f["rows"]:
+            ft.rows.append(
+                [
+                    f"{r['points']:,}",
+                    ms(r.get("torch_fps_s")),
+                    ms(r["fast_fps_s"]),
+                    ms(r.get("torch_knn_s")),
+                    ms(r["fast_knn_s"]),
+                ]
+            )
+        out["fast"] = ft
+        out["fast_features"] = f["features"]
+        out["fast_threads"] = f["threads"]
+    out["edge"] = json.loads((e / "edge.json").read_text()) if (e / "edge.json").exists() else {}
+    return out
+
+
+def study_context(docs: Path) -> dict[str, Any] | None:
+    s = docs / "study" / "study.json"
+    if not s.exists():
+        return None
+    record = json.loads(s.read_text())
+    return {"tables": study_tables(record), "record": record}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("run", type=Path)
-    ap.add_argument("--machine", required=True, help="where and how the run was made, for the caption")
-    ap.add_argument("--full", type=Path, help="a `quickstart --full` run to show beside it")
-    ap.add_argument("--full-machine", default="the same machine")
+    ap.add_argument("--machine", required=True, help="where and how the quickstart run was made")
+    ap.add_argument("--wall", type=float, help="seconds of the whole main command (set-up included), measured")
+    ap.add_argument("--copy-quickstart", type=Path, help="copy this quickstart run's record into docs/quickstart")
+    ap.add_argument("--teacher", default="tiny2")
     ap.add_argument("--readme", type=Path, default=Path("README.md"))
     args = ap.parse_args()
-    table = results_table(args.run)
-    stages = stage_seconds(args.run)
     docs = args.readme.parent / "docs"
-    docs.mkdir(exist_ok=True)
-    for f in FIGURES:
-        shutil.copyfile(args.run / "figures" / f, docs / f)
-    block = "\n".join(
-        [
-            START,
-            "## Results of the main command",
-            "",
-            f"From `foundry3d quickstart` ({args.machine}; stage seconds: "
-            + ", ".join(f"{k} {v:.0f}" for k, v in stages.items())
-            + "). Scores in %, mean ± spread; bold: student / teacher. The full report adds plots, the benchmark "
-            "at 1k-32k points and the recipe.",
-            "",
-            table,
-            "",
-            *(
-                [
-                    f"The longer recipe, `foundry3d quickstart --full` ({args.full_machine}; stage seconds: "
-                    + ", ".join(f"{k} {v:.0f}" for k, v in stage_seconds(args.full).items())
-                    + "), 4,000 distillation steps and the full protocols (3 part-segmentation head seeds):",
-                    "",
-                    results_table(args.full),
-                    "",
-                ]
-                if args.full
-                else []
-            ),
-            f"![SuperTokens of the s = 16 student](docs/{FIGURES[0]})",
-            "",
-            f"![Accuracy against the number of SuperTokens](docs/{FIGURES[1]})",
-            END,
-        ]
+    if args.copy_quickstart:
+        q = docs / "quickstart"
+        shutil.rmtree(q, ignore_errors=True)
+        (q / "figures").mkdir(parents=True)
+        shutil.copytree(args.copy_quickstart / "stages", q / "stages")
+        shutil.copyfile(args.copy_quickstart / "report.json", q / "report.json")
+        for f in ("score_vs_s.png", "supertokens_s16.png"):
+            if (args.copy_quickstart / "figures" / f).exists():
+                shutil.copyfile(args.copy_quickstart / "figures" / f, q / "figures" / f)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["md_cell"] = lambda t: str(t).replace("|", "\\|").replace("\n", "<br>")
+    block = env.get_template("readme_results.md.j2").render(
+        machine=args.machine,
+        wall=args.wall,
+        quick=quickstart_context(docs),
+        teacher=teacher_context(docs, args.teacher),
+        study=study_context(docs),
+        edge=edge_context(docs),
+        format_gain=format_gain,
     )
     text = args.readme.read_text()
     if START not in text:
         raise SystemExit(f"{args.readme} has no {START} marker")
     head, rest = text.split(START, 1)
     tail = rest.split(END, 1)[1] if END in rest else rest
-    args.readme.write_text(head + block + tail)
-    print(f"updated {args.readme} from {args.run}")
+    args.readme.write_text(head + START + "\n" + block.strip() + "\n" + END + tail)
+    print(f"updated {args.readme}")
 
 
 if __name__ == "__main__":
