@@ -56,7 +56,7 @@ def main() -> None:
     )
     flops = count_flops(model, torch.randn(1, model.cfg.num_points, 3))["flops"]
     n_params = sum(p.numel() for p in model.parameters())
-    datasets = [p["datasets"] for p in [cfg["probe"]]][0]
+    datasets = cfg["probe"]["datasets"]
     card = [
         f"# Model card: foundry3d embedded `{args.name}` Point-JEPA teacher",
         "",
@@ -72,8 +72,8 @@ def main() -> None:
         "KiCad-33 train splits and unlabelled pools; never a test split.",
         f"- Packaged at code commit `{commit.strip()}` (the pretraining ran on the commits before it).",
         f"- Steps: {cfg['engine']['steps']} at batch {cfg['engine']['batch_size']} "
-        f"({cfg['engine']['steps'] * cfg['engine']['batch_size']:,} cloud views); {training_hours(train + probes):.1f} h "
-        "of training on the 2-core CPU development machine with one thread, beside other work (no GPU was lent).",
+        f"({cfg['engine']['steps'] * cfg['engine']['batch_size']:,} cloud views); "
+        f"{training_hours(train + probes):.1f} h of training on the 2-core CPU development machine with one thread, beside other work (no GPU was lent).",
         *[
             f"- Resumed at step {c['at_step']} with a changed recipe: "
             + ", ".join(f"`{k}` {a} -> {b}" for k, (a, b) in c["changes"].items())
