@@ -73,7 +73,8 @@ def main() -> None:
         f"- Packaged at code commit `{commit.strip()}` (the pretraining ran on the commits before it).",
         f"- Steps: {cfg['engine']['steps']} at batch {cfg['engine']['batch_size']} "
         f"({cfg['engine']['steps'] * cfg['engine']['batch_size']:,} cloud views); "
-        f"{training_hours(train + probes):.1f} h of training on the 2-core CPU development machine with one thread, beside other work (no GPU was lent).",
+        f"{training_hours(train + probes):.1f} h of training on the 2-core CPU development machine with one thread, "
+        "beside other work (no GPU was lent).",
         *[
             f"- Resumed at step {c['at_step']} with a changed recipe: "
             + ", ".join(f"`{k}` {a} -> {b}" for k, (a, b) in c["changes"].items())
