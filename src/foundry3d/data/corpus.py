@@ -20,7 +20,6 @@ holds no polygon meshes (characters are built from primitives at run time).
 from __future__ import annotations
 
 import io
-import multiprocessing as mp
 import re
 import struct
 import time
@@ -36,9 +35,9 @@ import numpy as np
 import trimesh
 from scipy.spatial import cKDTree
 from sklearn.model_selection import train_test_split
-from tqdm.auto import tqdm
 
 from foundry3d.data.base import DatasetError
+from foundry3d.data.building import parallel_map
 from foundry3d.data.debian import download_package, extract_members, iter_members, package_version
 from foundry3d.data.gamemesh import read_g3d, read_pie, read_pmd
 from foundry3d.data.mesh import MeshError, normalize_unit_sphere, sample_labelled_surface, shape_seed
@@ -280,42 +279,37 @@ def build_corpus(
     pkg_of: list[str] = []
     skipped: list[dict[str, str]] = []
     copyrights: dict[str, str] = {}
-    ctx = mp.get_context("fork")
-    with ctx.Pool(max(1, workers or (mp.cpu_count() or 1))) as pool:
-        for src in chosen:
-            t1 = time.time()
-            deb = Path((debs or {}).get(src.package) or download_package(src.package, cache))
-            version = package_version(deb)
-            for _, data in iter_members(deb, [f"usr/share/doc/{src.package}/copyright"]):
-                copyrights[src.package] = data.decode(errors="replace")
-            scratch = cache / "src" / f"{src.package}_{version}"
-            found = kept_here = 0
-            reasons: Counter = Counter()
+    for src in chosen:
+        t1 = time.time()
+        deb = Path((debs or {}).get(src.package) or download_package(src.package, cache))
+        version = package_version(deb)
+        for _, data in iter_members(deb, [f"usr/share/doc/{src.package}/copyright"]):
+            copyrights[src.package] = data.decode(errors="replace")
+        scratch = cache / "src" / f"{src.package}_{version}"
+        found = kept_here = 0
+        reasons: Counter = Counter()
 
-            jobs = _jobs(src, deb, scratch, points, seed, limit_per_package)
-            bar = tqdm(desc=src.package, unit="mesh", disable=not progress, dynamic_ncols=True)
-            for key, status, out in pool.imap(sample_job, jobs, chunksize=8):
-                found += 1
-                bar.update(1)
-                if status == "ok":
-                    keys.append(key)
-                    clouds.append(out)
-                    pkg_of.append(src.package)
-                    kept_here += 1
-                else:
-                    skipped.append({"shape": key, "reason": out})
-                    reasons[re.sub(r"\b\d+\b", "N", out)[:60]] += 1
-            bar.close()
-            report[src.package] = {
-                "version": version,
-                "licence": src.licence,
-                "mesh_files": found,
-                "readable": kept_here,
-                "skipped": found - kept_here,
-                "skip_reasons": dict(reasons.most_common()),
-                "note": src.note,
-                "seconds": round(time.time() - t1, 1),
-            }
+        jobs = _jobs(src, deb, scratch, points, seed, limit_per_package)
+        for key, status, out in parallel_map(sample_job, jobs, workers, src.package, progress, chunksize=8):
+            found += 1
+            if status == "ok":
+                keys.append(key)
+                clouds.append(out)
+                pkg_of.append(src.package)
+                kept_here += 1
+            else:
+                skipped.append({"shape": key, "reason": out})
+                reasons[re.sub(r"\b\d+\b", "N", out)[:60]] += 1
+        report[src.package] = {
+            "version": version,
+            "licence": src.licence,
+            "mesh_files": found,
+            "readable": kept_here,
+            "skipped": found - kept_here,
+            "skip_reasons": dict(reasons.most_common()),
+            "note": src.note,
+            "seconds": round(time.time() - t1, 1),
+        }
     if not clouds:
         raise DatasetError("the corpus packages yielded no readable mesh")
     order = np.argsort(np.asarray(keys))  # deterministic, independent of worker scheduling

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from foundry3d.data.base import ArrayDataset, DatasetError, PartSpec
-from foundry3d.data.build import KICAD_VERSION, SH3D_VERSION
 from foundry3d.data.corpus import CORPUS_VERSION
+from foundry3d.data.kicad import KICAD_VERSION
 from foundry3d.data.kicadboards import BOARDS_VERSION, SCENE_CLASSES
+from foundry3d.data.sh3d import SH3D_VERSION
 from foundry3d.data.store import dataset_dir, is_complete, load_array, read_meta
 
 EMBEDDED = {

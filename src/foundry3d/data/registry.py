@@ -48,7 +48,7 @@ def load_dataset(spec: str, split: str | None = None, root: str | Path | None = 
             raise DatasetError(f"synthetic@{root}: the part after @ is the number of clouds per class") from e
         return SyntheticShapes(split, per_class=per_class)
     if name in BENCHMARKS:
-        entry = BENCHMARKS[name]
+        entry = BENCHMARKS.get(name)
         if root is None:
             raise DatasetError(
                 f"benchmark {name} needs its folder: use {name}:{split}@/path/to/folder ({entry.layout})"
@@ -63,7 +63,7 @@ def load_dataset(spec: str, split: str | None = None, root: str | Path | None = 
 
 
 def list_names() -> list[str]:
-    return [*sorted(EMBEDDED), "synthetic", *sorted(BENCHMARKS)]
+    return [*sorted(EMBEDDED), "synthetic", *BENCHMARKS.names()]
 
 
 def list_datasets(root: str | Path | None = None) -> list[dict[str, Any]]:
@@ -85,7 +85,7 @@ def list_datasets(root: str | Path | None = None) -> list[dict[str, Any]]:
                 "splits": list(SPLITS[name]),
             }
         )
-    for name, e in sorted(BENCHMARKS.items()):
+    for name, e in BENCHMARKS.items():
         rows.append(
             {
                 "name": name,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,11 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
+from foundry3d.data.base import DatasetError
+from foundry3d.data.building import base_meta, parallel_map, split_or_all
+from foundry3d.data.debian import download_package, extract_members, package_version
 from foundry3d.data.mesh import MeshError, normalize_unit_sphere, sample_labelled_surface, shape_seed
+from foundry3d.data.store import DatasetWriter, cache_dir, dataset_dir, is_complete
 
 CLASSES = [
     "chair",
@@ -252,3 +257,120 @@ def sample_job(args: tuple[CatalogEntry, int, int]) -> tuple[str, object]:
         return "ok", sample_entry(entry, num_points, shape_seed(seed, entry.key))
     except MeshError as e:
         return "skip", str(e)
+
+
+SH3D_VERSION = "1"
+
+
+def build_sh3d16(
+    root: str | Path | None = None,
+    points: int = 8192,
+    seed: int = 0,
+    workers: int | None = None,
+    deb: str | Path | None = None,
+    force: bool = False,
+    progress: bool = True,
+    limit: int | None = None,
+) -> Path:
+    """Build SH3D-16 (+ unlabelled pool) from ``sweethome3d-furniture``; returns its folder.
+
+    ``limit`` keeps only the first ``limit`` catalog entries (for quick tests); such a build
+    goes to a separate ``sh3d16-subset`` folder so that it is never taken for the full set.
+    """
+    if points < 2048:
+        raise ValueError(f"points={points}: store at least 2048 points per shape (1024/2048-point protocols)")
+    name = "sh3d16" if limit is None else f"sh3d16-subset{limit}"
+    final = dataset_dir(name, SH3D_VERSION, root)
+    if is_complete(final) and not force:
+        return final
+    t0 = time.time()
+    cache = cache_dir(root)
+    deb_path = Path(deb) if deb else download_package("sweethome3d-furniture", cache)
+    version = package_version(deb_path)
+    src = cache / "src" / f"sweethome3d-furniture_{version}"
+    if not (src / ".complete").exists():
+        extract_members(
+            deb_path,
+            src,
+            ["usr/share/sweethome3d/furniture/*.sh3f", "usr/share/doc/sweethome3d-furniture/copyright"],
+        )
+        (src / ".complete").write_text("ok\n")
+    entries = read_packs(src / "usr/share/sweethome3d/furniture")
+    if not entries:
+        raise DatasetError(f"no furniture packs found in {src}")
+    if limit is not None:
+        entries = entries[:limit]
+    jobs = [(e, points, seed) for e in entries]
+    results = list(parallel_map(sample_job, jobs, workers, "sh3d16", progress, total=len(entries)))
+    kept = [(e, r[1]) for e, r in zip(entries, results) if r[0] == "ok"]
+    skipped = [{"shape": e.key, "name": e.name, "reason": r[1]} for e, r in zip(entries, results) if r[0] != "ok"]
+    cls_index = {c: i for i, c in enumerate(CLASSES)}
+    labels = np.array([cls_index.get(e.label, -1) for e, _ in kept], np.int64)
+    tr, te = split_or_all(labels)
+    pool_idx = [int(i) for i in np.flatnonzero(labels < 0)]
+    w = DatasetWriter(final)
+    try:
+        w.array("points", np.stack([r[0] for _, r in kept]).astype(np.float16))
+        w.array("labels", labels.astype(np.int16))
+        w.array("groups", np.stack([r[1] for _, r in kept]))
+        w.json(
+            "shapes.json",
+            [
+                {
+                    "id": e.key,
+                    "name": e.name,
+                    "category": e.category,
+                    "class": e.label,
+                    "creator": e.creator,
+                    "pack": e.pack,
+                    "license": e.license,
+                    "model": e.model,
+                    "rotation": e.rotation,
+                    "groups": r[2],
+                }
+                for e, r in kept
+            ],
+        )
+        w.json("classes.json", CLASSES)
+        w.json("splits.json", {"train": tr, "test": te, "pool": pool_idx})
+        w.text("ATTRIBUTION.md", _sh3d_attribution(kept, version))
+        copyright_file = src / "usr/share/doc/sweethome3d-furniture/copyright"
+        if copyright_file.exists():
+            w.text("LICENSE-debian-copyright.txt", copyright_file.read_text(errors="replace"))
+        splits = {"train": tr, "test": te, "pool": pool_idx}
+        meta = base_meta(
+            "sh3d16",
+            SH3D_VERSION,
+            "sweethome3d-furniture",
+            version,
+            points,
+            seed,
+            t0,
+            skipped,
+            CLASSES,
+            labels,
+            splits,
+            up_axis="y",
+            limit=limit,
+        )
+        return w.commit(meta)
+    except BaseException:
+        w.abort()
+        raise
+
+
+def _sh3d_attribution(kept: list, version: str) -> str:
+    lines = [
+        "# SH3D-16 attribution",
+        "",
+        f"Point clouds sampled from the 3D models of the Debian package sweethome3d-furniture {version}",
+        "(SweetHome3D additional furniture libraries). Licences per pack: "
+        + ", ".join(f"{k}: {v}" for k, v in PACK_LICENSES.items())
+        + ". CC-BY models require attribution; the creators below are the catalog's `creator` fields.",
+        "",
+        "| shape | name | creator | licence |",
+        "|---|---|---|---|",
+    ]
+    for e, _ in kept:
+        lines.append(f"| {e.key} | {e.name} | {e.creator or 'unknown'} | {e.license} |")
+    return "\n".join(lines) + "\n"

@@ -29,6 +29,7 @@ from torch import Tensor
 from foundry3d.models.backbone import BackboneConfig, PointTransformer
 from foundry3d.models.checkpoint import CheckpointError, save_release
 from foundry3d.models.safe_load import safe_torch_load
+from foundry3d.registry import Registry
 
 
 @dataclass
@@ -238,7 +239,9 @@ def convert_point_mae(checkpoint: dict[str, Any] | str | Path, num_heads: int = 
     return conv
 
 
-CONVERTERS = {"point-jepa": convert_point_jepa, "point-mae": convert_point_mae}
+CONVERTERS: Registry = Registry("checkpoint source")
+CONVERTERS.register("point-jepa", convert_point_jepa)
+CONVERTERS.register("point-mae", convert_point_mae)
 
 
 def convert(
@@ -261,7 +264,7 @@ def convert(
         overwrite: replace an existing release in ``out``.
     """
     if source not in CONVERTERS:
-        raise CheckpointError(f"unknown source {source!r}; choose from {', '.join(CONVERTERS)}")
+        raise CheckpointError(f"unknown source {source!r}; choose from {', '.join(CONVERTERS.names())}")
     if heads < 1:
         raise CheckpointError(f"heads must be >= 1 (ViT-S has 6), got {heads}")
     ckpt = Path(checkpoint).expanduser()

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from foundry3d.data.base import DatasetError, PointCloudDataset
+from foundry3d.registry import Registry
 
 
 def require(path: Path, what: str, layout: str) -> Path:
@@ -55,12 +56,12 @@ class BenchmarkEntry:
         return split in self.splits or (self.pattern is not None and re.fullmatch(self.pattern, split) is not None)
 
 
-BENCHMARKS: dict[str, BenchmarkEntry] = {}
+BENCHMARKS: Registry = Registry("benchmark")
 
 
 def register_benchmark(name: str, splits: tuple[str, ...], layout: str, pattern: str | None = None) -> Callable:
     def deco(fn: Callable[..., PointCloudDataset]) -> Callable[..., PointCloudDataset]:
-        BENCHMARKS[name] = BenchmarkEntry(fn, splits, layout, pattern)
+        BENCHMARKS.register(name, BenchmarkEntry(fn, splits, layout, pattern))
         return fn
 
     return deco
