@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+import torch
+
+import foundry3d
+from foundry3d.edge.embed import EmbedError, embed
+from foundry3d.models.checkpoint import save_release
+from foundry3d.models.hub import create_student
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    torch.manual_seed(0)
+    teacher = foundry3d.create_model("test")
+    return str(save_release(create_student(teacher, supertokens=4), tmp_path_factory.mktemp("s") / "student"))
+
+
+def test_embed_writes_features_and_goes_on_past_a_bad_file(student, tmp_path):
+    from plyfile import PlyData, PlyElement
+
+    pts = np.random.default_rng(0).normal(size=(3000, 3)).astype(np.float32) * 5 + 100  # any units, any offset
+    v = np.array([tuple(p) for p in pts], dtype=[("x", "f4"), ("y", "f4"), ("z", "f4")])
+    PlyData([PlyElement.describe(v, "vertex")]).write(str(tmp_path / "scan.ply"))
+    np.savetxt(tmp_path / "other.xyz", pts[:1000])
+    (tmp_path / "broken.xyz").write_text("1 2\n")
+    files = [str(tmp_path / f) for f in ("scan.ply", "broken.xyz", "other.xyz")]
+    with pytest.raises(EmbedError, match="broken.xyz"):
+        embed(files, model=student, out=str(tmp_path / "out"), progress=False)
+    z = np.load(tmp_path / "out" / "scan.npz")
+    c = z["tokens"].shape[0]
+    assert c == round(3000 / 16) and z["points"].shape == (3000, 32) and z["global"].shape == (64,)
+    assert z["assignment"].shape == (c,) and np.allclose(z["centres"].mean(0), pts.mean(0), atol=1.0)
+    assert (tmp_path / "out" / "other.npz").exists()  # the file after the broken one was still embedded
+
+
+def test_onnx_export_checks_and_int8(student, tmp_path, cache):
+    pytest.importorskip("onnxruntime")
+    from foundry3d.edge.export import ExportError, export_onnx
+    from foundry3d.edge.onnx_runtime import OnnxModelError, OnnxPointModel, quantize_int8
+
+    with pytest.raises(ExportError, match="too small"):
+        export_onnx(student, tmp_path / "bad.onnx", num_points=40)
+    res = export_onnx(student, tmp_path / "s.onnx", num_points=256)
+    assert res["parity"][0]["max_abs_err"] < 1e-4
+    m = OnnxPointModel(tmp_path / "s.onnx")
+    x = np.random.default_rng(0).normal(size=(16, 256, 3)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=-1).max(1)[:, None, None]  # unit sphere, like the models' inputs
+    for bad, msg in [(np.full((1, 256, 3), np.nan, np.float32), "NaN"), (x[:, :10], "fewer than"), (x[0], "shape")]:
+        with pytest.raises(OnnxModelError, match=msg):
+            m(bad)
+    q = quantize_int8(tmp_path / "s.onnx", tmp_path / "s.int8.onnx", x)
+    from foundry3d.edge.onnx_runtime import describe
+
+    assert describe(q)["ops"].get("QuantizeLinear", 0) > 0 and describe(q)["opset"] >= 18
+    a, b = m(x)[m.outputs[0]], OnnxPointModel(q)(x)[m.outputs[0]]
+    assert a.shape == b.shape
+    pa, pb = np.concatenate([a.max(1), a.mean(1)], -1), np.concatenate([b.max(1), b.mean(1)], -1)
+    cos = (pa * pb).sum(-1) / np.linalg.norm(pa, axis=-1) / np.linalg.norm(pb, axis=-1)
+    assert cos.mean() > 0.8, cos  # int8 keeps the pooled features' direction (a random 32-wide model)
