@@ -24,7 +24,7 @@ def test_embed_writes_features_and_goes_on_past_a_bad_file(student, tmp_path):
     np.savetxt(tmp_path / "other.xyz", pts[:1000])
     (tmp_path / "broken.xyz").write_text("1 2\n")
     files = [str(tmp_path / f) for f in ("scan.ply", "broken.xyz", "other.xyz")]
-    with pytest.raises(EmbedError, match="broken.xyz"):
+    with pytest.raises(EmbedError, match=r"broken\.xyz"):
         embed(files, model=student, out=str(tmp_path / "out"), progress=False)
     z = np.load(tmp_path / "out" / "scan.npz")
     c = z["tokens"].shape[0]
