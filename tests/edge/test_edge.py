@@ -37,13 +37,43 @@ def test_student_costs_less_than_its_teacher(pair):
 
 def test_bench_reports_every_setting(pair, tmp_path):
     t, s = pair
-    r = bench({"teacher": t, "s=2": s}, points=[256, 512], batches=[1, 2], out=tmp_path, budget_s=0.05)
-    assert len(r["rows"]) == 4 and {"b1_median_ms", "b2_p90_ms", "flops_ratio"} <= set(r["rows"][0])
-    assert (tmp_path / "bench.csv").read_text().count("\n") == 5
-    r = bench({"teacher": t, "s=2": s}, [256, 512], [1, 2], out=tmp_path / "cap", budget_s=0.05, batch_max_points=256)
+    save_release(t, tmp_path / "t")
+    save_release(s, tmp_path / "s")
+    models, names = [str(tmp_path / "t"), str(tmp_path / "s")], ["teacher", "s=2"]
+    r = bench(models, points=[256, 512], batches=[1, 2], out=tmp_path / "b", budget_s=0.05, names=names)
+    assert len(r["rows"]) == 4 and {"b1_median_ms", "b2_p90_ms", "flops_ratio", "b1_peak_rss_mb"} <= set(r["rows"][0])
+    assert (tmp_path / "b" / "bench.csv").read_text().count("\n") == 5
+    r = bench(
+        models,
+        [256, 512],
+        [1, 2],
+        out=tmp_path / "cap",
+        budget_s=0.05,
+        batch_max_points=256,
+        names=names,
+        explicit_attention=True,
+    )
     big = [x for x in r["rows"] if x["points"] == 512]
     assert all("b1_median_ms" in x and "b2_median_ms" not in x for x in big)
-    assert "b2_latency_ratio" in r["rows"][1] and "b2_median_ms" in (tmp_path / "cap" / "bench.csv").read_text()
+    assert any(x["model"] == "teacher (explicit attention)" for x in r["rows"])
+    assert "b2_latency_ratio" in r["rows"][2] and "b2_median_ms" in (tmp_path / "cap" / "bench.csv").read_text()
+
+
+def test_bench_reports_oom_under_a_memory_cap(pair, tmp_path):
+    t, _ = pair
+    save_release(t, tmp_path / "t")
+    # explicit attention over 4,096 tokens needs ~130 MB more than the loaded process (~0.7 GB of address space)
+    r = bench(
+        [str(tmp_path / "t")],
+        points=[256, 65536],
+        batches=[1],
+        out=None,
+        budget_s=0.05,
+        memory_cap_gb=0.8,
+        explicit_attention=True,
+    )
+    rows = {(x["model"].rsplit("/", 1)[-1], x["points"]): x for x in r["rows"]}
+    assert "b1_median_ms" in rows[("t", 256)] and rows[("t (explicit attention)", 65536)].get("b1_oom")
 
 
 def test_onnx_export_matches_pytorch(pair, tmp_path):
