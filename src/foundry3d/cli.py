@@ -23,8 +23,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Union
 
+import tyro
+
+from foundry3d.data.build import build
+from foundry3d.data.registry import dataset_info, list_datasets
+from foundry3d.edge.bench import bench
+from foundry3d.edge.embed import embed
+from foundry3d.edge.export import export_onnx
 from foundry3d.errors import Foundry3DError
+from foundry3d.eval.suite import evaluate
+from foundry3d.models.convert import convert
+from foundry3d.models.hub import list_models
+from foundry3d.quickstart import quickstart
 from foundry3d.registry import Registry
+from foundry3d.report.preview import render_dataset
+from foundry3d.study import study
+from foundry3d.train.distill import distill
+from foundry3d.train.expert import expert
+from foundry3d.train.pretrain import pretrain
 from foundry3d.version import __version__
 
 POSITIONAL = ("overrides", "files")  # positional for every verb; per verb below
@@ -38,43 +54,28 @@ VERB_POSITIONAL = {
 VERBS: Registry = Registry("verb")
 
 
-def _verbs() -> Registry:
-    """name -> function (imported when the command runs, so ``foundry3d --help`` stays fast)."""
-    if len(VERBS):
-        return VERBS
-    from foundry3d.data.build import build
-    from foundry3d.data.registry import dataset_info, list_datasets
-    from foundry3d.edge.bench import bench
-    from foundry3d.edge.embed import embed
-    from foundry3d.edge.export import export_onnx
-    from foundry3d.eval.suite import evaluate
-    from foundry3d.models.convert import convert
-    from foundry3d.models.hub import list_models
-    from foundry3d.quickstart import quickstart
-    from foundry3d.report.preview import render_dataset
-    from foundry3d.study import study
-    from foundry3d.train.distill import distill
-    from foundry3d.train.expert import expert
-    from foundry3d.train.pretrain import pretrain
+for _name, _fn in [
+    ("quickstart", quickstart),
+    ("pretrain", pretrain),
+    ("distill", distill),
+    ("expert", expert),
+    ("eval", evaluate),
+    ("study", study),
+    ("bench", bench),
+    ("export", export_onnx),
+    ("embed", embed),
+    ("convert", convert),
+    ("models", list_models),
+    ("data build", build),
+    ("data list", list_datasets),
+    ("data info", dataset_info),
+    ("data render", render_dataset),
+]:
+    VERBS.register(_name, _fn)
 
-    for name, fn in [
-        ("quickstart", quickstart),
-        ("pretrain", pretrain),
-        ("distill", distill),
-        ("expert", expert),
-        ("eval", evaluate),
-        ("study", study),
-        ("bench", bench),
-        ("export", export_onnx),
-        ("embed", embed),
-        ("convert", convert),
-        ("models", list_models),
-        ("data build", build),
-        ("data list", list_datasets),
-        ("data info", dataset_info),
-        ("data render", render_dataset),
-    ]:
-        VERBS.register(name, fn)
+
+def _verbs() -> Registry:
+    """name -> function of every verb."""
     return VERBS
 
 
@@ -85,8 +86,6 @@ def _cli_type(tp: Any, name: str, positional: tuple[str, ...] = POSITIONAL) -> A
         keep = [a for a in typing.get_args(tp) if _expressible(a)]
         tp = Union[tuple(keep)] if len(keep) > 1 else keep[0]  # noqa: UP007
     if name in positional:
-        import tyro
-
         tp = Annotated[tp, tyro.conf.Positional]
     return tp
 
@@ -140,11 +139,12 @@ def _show(result: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import tyro
-
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
-        _print_help()
+        try:
+            _print_help()
+        except BrokenPipeError:  # piped into `head`
+            sys.stderr.close()
         return 0
     if args[0] == "--version":
         print(f"foundry3d {__version__}")

@@ -14,6 +14,14 @@ import resource
 import sys
 import time
 
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from foundry3d.edge.memory import PeakTensorMemory
+from foundry3d.models.encoder import Attention
+from foundry3d.models.hub import resolve
+
 MB = 2**20
 
 
@@ -42,14 +50,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _measure(a: argparse.Namespace) -> dict:
-    import numpy as np
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from foundry3d.edge.memory import PeakTensorMemory
-    from foundry3d.models.encoder import Attention
-    from foundry3d.models.hub import resolve
-
     if a.threads:
         torch.set_num_threads(a.threads)
     model, _ = resolve(a.model)
