@@ -85,6 +85,25 @@ def embed_part(models: dict[str, str], out: Path, threads: int) -> dict:
     return {"points": len(pts), "scene": ds.names[0] if ds.names else "board", "rows": rows}
 
 
+def render_part(out: Path, boards: int = 6, points: int = 60_000) -> str:
+    """Boards coloured by their points' class (board green), component classes from KiCad-33's palette."""
+    from foundry3d.data.kicadboards import BOARD
+    from foundry3d.report.render import label_colors, render_grid
+
+    ds = load_dataset("kicadboards:all")
+    clouds, colors, titles = [], [], []
+    for i in range(min(boards, len(ds))):
+        s = ds[i]
+        p, lab = np.asarray(s.points[:points], np.float32), np.asarray(s.parts[:points])
+        c = label_colors(lab)
+        c[lab == BOARD] = (0.25, 0.55, 0.3)
+        clouds.append(np.stack([p[:, 0], p[:, 2], -p[:, 1]], 1))
+        colors.append(c)
+        titles.append(ds.names[i])
+    path = render_grid(clouds, out / "kicadboards.png", colors, titles, cols=3, cell=4.0, size=0.5)
+    return str(path)
+
+
 def scene_part(models: dict[str, str], out: Path) -> dict:
     rows = {}
     for name, spec in models.items():
@@ -111,6 +130,8 @@ def main() -> None:
         record["onnx"] = onnx_part(a.students[-1], out, a.threads)
     if "embed" in a.parts:
         record["embed"] = embed_part({"teacher": a.teacher, names[-1]: a.students[-1]}, out, a.threads)
+    if "render" in a.parts:
+        record["render"] = render_part(out)
     if "sceneseg" in a.parts:
         models = {"teacher": a.teacher, "floor": f"floor:{a.teacher}", **dict(zip(names, a.students))}
         record["sceneseg"] = scene_part(models, out)

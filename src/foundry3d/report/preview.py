@@ -9,6 +9,8 @@ import numpy as np
 from foundry3d.data.registry import load_dataset
 from foundry3d.report.render import label_colors, render_grid
 
+Z_UP = {"kicadboards"}
+
 
 def render_dataset(
     spec: str,
@@ -46,13 +48,17 @@ def render_dataset(
                 continue
             s = ds[int(idx[j])]
             pts = s.points[:num_points]
+            if ds.name in Z_UP:  # scenes lying in x-y: turn z up for the y-up renderer
+                pts = np.stack([pts[:, 0], pts[:, 2], -pts[:, 1]], 1)
             clouds.append(pts)
             colors.append(label_colors(s.parts[:num_points]) if semantic_parts and s.parts is not None else None)
             titles.append(classes[c] if j == 0 else "")
     name = spec.split("@")[0].replace(":", "_")
     out = Path(out) if out else Path("runs") / "renders" / f"{name}.png"
     legend = ""
-    if semantic_parts and ds.part_spec is not None:
+    if semantic_parts and ds.part_spec is not None and ds.part_spec.num_parts > 3:
+        legend = "points coloured by their label"
+    elif semantic_parts and ds.part_spec is not None:
         legend = "parts: " + ", ".join(f"{p}={n}" for p, n in zip(ds.part_spec.parts, ["blue", "orange", "green"]))
     cols = per_class * max(1, 12 // per_class)  # several classes per row keeps big label sets readable
     return render_grid(clouds, out, colors, titles, cols=cols, suptitle=f"{spec} {legend}")
