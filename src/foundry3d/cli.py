@@ -133,7 +133,10 @@ def _show(result: Any) -> None:
     if isinstance(result, Path):
         print(result)
     elif isinstance(result, (dict, list)) and result:
-        print(json.dumps(result, indent=2, default=str))
+        text = json.dumps(result, indent=2, default=str)
+        if len(text) > 6000 and isinstance(result, dict):  # a whole run's record: its files hold it
+            text = json.dumps({k: v for k, v in result.items() if not isinstance(v, (dict, list))} or list(result))
+        print(text)
     elif isinstance(result, str):
         print(result)
 

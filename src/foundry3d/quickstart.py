@@ -66,6 +66,8 @@ DISTILL_COMMON = [
     "engine.tensorboard=false",
 ]
 QUICK = Recipe(
+    # part segmentation (no headroom on the embedded teacher and the slowest task) runs in --full and the study
+    tasks=["svm:sh3d16", "svm:kicad33", "fewshot:kicad33", "fidelity:kicad33"],
     distill=[
         *DISTILL_COMMON,
         "data.cache_views=1",
@@ -84,6 +86,15 @@ QUICK = Recipe(
     ],
 )
 FULL = Recipe(
+    build=["sh3d16", "kicad", "kicadboards"],
+    tasks=[
+        "svm:sh3d16",
+        "svm:kicad33",
+        "fewshot:kicad33",
+        "partseg:kicadparts",
+        "fidelity:kicad33",
+        "sceneseg:kicadboards",
+    ],
     distill=[*DISTILL_COMMON, "data.cache_views=4", "engine.steps=4000", "engine.log_every=50"],
     eval=["partseg.features=output"],
     bench_budget_s=6.0,
