@@ -80,7 +80,22 @@ class StudyConfig:
         ]
     )
     gate_distill: list[str] = field(default_factory=lambda: ["student.gate=true", "loss.gate_lambda=0.01"])
-    expert_overrides: list[str] = field(default_factory=list)
+    # experts: a short fine-tuning (head only for a third, then everything) and a KD of the same length;
+    # segmentation at 1,024 points so that an expert costs minutes on a CPU
+    expert_overrides: list[str] = field(
+        default_factory=lambda: [
+            "num_points=1024",
+            "finetune.engine.steps=300",
+            "finetune.frozen_steps=100",
+            "kd.engine.steps=300",
+            "finetune.engine.log_every=25",
+            "kd.engine.log_every=25",
+            "finetune.engine.tensorboard=false",
+            "kd.engine.tensorboard=false",
+            "finetune.engine.progress=false",
+            "kd.engine.progress=false",
+        ]
+    )
     eval: list[str] = field(default_factory=lambda: list(QUICK.eval))  # the quickstart's protocols
     flops_points: int = 1024
 
