@@ -32,4 +32,6 @@ def _worker(rank: int, port: int, out: str) -> None:
 def test_a_nan_on_one_rank_is_seen_by_all(tmp_path):
     out = str(tmp_path / "r")
     mp.spawn(_worker, args=(_free_port(), out), nprocs=2, join=True)
-    assert open(f"{out}.0").read() == "False True" and open(f"{out}.1").read() == "False True"
+    from pathlib import Path
+
+    assert Path(f"{out}.0").read_text() == "False True" and Path(f"{out}.1").read_text() == "False True"
