@@ -5,8 +5,10 @@
 Parts (``--parts``):
 * ``onnx``     export the last student (fp32) and an int8 copy calibrated on KiCad-33 *train* clouds;
                linear-SVM accuracy (SH3D-16, KiCad-33 test) from each, and onnxruntime latency side by side;
-* ``embed``    ``foundry3d embed`` on a 1M-point scene (a kicadboards board) with the last student and the
-               teacher: wall time and the process's peak RSS (fresh process each);
+* ``embed``    ``foundry3d embed`` on a 1M-point scene (a kicadboards board) with the last student (and the
+               teacher with ``--embed-teacher``): wall time and the process's peak RSS (fresh process each);
+               then on the .ply files of ``assimp-testmodels`` (written by other tools; the empty one must be
+               reported by name while the others go on);
 * ``sceneseg`` ``sceneseg:kicadboards`` for teacher, floor and every student.
 Timings are only meaningful on a quiet machine; the FPS/kNN and 1k-300k tables come from
 ``benchmarks/fast_ops.py`` and ``foundry3d bench``.
@@ -65,6 +67,27 @@ def onnx_part(student: str, out: Path, threads: int) -> dict:
     return {"export": res, "svm": rows, "latency": lat, "threads": threads}
 
 
+def _embed_process(files: list[str], spec: str, out: Path, threads: int) -> dict:
+    """One fresh process per run, so its peak RSS is the embed's own."""
+    code = (
+        "import resource, time, json; from foundry3d.edge.embed import embed; t=time.time(); "
+        f"r=embed({files!r}, model={spec!r}, out={str(out)!r}, threads={threads}, progress=False); "
+        "print(json.dumps({'seconds': time.time()-t, 'result': r, "
+        "'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}, default=str))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+    return json.loads(line[-1]) if line else {"error": r.stderr[-800:]}
+
+
+def _assimp_plys(out: Path) -> list[str]:
+    from foundry3d.data.debian import download_package, extract_members
+    from foundry3d.data.store import cache_dir
+
+    deb = download_package("assimp-testmodels", cache_dir())
+    return sorted(str(p) for p in extract_members(deb, out / "assimp", ["*.ply"]))
+
+
 def embed_part(models: dict[str, str], out: Path, threads: int) -> dict:
     ds = load_dataset("kicadboards:test")
     pts = np.asarray(ds[0].points, np.float32)  # 1,000,000 points
@@ -72,17 +95,12 @@ def embed_part(models: dict[str, str], out: Path, threads: int) -> dict:
     np.save(scene, pts)
     rows = {}
     for name, spec in models.items():
-        code = (
-            "import resource, sys, time, json; from foundry3d.edge.embed import embed; t=time.time(); "
-            f"embed([{str(scene)!r}], model={spec!r}, out={str(out / ('embed_' + name))!r}, threads={threads}, "
-            "progress=False); print(json.dumps({'seconds': time.time()-t, "
-            "'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}))"
-        )
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-        line = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
-        rows[name] = json.loads(line[-1]) if line else {"error": r.stderr[-500:]}
-        print(name, rows[name], flush=True)
-    return {"points": len(pts), "scene": ds.names[0] if ds.names else "board", "rows": rows}
+        rows[name] = _embed_process([str(scene)], spec, out / f"embed_{name}", threads)
+        print(name, {k: v for k, v in rows[name].items() if k != "result"}, flush=True)
+    plys = _assimp_plys(out)
+    student = list(models.values())[-1]
+    ply = _embed_process(plys, student, out / "embed_ply", threads)
+    return {"points": len(pts), "scene": ds.names[0] if ds.names else "board", "rows": rows, "ply": ply}
 
 
 def render_part(out: Path, boards: int = 6, points: int = 60_000) -> str:
@@ -119,6 +137,7 @@ def main() -> None:
     ap.add_argument("--names", nargs="+", help="names of the students (default: s1, s2, ...)")
     ap.add_argument("--parts", nargs="+", default=["onnx", "embed", "sceneseg"])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--embed-teacher", action="store_true", help="also embed the 1M-point scene with the teacher")
     ap.add_argument("--out", default="runs/edge")
     a = ap.parse_args()
     out = Path(a.out)
@@ -129,7 +148,8 @@ def main() -> None:
     if "onnx" in a.parts:
         record["onnx"] = onnx_part(a.students[-1], out, a.threads)
     if "embed" in a.parts:
-        record["embed"] = embed_part({"teacher": a.teacher, names[-1]: a.students[-1]}, out, a.threads)
+        models = {"teacher": a.teacher} if a.embed_teacher else {}
+        record["embed"] = embed_part({**models, names[-1]: a.students[-1]}, out, a.threads)
     if "render" in a.parts:
         record["render"] = render_part(out)
     if "sceneseg" in a.parts:

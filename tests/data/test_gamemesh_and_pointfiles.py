@@ -109,3 +109,56 @@ def test_bad_point_files_name_the_file_and_the_problem(tmp_path):
         with pytest.raises(PointFileError, match=msg) as e:
             read_points(tmp_path / name)
         assert name in str(e.value)
+
+
+def test_ply_files_from_older_exporters_are_read_leniently_and_say_so(tmp_path):
+    """Shapes of real files in Debian's assimp-testmodels: Blender 2.4x header text, a face list
+    declared on the vertex element, a truncated ASCII body, a truncated binary body."""
+    from foundry3d.data.pointfile import PointFileWarning
+
+    pts = np.random.default_rng(0).normal(size=(40, 3)).round(4)
+    rows = "\n".join(" ".join(map(str, p)) for p in pts) + "\n"
+    head = "ply\nformat ascii 1.0\n{extra}element vertex 40\nproperty float x\nproperty float y\nproperty float z\n"
+    (tmp_path / "blender.ply").write_text(
+        head.format(extra="Created by Blender3D 247 - www.blender.org\n")
+        + "element face 0\nproperty list uchar uint vertex_indices\nend_header\n"
+        + rows
+    )
+    (tmp_path / "listed.ply").write_text(
+        head.format(extra="") + "property list uchar uint vertex_indices\nend_header\n" + rows
+    )
+    (tmp_path / "short.ply").write_text(head.format(extra="") + "end_header\n" + "\n".join(rows.splitlines()[:30]))
+    for name, says in [
+        ("blender.ply", "Created by Blender3D"),
+        ("listed.ply", "strict reader"),
+        ("short.ply", "30 of the 40"),
+    ]:
+        with pytest.warns(PointFileWarning, match=says):
+            got = read_points(tmp_path / name)
+        n = 30 if name == "short.ply" else 40
+        assert np.allclose(got, pts[:n], atol=1e-4), name
+    body = pts.astype("<f4").tobytes()
+    binhead = (
+        b"ply\nformat binary_little_endian 1.0\nelement vertex 40\n"
+        b"property float x\nproperty float y\nproperty float z\nend_header\n"
+    )
+    (tmp_path / "cut.ply").write_bytes(binhead + body[:-7])
+    with pytest.raises(PointFileError, match="7 bytes shorter") as e:
+        read_points(tmp_path / "cut.ply")
+    assert "cut.ply" in str(e.value)
+    (tmp_path / "empty.ply").write_bytes(b"")
+    with pytest.raises(PointFileError, match=r"empty\.ply"):
+        read_points(tmp_path / "empty.ply")
+
+
+def test_nan_points_are_dropped_only_when_asked(tmp_path):
+    from foundry3d.data.pointfile import PointFileWarning
+
+    (tmp_path / "scan.xyz").write_text("1 2 3\nnan 0 0\n4 5 6\n")
+    with pytest.raises(PointFileError, match="1 of 3 points have NaN"):
+        read_points(tmp_path / "scan.xyz")
+    with pytest.warns(PointFileWarning, match="dropped 1 of 3"):
+        assert read_points(tmp_path / "scan.xyz", drop_nonfinite=True).shape == (2, 3)
+    (tmp_path / "void.xyz").write_text("nan nan nan\n")
+    with pytest.raises(PointFileError, match="NaN"):
+        read_points(tmp_path / "void.xyz", drop_nonfinite=True)

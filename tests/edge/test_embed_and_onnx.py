@@ -33,6 +33,28 @@ def test_embed_writes_features_and_goes_on_past_a_bad_file(student, tmp_path):
     assert (tmp_path / "out" / "other.npz").exists()  # the file after the broken one was still embedded
 
 
+def test_embed_keeps_same_stems_apart_and_records_dropped_nan_points(student, tmp_path):
+    import json
+
+    pts = np.random.default_rng(1).normal(size=(800, 3))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    np.savetxt(tmp_path / "a" / "scan.xyz", pts)
+    scan_b = pts.copy()
+    scan_b[::100] = np.nan  # a scanner's missing returns
+    np.savetxt(tmp_path / "b" / "scan.xyz", scan_b)
+    files = [str(tmp_path / "a" / "scan.xyz"), str(tmp_path / "b" / "scan.xyz")]
+    summary = embed(files, model=student, out=str(tmp_path / "out"), point_features=False, progress=False)
+    assert summary["outputs"] == {
+        files[0]: str(tmp_path / "out" / "scan.npz"),
+        files[1]: str(tmp_path / "out" / "scan_2.npz"),
+    }
+    assert "dropped 8 of 800 points" in summary["warnings"][files[1]][0]
+    assert json.loads((tmp_path / "out" / "embed.json").read_text())["warnings"] == summary["warnings"]
+    with pytest.raises(EmbedError, match="NaN"):
+        embed(files[1:], model=student, out=str(tmp_path / "strict"), drop_nonfinite=False, progress=False)
+
+
 def test_onnx_export_checks_and_int8(student, tmp_path, cache):
     pytest.importorskip("onnxruntime")
     from foundry3d.edge.export import ExportError, export_onnx

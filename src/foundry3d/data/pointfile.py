@@ -22,8 +22,17 @@ class PointFileError(DatasetError):
     """A point-cloud file that cannot be read as N x 3 finite coordinates."""
 
 
-def read_points(path: str | Path) -> np.ndarray:
-    """Coordinates (N, 3) float32 of a point-cloud file; checked for emptiness and finiteness."""
+class PointFileWarning(UserWarning):
+    """A file read only leniently (a malformed header, a truncated body): its points may be incomplete."""
+
+
+def read_points(path: str | Path, drop_nonfinite: bool = False) -> np.ndarray:
+    """Coordinates (N, 3) float32 of a point-cloud file; checked for emptiness and finiteness.
+
+    Scanners write NaN for missing returns: with ``drop_nonfinite`` those points are dropped with a
+    :class:`PointFileWarning` giving their count (an error when no finite point is left); without it
+    any non-finite point is an error.
+    """
     p = Path(path).expanduser()
     if not p.is_file():
         raise PointFileError(f"{p}: no such file")
@@ -51,15 +60,26 @@ def read_points(path: str | Path) -> np.ndarray:
     if len(pts) == 0:
         raise PointFileError(f"{p}: the file holds no points")
     bad = ~np.isfinite(pts).all(1)
-    if bad.any():
+    if bad.any() and drop_nonfinite and not bad.all():
+        warnings.warn(
+            f"{p}: dropped {int(bad.sum())} of {len(pts)} points with NaN or infinite coordinates",
+            PointFileWarning,
+            stacklevel=2,
+        )
+        pts = pts[~bad]
+    elif bad.any():
         raise PointFileError(f"{p}: {int(bad.sum())} of {len(pts)} points have NaN or infinite coordinates")
     return pts.astype(np.float32, copy=False)
 
 
 def _ply(p: Path) -> np.ndarray:
-    from plyfile import PlyData
+    """``plyfile`` first; files it rejects (written by older exporters) go to :func:`_ply_tolerant`."""
+    from plyfile import PlyData, PlyParseError
 
-    ply = PlyData.read(str(p))
+    try:
+        ply = PlyData.read(str(p))
+    except (PlyParseError, ValueError, EOFError) as e:
+        return _ply_tolerant(p, f"{type(e).__name__}: {e}")
     if "vertex" not in ply:
         raise PointFileError(f"{p}: PLY file without a 'vertex' element")
     v = ply["vertex"]
@@ -67,6 +87,88 @@ def _ply(p: Path) -> np.ndarray:
     if not {"x", "y", "z"} <= set(names):
         raise PointFileError(f"{p}: PLY vertices have properties {list(names)}, expected x, y, z")
     return np.stack([np.asarray(v[c], np.float64) for c in "xyz"], 1)
+
+
+_PLY_TYPES = {
+    **dict.fromkeys(("char", "int8"), "i1"),
+    **dict.fromkeys(("uchar", "uint8"), "u1"),
+    **dict.fromkeys(("short", "int16"), "i2"),
+    **dict.fromkeys(("ushort", "uint16"), "u2"),
+    **dict.fromkeys(("int", "int32"), "i4"),
+    **dict.fromkeys(("uint", "uint32"), "u4"),
+    **dict.fromkeys(("float", "float32"), "f4"),
+    **dict.fromkeys(("double", "float64"), "f8"),
+}
+
+
+def _ply_tolerant(p: Path, why: str) -> np.ndarray:
+    """Vertex coordinates of a PLY file that a strict reader rejects, with a warning saying what was off.
+
+    Real files from older exporters have free text in the header (Blender 2.4x writes "Created by
+    ..." without ``comment``), headers that declare a face list on the vertex element, or binary
+    bodies cut short by a few bytes. The header is read line by line (unknown lines skipped), x/y/z
+    are taken at their place in each vertex row, and a short ASCII body gives the rows it holds (a
+    short binary body is an error: the lost bytes may be anywhere, so no row can be trusted).
+    """
+    raw = p.read_bytes()
+    if not raw.startswith(b"ply"):
+        raise PointFileError(f"{p}: not a PLY file (it does not start with 'ply')")
+    end = raw.find(b"end_header")
+    if end < 0:
+        raise PointFileError(f"{p}: PLY header without 'end_header'")
+    body = raw.index(b"\n", end) + 1 if b"\n" in raw[end:] else len(raw)
+    fmt, elements, skipped = "", [], []
+    for line in raw[:end].decode("latin-1").splitlines()[1:]:
+        words = line.split()
+        if not words or words[0] in ("comment", "obj_info"):
+            continue
+        if words[0] == "format" and len(words) >= 2:
+            fmt = words[1]
+        elif words[0] == "element" and len(words) == 3 and words[2].isdigit():
+            elements.append((words[1], int(words[2]), []))
+        elif words[0] == "property" and elements and len(words) >= 3:
+            elements[-1][2].append(words[1:])
+        else:
+            skipped.append(line.strip())
+    if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
+        raise PointFileError(f"{p}: PLY format {fmt!r}; expected ascii, binary_little_endian or binary_big_endian")
+    names = [e[0] for e in elements]
+    if "vertex" not in names:
+        raise PointFileError(f"{p}: PLY file without a 'vertex' element")
+    vi = names.index("vertex")
+    _, count, props = elements[vi]
+    # x, y, z must come before any list property for their place in a row to be fixed
+    fixed = props[: next((i for i, q in enumerate(props) if q[0] == "list"), len(props))]
+    cols = [q[-1] for q in fixed]
+    if not {"x", "y", "z"} <= set(cols):
+        raise PointFileError(f"{p}: PLY vertices have properties {[q[-1] for q in props]}, expected x, y, z first")
+    notes = [f"a strict reader rejected it ({why})"]
+    if skipped:
+        notes.append(f"skipped header lines {skipped}")
+    if fmt == "ascii":
+        lines = raw[body:].decode("latin-1").splitlines()
+        start = sum(e[1] for e in elements[:vi])
+        rows = [ln.split() for ln in lines[start : start + count]]
+        rows = [r for r in rows if len(r) >= len(fixed)]
+        xyz = np.array([[float(r[cols.index(c)]) for c in "xyz"] for r in rows], np.float64).reshape(-1, 3)
+    else:
+        if any(q[0] == "list" for e in elements[: vi + 1] for q in e[2]) or any(q[0] not in _PLY_TYPES for q in props):
+            raise PointFileError(f"{p}: binary PLY with list or unknown properties before its vertex data ({why})")
+        order = "<" if fmt == "binary_little_endian" else ">"
+        skip = sum(e[1] * sum(np.dtype(_PLY_TYPES[q[0]]).itemsize for q in e[2]) for e in elements[:vi])
+        dtype = np.dtype([(q[-1], order + _PLY_TYPES[q[0]]) for q in props])
+        have, want = len(raw) - body - skip, count * dtype.itemsize
+        if have < want:  # bytes lost anywhere shift every row after them: no row can be trusted
+            raise PointFileError(
+                f"{p}: binary PLY body is {want - have} bytes shorter than its header's {count} vertices "
+                f"need ({why}); the file is damaged (re-export it)"
+            )
+        rec = np.frombuffer(raw, dtype, count, body + skip)
+        xyz = np.stack([rec[c].astype(np.float64) for c in "xyz"], 1)
+    if len(xyz) < count:
+        notes.append(f"the file is truncated: it holds {len(xyz)} of the {count} vertices its header declares")
+    warnings.warn(f"{p}: read leniently, " + "; ".join(notes), PointFileWarning, stacklevel=3)
+    return xyz
 
 
 def _las(p: Path) -> np.ndarray:

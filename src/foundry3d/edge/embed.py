@@ -11,14 +11,17 @@ passed through the model. Written to ``<out>/<file stem>.npz``:
 * ``assignment`` (c,) each token's SuperToken, for students that have one;
 * ``centre``, ``scale``: the normalisation, ``model``, ``model_hash``.
 
-A file that cannot be read (empty, NaN, wrong columns, unknown format) is reported with its name
-and the others are still processed; the summary lists the failures.
+A file that cannot be read (empty, wrong columns, unknown format, fewer points than one patch) is
+reported with its name and the others are still processed; ``embed.json`` lists the failures, the
+warnings (points with NaN coordinates dropped, a truncated or oddly written file read leniently)
+and which output each input went to (inputs with the same stem get ``_2``, ``_3`` ...).
 """
 
 from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from foundry3d.data.pointfile import PointFileError, read_points
+from foundry3d.data.pointfile import PointFileError, PointFileWarning, read_points
 from foundry3d.errors import Foundry3DError
 from foundry3d.models.checkpoint import atomic_write
 from foundry3d.models.heads import interpolate, three_nn
@@ -46,9 +49,10 @@ def embed_points(
     chunk: int = 200_000,
 ) -> dict[str, np.ndarray]:
     """Features of one cloud (N, 3) in input units."""
-    centre = points.mean(0)
-    scale = float(np.linalg.norm(points - centre, axis=1).max()) or 1.0
-    x = torch.from_numpy(((points - centre) / scale).astype(np.float32))[None]
+    p64 = points.astype(np.float64)  # float32 sums overflow on georeferenced or huge coordinates
+    centre = p64.mean(0)
+    scale = float(np.linalg.norm(p64 - centre, axis=1).max()) or 1.0
+    x = torch.from_numpy(((p64 - centre) / scale).astype(np.float32))[None]
     g = groups or model.groups_for(len(points))
     g = min(g, len(points))
     out = model.forward_features(x, num_groups=g)
@@ -79,6 +83,7 @@ def embed(
     out: str = "runs/embed",
     groups: int | None = None,
     point_features: bool = True,
+    drop_nonfinite: bool = True,
     threads: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -90,6 +95,8 @@ def embed(
         out: folder for <file stem>.npz and embed.json.
         groups: patches per cloud (default: points / 16).
         point_features: also write per-point features (3-NN propagation), float16.
+        drop_nonfinite: drop points with NaN/inf coordinates (scanners' missing returns) with a
+            warning; otherwise such a file is an error.
         threads: torch threads (default: all cores).
         progress: show a progress bar over the files.
     """
@@ -104,14 +111,26 @@ def embed(
     net, info = resolve(model)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    written, failed, seconds = [], {}, {}
+    written, failed, seconds, notes, outputs = [], {}, {}, {}, {}
+    used: set[str] = set()
     for f in tqdm(files, desc="embed", unit="file", disable=not progress or len(files) < 2, dynamic_ncols=True):
         t0 = time.time()
         try:
-            pts = read_points(f)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", PointFileWarning)
+                pts = read_points(f, drop_nonfinite=drop_nonfinite)
+            for w in caught:
+                if issubclass(w.category, PointFileWarning):
+                    notes.setdefault(str(f), []).append(str(w.message))
+                    print(f"foundry3d embed: warning: {w.message}", flush=True)
+                else:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
             need = max(net.tcfg.group_size, 1)
             if len(pts) < need:
-                raise PointFileError(f"{f}: {len(pts)} points, fewer than the model's patch size ({need})")
+                raise PointFileError(
+                    f"{f}: {len(pts)} points, fewer than one patch of the model ({need}); for a mesh, "
+                    "sample points on its surface first (its vertices alone are too few)"
+                )
             res = embed_points(net, pts, groups, point_features)
         except (PointFileError, ValueError) as e:
             failed[str(f)] = str(e)
@@ -119,15 +138,29 @@ def embed(
             continue
         res["model"] = np.array(info["model"])
         res["model_hash"] = np.array(model_hash(net))
-        target = folder / f"{Path(f).stem}.npz"
+        stem, k = Path(f).stem, 1
+        while (name := stem if k == 1 else f"{stem}_{k}") in used:
+            k += 1
+        used.add(name)
+        target = folder / f"{name}.npz"
         atomic_write(target, lambda tmp, r=res: np.savez(open(tmp, "wb"), **r))  # noqa: SIM115
         written.append(str(target))
+        outputs[str(f)] = str(target)
         seconds[str(f)] = round(time.time() - t0, 2)
-    summary = {"model": info["model"], "written": written, "failed": failed, "seconds": seconds}
+    summary = {
+        "model": info["model"],
+        "written": written,
+        "outputs": outputs,
+        "failed": failed,
+        "warnings": notes,
+        "seconds": seconds,
+    }
     atomic_write(folder / "embed.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
     if failed:
+        why = "; ".join(f"{Path(f).name}: {e.split(': ', 1)[-1]}" for f, e in list(failed.items())[:3])
+        more = f"; and {len(failed) - 3} more (embed.json lists all)" if len(failed) > 3 else ""
         raise EmbedError(
-            f"{len(failed)} of {len(files)} file(s) could not be embedded ({', '.join(failed)}); "
+            f"{len(failed)} of {len(files)} file(s) could not be embedded ({why}{more}); "
             f"the other {len(written)} were written to {folder}"
         )
     return summary
