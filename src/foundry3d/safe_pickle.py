@@ -21,6 +21,10 @@ import types
 import warnings
 from typing import Any
 
+import numpy as np
+import torch
+import torch._utils
+
 _DTYPE_NAMES = {
     "float16",
     "float32",
@@ -44,10 +48,6 @@ _DTYPE_NAMES = {
 
 
 def _allowed() -> dict[tuple[str, str], Any]:
-    import numpy as np
-    import torch
-    import torch._utils
-
     table: dict[tuple[str, str], Any] = {
         ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
         ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,

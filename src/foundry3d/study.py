@@ -20,6 +20,9 @@ students, experts and evaluations it already has.
 from __future__ import annotations
 
 import json
+import os
+import platform
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -149,8 +152,6 @@ def study(
             f"{out} holds a study with other settings or another teacher; pass --overwrite or another --out"
         )
     if overwrite and fp.exists():
-        import shutil
-
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(fp, lambda tmp: Path(tmp).write_text(json.dumps(finger, indent=2)))
@@ -244,7 +245,4 @@ def _matched_r(teacher: torch.nn.Module, student_spec: str | None, cfg: StudyCon
 
 
 def _machine() -> dict[str, Any]:
-    import os
-    import platform
-
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__}

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from sklearn.model_selection import train_test_split
 
 from foundry3d.data.base import ArrayDataset, DatasetError, PartSpec
 from foundry3d.data.corpus import CORPUS_VERSION
@@ -42,8 +43,6 @@ VAL_SEED = 0
 
 def carve_val(train: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(fit, val) indices: a stratified ``VAL_FRACTION`` of ``train`` for model selection."""
-    from sklearn.model_selection import train_test_split
-
     train = np.asarray(train, np.int64)
     y = labels[train]
     counts = np.bincount(y - y.min()) if len(y) else np.array([0])

@@ -11,7 +11,9 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import laspy
 import numpy as np
+from plyfile import PlyData, PlyParseError
 
 from foundry3d.data.base import DatasetError
 
@@ -74,8 +76,6 @@ def read_points(path: str | Path, drop_nonfinite: bool = False) -> np.ndarray:
 
 def _ply(p: Path) -> np.ndarray:
     """``plyfile`` first; files it rejects (written by older exporters) go to :func:`_ply_tolerant`."""
-    from plyfile import PlyData, PlyParseError
-
     try:
         ply = PlyData.read(str(p))
     except (PlyParseError, ValueError, EOFError) as e:
@@ -172,8 +172,6 @@ def _ply_tolerant(p: Path, why: str) -> np.ndarray:
 
 
 def _las(p: Path) -> np.ndarray:
-    import laspy
-
     las = laspy.read(str(p))
     return np.stack([np.asarray(las.x), np.asarray(las.y), np.asarray(las.z)], 1)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from foundry3d.data.base import ConcatDataset, DatasetError, PointCloudDataset
 from foundry3d.data.benchmarks import BENCHMARKS
 from foundry3d.data.embedded import EMBEDDED, SPLITS, embedded_path, load_embedded
@@ -125,9 +127,6 @@ def dataset_info(name: str, root: str | Path | None = None) -> dict[str, Any]:
             ds = load_embedded(base, "all", path=path)
             spec = ds.part_spec
             assert spec is not None
-            share = {}
-            import numpy as np
-
             counts = np.bincount(np.asarray(ds.part_labels).ravel(), minlength=spec.num_parts)
             share = {p: round(float(c) / counts.sum(), 4) for p, c in zip(spec.parts, counts)}
             out.update(

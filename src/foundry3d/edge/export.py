@@ -121,7 +121,7 @@ def export_onnx(
 
 
 def verify_onnx(wrapper: nn.Module, path: Path, shapes: list[tuple[int, int]], atol: float) -> list[dict]:
-    import onnxruntime as ort
+    import onnxruntime as ort  # the [onnx] extra
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name

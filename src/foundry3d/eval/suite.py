@@ -103,6 +103,11 @@ class EvalError(Foundry3DError, ValueError):
 
 def parse_task(task: str) -> tuple[str, str, str | None]:
     proto, sep, rest = task.partition(":")
+    if "=" in task and proto not in PROTOCOLS:
+        raise EvalError(
+            f"{task!r} is a setting, not a task: on the command line put KEY=VALUE settings before --tasks "
+            "(or after a lone --), e.g. foundry3d eval svm.repeats=5 --model M --tasks svm:sh3d16"
+        )
     if not sep or proto not in PROTOCOLS:
         raise EvalError(
             f"unknown task {task!r}: tasks are PROTOCOL:DATASET[@ROOT] with PROTOCOL in {', '.join(PROTOCOLS)}; "

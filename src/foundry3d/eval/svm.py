@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
@@ -50,8 +50,6 @@ def fit_svm(
         return pipe, {"protocol": "standardized", "C": C, "standardize": True, "cv": None}
     cx, cy = x, y
     if cv_max_samples is not None and len(y) > cv_max_samples:  # choose C on a stratified subset, fit on all
-        from sklearn.model_selection import train_test_split
-
         idx, _ = train_test_split(np.arange(len(y)), train_size=cv_max_samples, stratify=y, random_state=seed)
         cx, cy = x[idx], y[idx]
     counts = np.bincount(cy)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -152,8 +152,6 @@ def read_release(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tens
     if not weights.is_file():
         raise CheckpointError(f"{weights} does not exist (expected a foundry3d release written by save_release)")
     try:
-        from safetensors import safe_open
-
         with safe_open(str(weights), framework="pt") as f:
             meta = f.metadata() or {}
         state = load_file(str(weights))

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from foundry3d.data.base import PointCloudDataset
 from foundry3d.data.transforms import Sampling, collate
@@ -57,8 +58,6 @@ def tokenized(
     Models whose tokenizers hold identical weights (a teacher and the students that copied and
     froze its tokenizer) share the work; everything after the tokenizer runs per model.
     """
-    from tqdm.auto import tqdm
-
     groups = num_groups or model.groups_for(num_points)
     key = _tokenizer_key(model, dataset, num_points, groups, sampling)
     if key in _TOKENS:

@@ -40,7 +40,7 @@ def use_fast(points: Tensor) -> bool:
 
 def fps_fast(points: Tensor, k: int) -> Tensor:
     """Exact FPS (QuickFPS) per cloud -> indices (B, k)."""
-    import fpsample
+    import fpsample  # imported on use: platforms without its wheel fall back to the PyTorch path
 
     pts = points.detach().float().numpy()
     n = pts.shape[1]
@@ -51,7 +51,7 @@ def fps_fast(points: Tensor, k: int) -> Tensor:
 
 def knn_fast(query: Tensor, points: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """Exact kNN with a kd-tree per cloud -> indices (B, M, k), squared distances (B, M, k)."""
-    from pykdtree.kdtree import KDTree
+    from pykdtree.kdtree import KDTree  # imported on use, like fpsample above
 
     q = query.detach().float().numpy()
     p = points.detach().float().numpy()

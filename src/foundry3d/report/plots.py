@@ -11,7 +11,7 @@ from foundry3d.report.render import label_colors
 
 
 def _plt():
-    import matplotlib
+    import matplotlib  # slow to import: loaded only when a plot is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -73,7 +73,7 @@ def render_grid(
     suptitle: str = "",
 ) -> Path:
     """Save a grid of point clouds as one PNG."""
-    import matplotlib
+    import matplotlib  # slow to import: loaded only when a grid is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from foundry3d.config import load_config, parse_override, to_dict
 from foundry3d.data.registry import load_dataset
@@ -355,8 +356,6 @@ def cache_key(teacher: PointTransformer, dataset: Any, cfg: DistillConfig) -> st
 @torch.no_grad()
 def build_cache(teacher: PointTransformer, dataset: Any, cfg: DistillConfig, run_dir: Path) -> dict[str, Tensor]:
     """Tokens, centres and teacher targets for ``cache_views`` augmented views of every cloud."""
-    from tqdm.auto import tqdm
-
     folder = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir / "cache"
     path = folder / f"teacher-views-{cache_key(teacher, dataset, cfg)}.pt"
     if path.exists():

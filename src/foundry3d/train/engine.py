@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import shutil
 import sys
 import time
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
 
 from foundry3d.config import read_yaml, save_yaml, to_dict
 from foundry3d.errors import Foundry3DError
@@ -140,8 +142,6 @@ def lr_at(step: int, cfg: EngineConfig) -> float:
 
 def seed_all(seed: int) -> None:
     """Seed torch, numpy and random before a recipe builds its modules (identical initial weights)."""
-    import random
-
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
@@ -534,8 +534,6 @@ def _checkpoint(
 def _progress(cfg: EngineConfig, info: DistInfo, start: int) -> Any:
     if not (cfg.progress and info.is_main):
         return None
-    from tqdm.auto import tqdm
-
     return tqdm(total=cfg.steps, initial=start, desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
 
 

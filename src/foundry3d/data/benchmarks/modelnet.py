@@ -15,6 +15,7 @@ Pickles are read with a restricted unpickler; still, only use files from a trust
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import h5py
@@ -176,8 +177,6 @@ FEWSHOT_SPLIT = r"(\d+)way_?(\d+)shot/(\d+)/(train|test)"
 @register_benchmark("modelnet40_fewshot", ("<W>way_<S>shot/<fold>/{train,test}",), FEWSHOT_LAYOUT, FEWSHOT_SPLIT)
 def load_fewshot(root: Path, split: str) -> ArrayDataset:
     """One side of one fold, e.g. split ``5way_10shot/0/train`` (support) or ``.../test`` (query)."""
-    import re
-
     m = re.fullmatch(FEWSHOT_SPLIT, split)
     assert m is not None
     support, query = load_fewshot_fold(root, int(m.group(1)), int(m.group(2)), int(m.group(3)))
