@@ -139,6 +139,13 @@ def dataset_info(name: str, root: str | Path | None = None) -> dict[str, Any]:
             )
         elif base == "corpus":
             out.update(shapes=meta["shapes"], packages=meta["packages"], dedup=meta["dedup"])
+        elif base == "kicadboards":  # scenes: no labelled/pool split, one label per point
+            out.update(
+                boards=meta["boards"],
+                classes=len(meta["classes"]),
+                models_placed=f"{meta['models_read']} of {meta['models_wanted']} footprint models read",
+                skipped_boards=meta["skipped"]["shapes"],
+            )
         else:
             lab = load_embedded(base, "labelled", path=path)
             out.update(
