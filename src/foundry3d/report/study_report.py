@@ -56,7 +56,7 @@ def study_tables(record: dict[str, Any]) -> list[Table]:
         ),
     ]
     tables[0].notes = headroom_notes(comp, tasks)
-    return tables
+    return [t for t in tables if len(t.rows) > 2]  # a part the study's config left out has no table
 
 
 def _gate_order(name: str) -> tuple[int, float]:
