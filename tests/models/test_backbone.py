@@ -84,3 +84,18 @@ def test_release_roundtrip_and_bad_files(tmp_path, cloud):
     torch.save({"a": 1}, tmp_path / "x.pt")
     with pytest.raises(CheckpointError, match="not a foundry3d release"):
         load(tmp_path / "x.pt")
+
+
+def test_every_embedded_teacher_loads_and_pretrained_means_the_default():
+    from foundry3d.models.hub import DEFAULT_TEACHER, EMBEDDED, embedded_path, load_teacher, model_hash
+
+    assert DEFAULT_TEACHER in foundry3d.list_models("embedded")
+    x = torch.randn(2, 1024, 3)
+    for name in foundry3d.list_models("embedded"):
+        m = load_teacher(f"embedded:{name}")
+        arch = foundry3d.create_model(EMBEDDED.info(name)["variant"]).cfg
+        assert (m.cfg.dim, m.cfg.depth, m.cfg.num_heads) == (arch.dim, arch.depth, arch.num_heads)
+        assert (embedded_path(name) / "MODEL_CARD.md").is_file()
+        assert torch.isfinite(m.forward_features(x)["tokens"]).all()
+    default = foundry3d.create_model("tiny", pretrained=True)
+    assert model_hash(default) == model_hash(load_teacher("embedded"))

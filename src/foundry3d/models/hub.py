@@ -73,7 +73,10 @@ assert set(STUDENTS.names()) == set(STUDENT_KINDS)
 # Teachers shipped in the package (folder under foundry3d/assets); "embedded" means DEFAULT_TEACHER.
 EMBEDDED: Registry = Registry("embedded teacher")
 EMBEDDED.register("tiny", "teacher_tiny", variant="tiny", note="Point-JEPA tiny, SH3D + KiCad, 4,000 steps")
-DEFAULT_TEACHER = "tiny"
+EMBEDDED.register(
+    "tiny2", "teacher_tiny2", variant="tiny", note="Point-JEPA tiny, game-asset corpus + SH3D + KiCad, 3,000 steps"
+)
+DEFAULT_TEACHER = "tiny2"
 
 RELEASE_KINDS = ("backbone", "student", "foundry_student")  # foundry_student: releases before the hub
 
@@ -106,7 +109,7 @@ def create_model(name: str, pretrained: bool = False, **overrides: Any) -> Point
     if pretrained:
         if overrides:
             raise HubError("pretrained=True loads a release as it is: no config overrides")
-        for key, _ in EMBEDDED.items():
+        for key in sorted(EMBEDDED.names(), key=lambda k: k != DEFAULT_TEACHER):  # the default first
             if EMBEDDED.info(key).get("variant") == name:
                 return load(embedded_path(key), expect_kind="backbone")  # type: ignore[return-value]
         raise HubError(f"no pretrained weights are shipped for variant {name!r}; embedded: {EMBEDDED.names()}")
