@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--record", required=True, help="docs folder for the run record (metrics, config, changes)")
     ap.add_argument("--name", default="tiny2")
+    ap.add_argument("--card-only", action="store_true", help="rewrite MODEL_CARD.md and the record only")
     args = ap.parse_args()
     run = Path(args.run)
     model = load(run / "release")
@@ -51,9 +52,12 @@ def main() -> None:
     changes = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
     teacher, floor = load_results(Path(args.eval) / "teacher"), load_results(Path(args.eval) / "floor")
     comp = comparison(teacher, floor, {"teacher": teacher})
-    out = save_release(
-        model, args.out, {**model.release_meta, "packaged_from": str(run)}, dtype=torch.float16, overwrite=True
-    )
+    if args.card_only:  # the release is already packaged: rewrite its card only (weights and hash unchanged)
+        out = Path(args.out)
+    else:
+        out = save_release(
+            model, args.out, {**model.release_meta, "packaged_from": str(run)}, dtype=torch.float16, overwrite=True
+        )
     flops = count_flops(model, torch.randn(1, model.cfg.num_points, 3))["flops"]
     n_params = sum(p.numel() for p in model.parameters())
     datasets = cfg["probe"]["datasets"]
@@ -78,8 +82,16 @@ def main() -> None:
         *[
             f"- Resumed at step {c['at_step']} with a changed recipe: "
             + ", ".join(f"`{k}` {a} -> {b}" for k, (a, b) in c["changes"].items())
-            + " (the learning-rate schedule follows the new step count from there on)."
-            for c in changes
+            + (
+                " (superseded: the run went on from the same checkpoint with the next change)."
+                if any(d["at_step"] == c["at_step"] for d in changes[i + 1 :])
+                and "engine.steps" in c["changes"]
+                and any("engine.steps" in d["changes"] for d in changes[i + 1 :] if d["at_step"] == c["at_step"])
+                else " (the learning-rate schedule follows the new step count from there on)."
+                if "engine.steps" in c["changes"]
+                else "."
+            )
+            for i, c in enumerate(changes)
         ],
         "",
         "## Held-out scores next to the floor",
