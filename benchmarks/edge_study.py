@@ -70,8 +70,10 @@ def onnx_part(student: str, out: Path, threads: int) -> dict:
 def _embed_process(files: list[str], spec: str, out: Path, threads: int) -> dict:
     """One fresh process per run, so its peak RSS is the embed's own."""
     code = (
-        "import resource, time, json; from foundry3d.edge.embed import embed; t=time.time(); "
-        f"r=embed({files!r}, model={spec!r}, out={str(out)!r}, threads={threads}, progress=False); "
+        "import resource, time, json, pathlib; from foundry3d.edge.embed import EmbedError, embed; t=time.time()\n"
+        f"try:\n    r=embed({files!r}, model={spec!r}, out={str(out)!r}, threads={threads}, progress=False)\n"
+        # some files failing is an outcome to record: embed.json lists what was written and why others were not
+        f"except EmbedError:\n    r=json.loads((pathlib.Path({str(out)!r}) / 'embed.json').read_text())\n"
         "print(json.dumps({'seconds': time.time()-t, 'result': r, "
         "'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}, default=str))"
     )
