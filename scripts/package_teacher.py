@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -48,6 +49,10 @@ def main() -> None:
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     train, probes = read_metrics(run, "train"), read_metrics(run, "eval")
     commit = subprocess.run(["git", "log", "-1", "--format=%H", "--", "src"], capture_output=True, text=True).stdout
+    old_card = Path(args.out) / "MODEL_CARD.md"
+    if args.card_only and old_card.exists():  # the weights were packaged earlier: keep the commit they came from
+        found = re.search(r"Packaged at code commit `([0-9a-f]+)`", old_card.read_text())
+        commit = found.group(1) if found else commit
     log = run / "config_changes.jsonl"
     changes = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
     teacher, floor = load_results(Path(args.eval) / "teacher"), load_results(Path(args.eval) / "floor")
@@ -83,13 +88,11 @@ def main() -> None:
             f"- Resumed at step {c['at_step']} with a changed recipe: "
             + ", ".join(f"`{k}` {a} -> {b}" for k, (a, b) in c["changes"].items())
             + (
-                " (superseded: the run went on from the same checkpoint with the next change)."
-                if any(d["at_step"] == c["at_step"] for d in changes[i + 1 :])
-                and "engine.steps" in c["changes"]
-                and any("engine.steps" in d["changes"] for d in changes[i + 1 :] if d["at_step"] == c["at_step"])
+                "."
+                if "engine.steps" not in c["changes"]
+                else " (superseded: the run went on from the same checkpoint with the next change)."
+                if any(d["at_step"] == c["at_step"] and "engine.steps" in d["changes"] for d in changes[i + 1 :])
                 else " (the learning-rate schedule follows the new step count from there on)."
-                if "engine.steps" in c["changes"]
-                else "."
             )
             for i, c in enumerate(changes)
         ],

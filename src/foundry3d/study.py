@@ -218,14 +218,31 @@ def study(
         "teacher": {"spec": cfg.teacher, "hash": model_hash(teacher), "name": teacher.cfg.name},
         "models": models,
         "tasks": cfg.tasks,
-        "comparison": comp,
+        "comparison": _without_items(comp),
         "results": {k: {"model": v["model"], "tasks": v["tasks"]} for k, v in results.items()},
         "seconds": {**seconds, "total": round(time.time() - t0, 1)},
         "machine": _machine(),
     }
-    atomic_write(out / "study.json", lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1, default=float)))
+    text = json.dumps(record, separators=(",", ":"), default=float)  # per-item arrays: compact, a few MB
+    atomic_write(out / "study.json", lambda tmp: Path(tmp).write_text(text))
     paths = write_study_report(out, record)
     return {"study": str(out / "study.json"), **paths}
+
+
+def _without_items(comp: dict[str, Any]) -> dict[str, Any]:
+    """The comparison without its copies of every model's per-item arrays (``results`` keeps them once)."""
+
+    def strip(res: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in res.items() if k != "per_item"}
+
+    return {
+        task: {
+            "teacher": strip(row["teacher"]),
+            "floor": strip(row["floor"]),
+            "students": {n: {**st, "result": strip(st["result"])} for n, st in row["students"].items()},
+        }
+        for task, row in comp.items()
+    }
 
 
 def _matched_r(teacher: torch.nn.Module, student_spec: str | None, cfg: StudyConfig) -> int:
