@@ -1,7 +1,10 @@
 """Render the README's results section from the committed run records in docs/ (no number typed by hand).
 
-    python scripts/readme_results.py --machine "the 2-core CPU development machine, fresh clone, quiet"
+    python scripts/readme_results.py                      # re-render from docs/
+    python scripts/readme_results.py --copy-quickstart RUN --wall S --machine "..."   # record a new run
 
+``--wall`` is the measured wall time of the README's main command from a fresh clone (e.g. from
+``/usr/bin/time -v``); it and ``--machine`` are stored in ``docs/quickstart/run.json`` with the run.
 Reads (whatever exists): docs/quickstart/ (a quickstart run's stages/ and report.json, copied by
 ``--copy-quickstart RUN``), docs/teacher_tiny2_run/ (the embedded teacher's record), docs/study/
 (``foundry3d study paper``), docs/edge/ (bench.json, fast_ops.json, edge.json). Writes the block between
@@ -152,7 +155,7 @@ def study_context(docs: Path) -> dict[str, Any] | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--machine", required=True, help="where and how the quickstart run was made")
+    ap.add_argument("--machine", help="where and how the quickstart run was made (stored with --copy-quickstart)")
     ap.add_argument("--wall", type=float, help="seconds of the whole main command (set-up included), measured")
     ap.add_argument("--copy-quickstart", type=Path, help="copy this quickstart run's record into docs/quickstart")
     ap.add_argument("--teacher", default="tiny2")
@@ -168,6 +171,17 @@ def main() -> None:
         for f in ("score_vs_s.png", "supertokens_s16.png"):
             if (args.copy_quickstart / "figures" / f).exists():
                 shutil.copyfile(args.copy_quickstart / "figures" / f, q / "figures" / f)
+    run_file = docs / "quickstart" / "run.json"  # how the copied run was made: kept with its record
+    if args.copy_quickstart or args.machine or args.wall:
+        if not args.machine:
+            raise SystemExit("--machine is required when recording a quickstart run")
+        run = {
+            "machine": args.machine,
+            "wall_s": args.wall,
+            "command": "bash scripts/setup.sh && .venv/bin/foundry3d quickstart",
+        }
+        run_file.write_text(json.dumps(run, indent=1) + "\n")
+    run = json.loads(run_file.read_text()) if run_file.exists() else {"machine": "", "wall_s": None}
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent),
         trim_blocks=True,
@@ -176,8 +190,8 @@ def main() -> None:
     )
     env.filters["md_cell"] = lambda t: str(t).replace("|", "\\|").replace("\n", "<br>")
     block = env.get_template("readme_results.md.j2").render(
-        machine=args.machine,
-        wall=args.wall,
+        machine=run["machine"],
+        wall=run["wall_s"],
         quick=quickstart_context(docs),
         teacher=teacher_context(docs, args.teacher),
         study=study_context(docs),
