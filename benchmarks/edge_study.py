@@ -31,6 +31,7 @@ from foundry3d.data.registry import load_dataset
 from foundry3d.data.transforms import collate
 from foundry3d.edge.export import export_onnx
 from foundry3d.edge.onnx_runtime import OnnxPointModel, onnx_features
+from foundry3d.eval.results import bootstrap_ci
 from foundry3d.eval.suite import evaluate
 from foundry3d.eval.svm import fit_svm
 
@@ -43,12 +44,16 @@ def onnx_part(student: str, out: Path, threads: int) -> dict:
         tr, te = load_dataset(f"{name}:train"), load_dataset(f"{name}:test")
         xtr = collate([tr[i] for i in range(len(tr))], 1024, "first")["points"].numpy()
         xte = collate([te[i] for i in range(len(te))], 1024, "first")["points"].numpy()
-        row = {}
+        row, correct = {}, {}
         for tag, m in (("fp32", fp32), ("int8", int8)):
             a, b = onnx_features(m, xtr), onnx_features(m, xte)
             clf, used = fit_svm(a, tr.labels(), grid=(0.03, 0.1, 0.3), cv_max_samples=1200)
-            row[tag] = {"acc": float((clf.predict(b) == te.labels()).mean()), "C": used["C"]}
+            correct[tag] = (clf.predict(b) == te.labels()).astype(float)
+            ci = bootstrap_ci("svm", {"score": correct[tag]})
+            row[tag] = {"acc": float(correct[tag].mean()), "ci95": ci, "C": used["C"]}
         row["int8_minus_fp32_points"] = 100 * (row["int8"]["acc"] - row["fp32"]["acc"])
+        paired = bootstrap_ci("svm", {"score": correct["int8"] - correct["fp32"]})  # same test shapes
+        row["int8_minus_fp32_ci95_points"] = [100 * v for v in paired]
         rows[name] = row
     x = collate([load_dataset("kicad33:test")[i] for i in range(32)], 1024, "first")["points"].numpy()
     lat = {}
