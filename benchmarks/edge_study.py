@@ -30,30 +30,50 @@ import numpy as np
 from foundry3d.data.registry import load_dataset
 from foundry3d.data.transforms import collate
 from foundry3d.edge.export import export_onnx
-from foundry3d.edge.onnx_runtime import OnnxPointModel, onnx_features
+from foundry3d.edge.onnx_runtime import OnnxPointModel, onnx_features, quantize_int8
 from foundry3d.eval.results import bootstrap_ci
 from foundry3d.eval.suite import evaluate
 from foundry3d.eval.svm import fit_svm
 
 
+def _agreement(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], names: list[str]) -> dict[str, float]:
+    """Token R² of an int8 model against fp32, and the share of centres / assignments left unchanged."""
+    y, yh = ref[names[0]].astype(np.float64), got[names[0]].astype(np.float64)
+    out = {"token_r2_vs_fp32": float(1 - ((y - yh) ** 2).sum() / ((y - y.mean((0, 1))) ** 2).sum())}
+    if len(names) > 1:
+        out["centres_unchanged"] = float((ref[names[1]] == got[names[1]]).all(-1).mean())
+    if len(names) > 2:
+        out["assignment_unchanged"] = float((ref[names[2]] == got[names[2]]).mean())
+    return out
+
+
 def onnx_part(student: str, out: Path, threads: int) -> dict:
     res = export_onnx(student, out / "student.onnx", num_points=1024, int8=True)
     fp32, int8 = OnnxPointModel(out / "student.onnx", threads), OnnxPointModel(out / "student.int8.onnx", threads)
+    # the reference choice: every MatMul/Gemm in int8 (grouping distances, tokenizer and routing included)
+    cal = load_dataset("kicad33:train")
+    pick = np.linspace(0, len(cal) - 1, 64).astype(int)
+    clouds = collate([cal[int(i)] for i in pick], 1024, "first")["points"].numpy()
+    quantize_int8(out / "student.onnx", out / "student.int8_all.onnx", clouds, scopes=("",))
+    models = {"fp32": fp32, "int8": int8, "int8_all": OnnxPointModel(out / "student.int8_all.onnx", threads)}
     rows = {}
     for name in ("sh3d16", "kicad33"):
         tr, te = load_dataset(f"{name}:train"), load_dataset(f"{name}:test")
         xtr = collate([tr[i] for i in range(len(tr))], 1024, "first")["points"].numpy()
         xte = collate([te[i] for i in range(len(te))], 1024, "first")["points"].numpy()
         row, correct = {}, {}
-        for tag, m in (("fp32", fp32), ("int8", int8)):
+        ref = fp32(xte[:128])
+        for tag, m in models.items():
             a, b = onnx_features(m, xtr), onnx_features(m, xte)
             clf, used = fit_svm(a, tr.labels(), grid=(0.03, 0.1, 0.3), cv_max_samples=1200)
             correct[tag] = (clf.predict(b) == te.labels()).astype(float)
             ci = bootstrap_ci("svm", {"score": correct[tag]})
             row[tag] = {"acc": float(correct[tag].mean()), "ci95": ci, "C": used["C"]}
-        row["int8_minus_fp32_points"] = 100 * (row["int8"]["acc"] - row["fp32"]["acc"])
-        paired = bootstrap_ci("svm", {"score": correct["int8"] - correct["fp32"]})  # same test shapes
-        row["int8_minus_fp32_ci95_points"] = [100 * v for v in paired]
+            if tag != "fp32":
+                row[tag].update(_agreement(ref, m(xte[:128]), fp32.outputs))
+                row[f"{tag}_minus_fp32_points"] = 100 * (row[tag]["acc"] - row["fp32"]["acc"])
+                paired = bootstrap_ci("svm", {"score": correct[tag] - correct["fp32"]})  # same test shapes
+                row[f"{tag}_minus_fp32_ci95_points"] = [100 * v for v in paired]
         rows[name] = row
     x = collate([load_dataset("kicad33:test")[i] for i in range(32)], 1024, "first")["points"].numpy()
     lat = {}

@@ -61,3 +61,50 @@ def test_knn_scales_to_large_clouds():
     q = pts[:, :64]
     idx, _ = knn(q, pts, 4)
     assert idx.shape == (1, 64, 4) and torch.equal(idx[0, :, 0], torch.arange(64))
+
+
+def test_library_path_is_exact_fps_knn_and_reproducible(monkeypatch):
+    """The large-cloud path (QuickFPS + pykdtree): an exact FPS from its own start, exact kNN, same every run."""
+    from foundry3d.ops import fast
+
+    if not fast.available():
+        pytest.skip("fpsample / pykdtree wheels are not installed on this platform")
+    monkeypatch.setattr(fast, "FAST_MIN_POINTS", 2000)  # QuickFPS for these 3,000-point clouds
+    pts = torch.randn(2, 3000, 3, generator=torch.Generator().manual_seed(0))
+    a, b = fast.fps_fast(pts, 40), fast.fps_fast(pts, 40)
+    assert torch.equal(a, b)  # the library's start is random unless fixed: two runs must agree
+    for i in range(2):
+        assert a[i].tolist() == brute_fps(pts[i], 40, start=int(a[i, 0]))  # exact FPS from that start
+    q = gather_points(pts, a)
+    idx, d = fast.knn_fast(q, pts, 8)
+    ref_idx, ref_d = knn(q, pts, 8)
+    assert torch.allclose(d, ref_d, atol=1e-5)
+    assert torch.equal(idx.sort(-1).values, ref_idx.sort(-1).values)
+
+
+def test_library_path_matches_the_pytorch_path_below_its_threshold_and_takes_over_only_where_it_may(monkeypatch):
+    from foundry3d.ops import fast
+
+    if not fast.available():
+        pytest.skip("fpsample / pykdtree wheels are not installed on this platform")
+    x = torch.randn(3, 1024, 3, generator=torch.Generator().manual_seed(1))
+    nb, centres, idx = group_points(x, 64, 32)  # library path (CPU, no autograd)
+    monkeypatch.setattr(fast, "LIBRARY_OPS", False)
+    nb_ref, centres_ref, idx_ref = group_points(x, 64, 32)
+    assert torch.allclose(nb, nb_ref)  # PyTorch reference
+    assert torch.equal(centres, centres_ref)  # plain FPS from index 0: the same centres in the same order
+    assert torch.equal(idx.sort(-1).values, idx_ref.sort(-1).values)  # the same neighbours
+    monkeypatch.setattr(fast, "LIBRARY_OPS", True)
+    calls = []
+    real = fast.fps_fast
+    monkeypatch.setattr(fast, "fps_fast", lambda p, k: calls.append(p.shape[1]) or real(p, k))
+    monkeypatch.setattr(fast, "FAST_MIN_POINTS", 2000)  # bucket FPS from 2,000 points on
+    nb, centres, idx = group_points(torch.randn(1, 2500, 3), 16, 8)
+    assert calls == [2500]
+    assert nb.shape == (1, 16, 8, 3) and (nb[:, :, 0].abs() < 1e-6).all()  # each patch holds its own centre
+    y = torch.randn(1, 2500, 3, requires_grad=True)  # autograd inputs keep the PyTorch path
+    nb, _, _ = group_points(y, 16, 8)
+    nb.sum().backward()  # gradients reach the points through the gathers
+    assert calls == [2500] and y.grad is not None
+    with pytest.raises(ValueError, match="cannot sample"):
+        fast.fps_fast(torch.randn(1, 10, 3), 20)

@@ -3,7 +3,12 @@
 ONNX graphs carry no data-dependent checks (PyTorch's are skipped while exporting), so an exported
 model would silently turn a NaN or a too-small cloud into garbage. :class:`OnnxPointModel` runs the
 same checks as the PyTorch models before calling the session. :func:`quantize_int8` makes a static
-QDQ int8 copy calibrated on real clouds (MatMul/Gemm only: the ops that carry the FLOPs).
+QDQ int8 copy calibrated on real clouds: the MatMul/Gemm of the transformer blocks and the CAU decoder
+(where the FLOPs of a student's encoder are). The ops that decide which points form a patch (FPS,
+kNN distances), the tokenizer whose tokens the SuperToken routing reads, the positional MLP (its input
+is the centres output) and the routing itself stay fp32, so int8 never moves a centre or re-routes a
+token (quantizing every MatMul/Gemm moved centres and routing and cost accuracy: the effect of each
+choice is measured by ``benchmarks/edge_study.py``, record in ``docs/edge/edge.json``).
 """
 
 from __future__ import annotations
@@ -77,13 +82,36 @@ class _Calibration:
         return None if c is None else {self.name: c[None].astype(np.float32)}
 
 
-def quantize_int8(onnx_path: str | Path, out: str | Path, calibration: np.ndarray) -> Path:
-    """Static QDQ int8 (per-channel weights, MatMul/Gemm) calibrated on ``calibration`` (S, N, 3) clouds."""
+# module scopes (as the exporter records them in each node's ``namespace``) whose MatMul/Gemm go int8
+INT8_SCOPES = ("model.blocks.", "model.cau.")
+
+
+def int8_nodes(model: Any, scopes: tuple[str, ...] = INT8_SCOPES) -> list[str]:
+    """Names of the MatMul/Gemm nodes inside ``scopes``; every MatMul/Gemm if the graph has no scopes."""
+    mm = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm")]
+    spaces = {n.name: next((p.value for p in n.metadata_props if p.key == "namespace"), "") for n in mm}
+    if not any(spaces.values()):  # not exported by torch.onnx's dynamo path: no module scopes to go by
+        return [n.name for n in mm]
+    return [n.name for n in mm if any(f"/{s}" in spaces[n.name] or spaces[n.name].startswith(s) for s in scopes)]
+
+
+def quantize_int8(
+    onnx_path: str | Path, out: str | Path, calibration: np.ndarray, scopes: tuple[str, ...] = INT8_SCOPES
+) -> Path:
+    """Static QDQ int8 (per-channel weights) of the blocks' and CAU's MatMul/Gemm, calibrated on real clouds.
+
+    ``calibration`` is (S, N, 3) clouds, never a test split. Grouping, tokenizer, positional MLP and
+    routing stay fp32 (see the module docstring for why); ``scopes=("",)`` quantizes every MatMul/Gemm.
+    """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     src = Path(onnx_path)
-    name = onnx.load(str(src), load_external_data=False).graph.input[0].name
+    proto = onnx.load(str(src), load_external_data=False)
+    name = proto.graph.input[0].name
+    nodes = int8_nodes(proto, scopes)
+    if not nodes:
+        raise OnnxModelError(f"{src}: no MatMul/Gemm inside {', '.join(scopes)} to quantize")
     out = Path(out)
     quantize_static(
         str(src),
@@ -91,6 +119,7 @@ def quantize_int8(onnx_path: str | Path, out: str | Path, calibration: np.ndarra
         _Calibration(name, calibration),
         quant_format=QuantFormat.QDQ,
         op_types_to_quantize=["MatMul", "Gemm"],
+        nodes_to_quantize=nodes,
         per_channel=True,
         weight_type=QuantType.QInt8,
         activation_type=QuantType.QInt8,
@@ -101,7 +130,13 @@ def quantize_int8(onnx_path: str | Path, out: str | Path, calibration: np.ndarra
         e = model.metadata_props.add()
         e.key, e.value = m.key, m.value
     e = model.metadata_props.add()
-    e.key, e.value = "quantization", "static QDQ int8, MatMul/Gemm, per-channel weights, MinMax calibration"
+    e.key, e.value = (
+        "quantization",
+        (
+            f"static QDQ int8, per-channel weights, MinMax calibration; {len(nodes)} MatMul/Gemm of "
+            f"{', '.join(scopes) or 'the whole graph'} (the others stay fp32)"
+        ),
+    )
     onnx.save(model, str(out))
     return out
 

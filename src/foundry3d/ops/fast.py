@@ -1,11 +1,17 @@
-"""Library paths for large clouds: bucket FPS (``fpsample``) and kd-tree kNN (``pykdtree``).
+"""Library paths for FPS (``fpsample``) and kNN (``pykdtree``) on CPU clouds outside autograd and export.
 
-The pure-PyTorch ops stay the reference (they export to ONNX and are used for every cloud up to
-``FAST_MIN_POINTS``); above it, and only outside export/tracing, these libraries take over:
+The pure-PyTorch ops stay the reference: they export to ONNX, run on GPUs and carry gradients. On a
+CPU, and only outside export/tracing/autograd, these libraries take over (``FOUNDRY3D_LIBRARY_OPS=0``
+turns them off):
 
-* ``fpsample.bucket_fps_kdline_sampling`` (QuickFPS) is *exact* farthest point sampling, but it
-  starts from a point of its own kd-tree order instead of index 0, so its centres are an exact FPS
-  of the cloud from another start (the effect on features is measured in ``benchmarks/fast_ops.py``);
+* clouds under ``FAST_MIN_POINTS`` points: ``fpsample.fps_sampling`` from index 0, which is the same
+  farthest point sampling as the PyTorch op (same start, same order; tested) without a Python loop
+  per centre: at 1,024 points it is what keeps batch-1 latency from being dominated by grouping;
+* larger clouds: ``fpsample.bucket_fps_kdline_sampling`` (QuickFPS) is *exact* farthest point
+  sampling, but it starts from a point of its own kd-tree order instead of index 0, so its centres
+  are an exact FPS of the cloud from another start (the effect on features is measured in
+  ``benchmarks/fast_ops.py``). Its start is random unless ``start_idx`` is given, so we always pass
+  one: the same cloud gives the same centres in every run (embeddings are reproducible);
 * ``pykdtree`` kNN is exact (the same neighbours, up to ties among equal distances).
 """
 
@@ -17,7 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-FAST_MIN_POINTS = int(os.environ.get("FOUNDRY3D_FAST_MIN_POINTS", "16384"))
+FAST_MIN_POINTS = int(os.environ.get("FOUNDRY3D_FAST_MIN_POINTS", "16384"))  # bucket FPS from here on
+LIBRARY_OPS = os.environ.get("FOUNDRY3D_LIBRARY_OPS", "1") != "0"
 
 
 def available() -> bool:
@@ -30,8 +37,8 @@ def available() -> bool:
 
 
 def use_fast(points: Tensor) -> bool:
-    """Whether the library path applies: a large CPU cloud, no autograd, no export or tracing."""
-    if points.shape[1] < FAST_MIN_POINTS or points.device.type != "cpu" or points.requires_grad:
+    """Whether the library path applies: a CPU cloud, no autograd, no export or tracing."""
+    if not LIBRARY_OPS or points.device.type != "cpu" or points.requires_grad:
         return False
     if torch.jit.is_tracing() or torch.compiler.is_exporting() or torch.compiler.is_compiling():
         return False
@@ -39,13 +46,18 @@ def use_fast(points: Tensor) -> bool:
 
 
 def fps_fast(points: Tensor, k: int) -> Tensor:
-    """Exact FPS (QuickFPS) per cloud -> indices (B, k)."""
+    """Exact FPS per cloud -> indices (B, k): plain from index 0 below ``FAST_MIN_POINTS``, QuickFPS above."""
     import fpsample  # imported on use: platforms without its wheel fall back to the PyTorch path
 
     pts = points.detach().float().numpy()
     n = pts.shape[1]
+    if not 1 <= k <= n:
+        raise ValueError(f"cannot sample k={k} farthest points from a cloud of {n} points")
+    if n < FAST_MIN_POINTS:  # plain FPS from index 0: identical to the PyTorch reference
+        return torch.from_numpy(np.stack([np.asarray(fpsample.fps_sampling(p, k, start_idx=0), np.int64) for p in pts]))
     h = max(3, min(9, int(np.log2(max(2, n // 512)))))  # buckets of about 2^h points
-    out = [np.asarray(fpsample.bucket_fps_kdline_sampling(p, k, h=h), np.int64) for p in pts]
+    # start_idx fixes the start (the library otherwise draws it at random, and two runs would differ)
+    out = [np.asarray(fpsample.bucket_fps_kdline_sampling(p, k, h=h, start_idx=0), np.int64) for p in pts]
     return torch.from_numpy(np.stack(out))
 
 

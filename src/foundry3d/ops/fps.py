@@ -29,7 +29,7 @@ def farthest_point_sample(
     b, n = points.shape[:2]
     if not 1 <= k <= n:
         raise ValueError(f"cannot sample k={k} farthest points from a cloud of {n} points")
-    pts = points.float()
+    pts = points.detach().float()  # indices carry no gradient (and out= ops refuse autograd inputs)
     if isinstance(start, Tensor):
         if start.shape != (b,) or start.dtype != torch.long or bool((start < 0).any() | (start >= n).any()):
             raise ValueError(f"start tensor must be (B,)={b} long indices in [0, {n})")

@@ -29,8 +29,9 @@ def group_points(
     """Split a cloud into ``num_groups`` kNN patches around FPS centres.
 
     Returns the centred neighbourhoods (B, G, K, 3), the centres (B, G, 3) and the neighbour
-    indices (B, G, K) into ``points``. Each patch contains its own centre (distance 0). Clouds of
-    ``fast.FAST_MIN_POINTS`` points or more use the library path (:mod:`foundry3d.ops.fast`).
+    indices (B, G, K) into ``points``. Each patch contains its own centre (distance 0). CPU clouds
+    outside autograd and export use the library path (:mod:`foundry3d.ops.fast`): the same centres
+    and neighbours below ``fast.FAST_MIN_POINTS`` points, an exact FPS from another start above.
     """
     if isinstance(fps_start, int) and fps_start == 0 and fast.use_fast(points):
         centre_idx = fast.fps_fast(points, num_groups)
