@@ -40,10 +40,12 @@ class MiniPointNet(nn.Module):
         return seq[3](seq[2](x))
 
     def forward(self, patches: Tensor) -> Tensor:
+        # amax, not max(dim).values: the same values without the argmax indices, ~20x faster on a CPU
+        # for (62, 32, 192) patches, which was a third of a small student's batch-1 latency at 1k points
         f = self._mlp(self.stage1, patches)  # (M, K, c2)
-        g = f.max(dim=1, keepdim=True).values.expand_as(f)
+        g = f.amax(dim=1, keepdim=True).expand_as(f)
         f = self._mlp(self.stage2, torch.cat([g, f], dim=-1))  # global first, as in the official code
-        return f.max(dim=1).values
+        return f.amax(dim=1)
 
 
 class PositionalEmbedding(nn.Sequential):
