@@ -142,6 +142,26 @@ def edge_context(docs: Path) -> dict[str, Any] | None:
         out["fast_features"] = f["features"]
         out["fast_threads"] = f["threads"]
     out["edge"] = json.loads((e / "edge.json").read_text()) if (e / "edge.json").exists() else {}
+    out["paired"] = None
+    if (e / "paired_1k.json").exists():  # benchmarks/paired_latency.py: models in turn, one process
+        pr = json.loads((e / "paired_1k.json").read_text())
+        threads = list(pr["by_threads"])
+        pt = Table(
+            f"Batch-1 latency at {pr['points']:,} points side by side (all models in one process, in turn on the "
+            f"same real cloud, {pr['rounds']} rounds): median ms and the median of the per-round ratios to the "
+            "teacher [interquartile range]",
+            ["model", *(f"{t} thread{'s' if t != '1' else ''}" for t in threads)],
+        )
+        for name in pr["models"]:
+            cells = []
+            for t in threads:
+                r = pr["by_threads"][t][name]
+                cells.append(
+                    f"{r['median_ms']:.2f} ms, {r['ratio_median']:.3f}x [{r['ratio_p25']:.3f}, {r['ratio_p75']:.3f}]"
+                )
+            pt.rows.append([name, *cells])
+        out["paired"] = pt
+        out["paired_arch"] = pr.get("architectures", {})
     return out
 
 

@@ -102,4 +102,6 @@ def test_eval_verb_writes_json_and_compares(tmp_path):
     run("eval", "--model", "floor:random:test", "--name", "f", *common)
     run("eval", "--model", "tome:random:test?r=4", "--name", "m", *common)
     out = run("eval", "--compare", str(tmp_path / "a"), str(tmp_path / "f"), str(tmp_path / "m")).stdout
-    assert "floor (no block, untrained)" in out and "tome:random:test?r=4" in out and "gain kept" in out
+    assert "floor (no block, untrained)" in out and "gain kept" in out
+    assert out.count("floor (no block, untrained)") == 1  # one task, printed once
+    assert "\n  m " in out  # a student is named by its results folder (--name), not a cut-off spec

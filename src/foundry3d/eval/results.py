@@ -220,6 +220,11 @@ def comparison(
     return out
 
 
+def _fit(name: str, width: int) -> str:
+    """A long name's end, which is where paths and run names differ."""
+    return name if len(name) <= width else "…" + name[-(width - 1) :]
+
+
 def format_comparison(table: dict[str, dict[str, Any]]) -> str:
     lines = []
     for task, row in table.items():
@@ -230,7 +235,7 @@ def format_comparison(table: dict[str, dict[str, Any]]) -> str:
         for name, s in row["students"].items():
             g = s["gain"]
             lines.append(
-                f"  {name[:28]:<28} {format_score(s['result'], proto):>22}   gain kept {format_gain(g):>18}"
+                f"  {_fit(name, 28):<28} {format_score(s['result'], proto):>22}   gain kept {format_gain(g):>18}"
                 f"   /teacher {g['ratio']:.3f}"
             )
     return "\n".join(lines)
@@ -248,7 +253,16 @@ def compare(paths: list[str | Path]) -> str:
         )
     teacher = runs[roles.index("teacher")]
     floor = runs[roles.index("floor")]
-    students = {r["model"]["model"]: r for r, k in zip(runs, roles) if k not in ("teacher", "floor")}
+    # a student is named by its results folder (eval --name), which tells apart runs of one spec
+    students: dict[str, dict[str, Any]] = {}
+    for p, r, k in zip(paths, runs, roles):
+        if k in ("teacher", "floor"):
+            continue
+        folder = Path(p).parent if Path(p).suffix == ".json" else Path(p)
+        label = folder.name or r["model"]["model"]
+        while label in students:
+            label += "'"
+        students[label] = r
     if not students:
         raise ResultsError("eval --compare: no student results file given")
     return format_comparison(comparison(teacher, floor, students))

@@ -278,9 +278,7 @@ def evaluate(
             results.json files or folders) with the encoder gain kept per task.
     """
     if compare:
-        text = compare_results(compare)
-        print(text)
-        return text
+        return compare_results(compare)  # the CLI prints it
     if model is None:
         raise EvalError("eval needs a model (--model SPEC), or --compare RESULTS...")
     cfg = load_config(EvalConfig, config, overrides)
