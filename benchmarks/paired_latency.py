@@ -95,7 +95,11 @@ def main() -> None:
         "models": dict(zip(names, a.models)),
         "architectures": {n: architecture(net, info) for n, (net, info) in resolved.items()},
         "load_before": load,
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "torch": torch.__version__,
+        },
         "by_threads": {},
     }
     for th in a.threads:
