@@ -5,7 +5,8 @@ CPU, and only outside export/tracing/autograd, these libraries take over (``FOUN
 turns them off):
 
 * clouds under ``FAST_MIN_POINTS`` points: ``fpsample.fps_sampling`` from index 0, which is the same
-  farthest point sampling as the PyTorch op (same start, same order; tested) without a Python loop
+  farthest point sampling as the PyTorch op (same start, same order up to ties between equally far
+  points, e.g. duplicates; tested) without a Python loop
   per centre: at 1,024 points it is what keeps batch-1 latency from being dominated by grouping;
 * larger clouds: ``fpsample.bucket_fps_kdline_sampling`` (QuickFPS) is *exact* farthest point
   sampling, but it starts from a point of its own kd-tree order instead of index 0, so its centres
@@ -49,7 +50,7 @@ def fps_fast(points: Tensor, k: int) -> Tensor:
     """Exact FPS per cloud -> indices (B, k): plain from index 0 below ``FAST_MIN_POINTS``, QuickFPS above."""
     import fpsample  # imported on use: platforms without its wheel fall back to the PyTorch path
 
-    pts = points.detach().float().numpy()
+    pts = np.ascontiguousarray(points.detach().float().numpy())
     n = pts.shape[1]
     if not 1 <= k <= n:
         raise ValueError(f"cannot sample k={k} farthest points from a cloud of {n} points")
