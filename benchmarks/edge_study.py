@@ -26,20 +26,24 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from foundry3d.data.registry import load_dataset
 from foundry3d.data.transforms import collate
-from foundry3d.edge.export import export_onnx
-from foundry3d.edge.onnx_runtime import OnnxPointModel, onnx_features, quantize_int8
+from foundry3d.edge.export import calibration_set, export_onnx
+from foundry3d.edge.onnx_runtime import OnnxPointModel, onnx_features, onnx_outputs, pooled, quantize_int8
+from foundry3d.eval.fidelity import fidelity_arrays
 from foundry3d.eval.results import bootstrap_ci
 from foundry3d.eval.suite import evaluate
 from foundry3d.eval.svm import fit_svm
 
 
 def _agreement(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], names: list[str]) -> dict[str, float]:
-    """Token R² of an int8 model against fp32, and the share of centres / assignments left unchanged."""
-    y, yh = ref[names[0]].astype(np.float64), got[names[0]].astype(np.float64)
-    out = {"token_r2_vs_fp32": float(1 - ((y - yh) ** 2).sum() / ((y - y.mean((0, 1))) ** 2).sum())}
+    """Token R² of an int8 model against fp32 (the fidelity task's metric), and the share of centres /
+    assignments left unchanged."""
+    y, yh = torch.from_numpy(ref[names[0]]).double(), torch.from_numpy(got[names[0]]).double()
+    arr = fidelity_arrays(yh, y, y.mean((0, 1), keepdim=True))
+    out = {"token_r2_vs_fp32": float(1 - arr["sse"].sum() / arr["sst"].sum())}
     if len(names) > 1:
         out["centres_unchanged"] = float((ref[names[1]] == got[names[1]]).all(-1).mean())
     if len(names) > 2:
@@ -51,9 +55,7 @@ def onnx_part(student: str, out: Path, threads: int) -> dict:
     res = export_onnx(student, out / "student.onnx", num_points=1024, int8=True)
     fp32, int8 = OnnxPointModel(out / "student.onnx", threads), OnnxPointModel(out / "student.int8.onnx", threads)
     # the reference choice: every MatMul/Gemm in int8 (grouping distances, tokenizer and routing included)
-    cal = load_dataset("kicad33:train")
-    pick = np.linspace(0, len(cal) - 1, 64).astype(int)
-    clouds = collate([cal[int(i)] for i in pick], 1024, "first")["points"].numpy()
+    clouds = calibration_set("kicad33:train", 64, 1024)  # the same clouds export_onnx calibrates on
     quantize_int8(out / "student.onnx", out / "student.int8_all.onnx", clouds, scopes=("",))
     models = {"fp32": fp32, "int8": int8, "int8_all": OnnxPointModel(out / "student.int8_all.onnx", threads)}
     rows = {}
@@ -61,16 +63,16 @@ def onnx_part(student: str, out: Path, threads: int) -> dict:
         tr, te = load_dataset(f"{name}:train"), load_dataset(f"{name}:test")
         xtr = collate([tr[i] for i in range(len(tr))], 1024, "first")["points"].numpy()
         xte = collate([te[i] for i in range(len(te))], 1024, "first")["points"].numpy()
-        row, correct = {}, {}
-        ref = fp32(xte[:128])
+        row, correct, test_out = {}, {}, {}
         for tag, m in models.items():
-            a, b = onnx_features(m, xtr), onnx_features(m, xte)
+            test_out[tag] = onnx_outputs(m, xte)  # every output once: pooled features and the agreement
+            a, b = onnx_features(m, xtr), pooled(test_out[tag][m.outputs[0]])
             clf, used = fit_svm(a, tr.labels(), grid=(0.03, 0.1, 0.3), cv_max_samples=1200)
             correct[tag] = (clf.predict(b) == te.labels()).astype(float)
             ci = bootstrap_ci("svm", {"score": correct[tag]})
             row[tag] = {"acc": float(correct[tag].mean()), "ci95": ci, "C": used["C"]}
             if tag != "fp32":
-                row[tag].update(_agreement(ref, m(xte[:128]), fp32.outputs))
+                row[tag].update(_agreement(test_out["fp32"], test_out[tag], fp32.outputs))
                 row[f"{tag}_minus_fp32_points"] = 100 * (row[tag]["acc"] - row["fp32"]["acc"])
                 paired = bootstrap_ci("svm", {"score": correct[tag] - correct["fp32"]})  # same test shapes
                 row[f"{tag}_minus_fp32_ci95_points"] = [100 * v for v in paired]

@@ -112,12 +112,17 @@ def export_onnx(
     if verify:
         result["parity"] = verify_onnx(wrapper, out, [(1, num_points), (3, 2 * num_points)], atol)
     if int8:
-        ds = load_dataset(calibration)
-        pick = np.linspace(0, len(ds) - 1, min(calibration_clouds, len(ds))).astype(int)
-        clouds = collate([ds[int(i)] for i in pick], num_points, "first")["points"].numpy()
+        clouds = calibration_set(calibration, calibration_clouds, num_points)
         q = quantize_int8(out, out.with_suffix(".int8.onnx"), clouds)
-        result["int8"] = {"onnx": str(q), "calibration": f"{len(pick)} clouds of {calibration}", **describe(q)}
+        result["int8"] = {"onnx": str(q), "calibration": f"{len(clouds)} clouds of {calibration}", **describe(q)}
     return result
+
+
+def calibration_set(spec: str, count: int, num_points: int) -> np.ndarray:
+    """``count`` clouds spread evenly over a dataset split (never a test split), (count, num_points, 3)."""
+    ds = load_dataset(spec)
+    pick = np.linspace(0, len(ds) - 1, min(count, len(ds))).astype(int)
+    return collate([ds[int(i)] for i in pick], num_points, "first")["points"].numpy()
 
 
 def verify_onnx(wrapper: nn.Module, path: Path, shapes: list[tuple[int, int]], atol: float) -> list[dict]:

@@ -141,13 +141,20 @@ def quantize_int8(
     return out
 
 
+def onnx_outputs(model: OnnxPointModel, clouds: np.ndarray, batch: int = 16) -> dict[str, np.ndarray]:
+    """Every output of the exported model on (S, N, 3) clouds, run in batches and concatenated."""
+    parts = [model(clouds[s : s + batch]) for s in range(0, len(clouds), batch)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in model.outputs}
+
+
+def pooled(tokens: np.ndarray) -> np.ndarray:
+    """Pooled [max, mean] features of (S, c, D) output tokens, (S, 2D)."""
+    return np.concatenate([tokens.max(1), tokens.mean(1)], -1)
+
+
 def onnx_features(model: OnnxPointModel, clouds: np.ndarray, batch: int = 16) -> np.ndarray:
     """Pooled [max, mean] features of the exported model's output tokens, (S, 2D)."""
-    feats = []
-    for s in range(0, len(clouds), batch):
-        tokens = model(clouds[s : s + batch])[model.outputs[0]]
-        feats.append(np.concatenate([tokens.max(1), tokens.mean(1)], -1))
-    return np.concatenate(feats)
+    return pooled(onnx_outputs(model, clouds, batch)[model.outputs[0]])
 
 
 def describe(path: str | Path) -> dict[str, Any]:
