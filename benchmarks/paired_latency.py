@@ -25,20 +25,7 @@ import torch
 from foundry3d.data.registry import load_dataset
 from foundry3d.data.transforms import collate
 from foundry3d.models.checkpoint import atomic_write
-from foundry3d.models.hub import resolve
-
-
-def architecture(net: torch.nn.Module, info: dict) -> str:
-    """One line saying what a model is, so a table row can be traced to an architecture."""
-    cfg = getattr(net, "cfg", None)
-    if info["kind"].startswith("student") and hasattr(cfg, "student_blocks"):
-        widths = list(cfg.tokenizer_widths) if cfg.tokenizer_widths else "half the teacher's widths"
-        tok = f"narrow tokenizer {widths}" if cfg.tokenizer == "narrow" else "teacher's tokenizer"
-        return (
-            f"{info['kind']} s={cfg.supertokens}, {tok}, teacher blocks {cfg.student_blocks()}, "
-            f"CAU hidden ratio {cfg.cau_hidden_ratio}, {info['params']:,} parameters"
-        )
-    return f"{info['kind']}, {info['params']:,} parameters"
+from foundry3d.models.hub import describe_model, resolve
 
 
 def paired(models: dict[str, torch.nn.Module], clouds: torch.Tensor, rounds: int, warmup: int = 20) -> dict:
@@ -93,7 +80,7 @@ def main() -> None:
         "rounds": a.rounds,
         "dataset": a.dataset,
         "models": dict(zip(names, a.models)),
-        "architectures": {n: architecture(net, info) for n, (net, info) in resolved.items()},
+        "architectures": {n: describe_model(net, info) for n, (net, info) in resolved.items()},
         "load_before": load,
         "machine": {
             "cpu": platform.processor() or platform.machine(),

@@ -162,7 +162,62 @@ def edge_context(docs: Path) -> dict[str, Any] | None:
             pt.rows.append([name, *cells])
         out["paired"] = pt
         out["paired_arch"] = pr.get("architectures", {})
+    out["light"] = light_tokenizer_table(e / "light_tokenizer.json")
     return out
+
+
+def _kept_cell(v: dict[str, Any]) -> str:
+    scale = 1.0 if v["metric"] == "r2" else 100.0
+    fmt = "{:.3f}" if v["metric"] == "r2" else "{:.1f}"
+    score = fmt.format(scale * v["score"])
+    if v["ci95"]:
+        score += " [" + ", ".join(fmt.format(scale * x) for x in v["ci95"]) + "]"
+    if not v["headroom"]:
+        return score + "<br>no headroom"
+    lo, hi = v["gain_kept_ci95"]
+    return score + f"<br>kept {100 * v['gain_kept']:.0f} % [{100 * lo:.0f}, {100 * hi:.0f}]"
+
+
+def light_tokenizer_table(path: Path) -> Table | None:
+    """benchmarks/light_tokenizer.py's record: gain kept on the test splits, with FLOPs and recipe."""
+    if not path.exists():
+        return None
+    rec = json.loads(path.read_text())
+    first = next(iter(rec["models"].values()))["test"]
+    tasks = list(first)
+    t = Table(
+        f"Lighter tokenizer: encoder gain kept on the held-out test splits (GFLOPs at {rec['points']:,} points, "
+        f"x teacher; target <= {rec['target']['flops_ratio_max']}x keeping >= "
+        f"{100 * rec['target']['gain_kept_min']:.0f} % where the teacher has headroom; last column: the gain kept "
+        "on the validation splits the recipes were compared on)",
+        ["model", "GFLOPs (x teacher)", "steps, token hint", *(task_label(x) for x in tasks), "validation: kept"],
+    )
+
+    def score(v: float, metric: str) -> str:
+        return f"{v:.3f}" if metric == "r2" else f"{100 * v:.1f}"
+
+    for role in ("teacher", "floor"):
+        gf = f"{rec['teacher']['gflops']:.3f} (1.000x)" if role == "teacher" else ""
+        t.rows.append([role, gf, "", *(score(first[x][role], first[x]["metric"]) for x in tasks), ""])
+    for name, m in rec["models"].items():
+        run = m["run"] or {}
+        train = f"{run.get('steps', '?')}, {run.get('loss', {}).get('tokenizer_hint', 0.0)}"
+        val = ", ".join(
+            f"{task_label(x).split(' (')[0]} {100 * v['gain_kept']:.0f} %"
+            for x, v in (m["val"] or {}).items()
+            if v["headroom"]
+        )
+        t.rows.append(
+            [
+                name,
+                f"{m['gflops']:.3f} ({m['flops_ratio']:.3f}x)",
+                train,
+                *(_kept_cell(m["test"][x]) for x in tasks),
+                val or "not evaluated",
+            ]
+        )
+    t.notes = [f"{name}: {m['architecture']}" for name, m in rec["models"].items()]
+    return t
 
 
 def study_context(docs: Path) -> dict[str, Any] | None:

@@ -105,3 +105,15 @@ def test_specs_resolve_to_floor_and_merged_teachers(teacher, tmp_path, cloud):
         assert torch.allclose(
             m0.forward_features(cloud)["tokens"], teacher.forward_features(cloud)["tokens"], atol=1e-5
         )
+
+
+def test_describe_model_names_what_a_table_row_is(teacher, tmp_path):
+    from foundry3d.models.hub import describe_model
+
+    narrow = create_student(teacher, supertokens=4, tokenizer="narrow", tokenizer_widths=(4, 4, 8), blocks=[1])
+    save_release(narrow, tmp_path / "narrow")
+    line = describe_model(*resolve(str(tmp_path / "narrow")))
+    assert line.startswith("student:foundry s=4, narrow tokenizer [4, 4, 8], teacher blocks [1]")
+    assert f"{sum(p.numel() for p in narrow.parameters()):,} parameters" in line
+    assert describe_model(*resolve(_student(teacher, "kmeans"))).startswith("student:kmeans s=4, teacher's tokenizer")
+    assert describe_model(teacher, {"kind": "backbone", "params": 12}) == "backbone, 12 parameters"

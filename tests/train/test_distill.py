@@ -73,7 +73,36 @@ def test_interrupted_distillation_resumes_to_the_same_student(teacher, tmp_path,
     assert all(torch.equal(x[k], y[k]) for k in x)
 
 
+def test_tokenizer_hint_pulls_a_narrow_tokenizer_towards_the_teachers_tokens(teacher, tmp_path):
+    narrow = [*BASE, "engine.steps=60", "student.tokenizer=narrow", "student.freeze_tokenizer=false"]
+    plain = distill(teacher=teacher, supertokens=4, overrides=narrow, out=tmp_path / "plain")
+    hinted = distill(
+        teacher=teacher, supertokens=4, overrides=[*narrow, "loss.tokenizer_hint=1.0"], out=tmp_path / "hint"
+    )
+    assert "tokenizer_hint" not in rows(tmp_path / "plain")[-1]
+    r = rows(tmp_path / "hint")
+    assert r[-1]["tokenizer_hint"] < 0.7 * r[0]["tokenizer_hint"]
+    t = foundry3d.load(teacher).eval()
+    points = torch.rand(6, 256, 3, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    with torch.no_grad():
+        ref = t.tokenize(points)[0]
+
+        def gap(release: str) -> float:
+            return float(torch.nn.functional.smooth_l1_loss(foundry3d.load(release).eval().tokenize(points)[0], ref))
+
+        assert gap(hinted["release"]) < 0.7 * gap(plain["release"])
+
+
 def test_bad_inputs(teacher, tmp_path):
+    with pytest.raises(ValueError, match=r"set student\.freeze_tokenizer=false"):
+        distill(teacher=teacher, supertokens=4, overrides=[*BASE, "loss.tokenizer_hint=1.0"], out=tmp_path / "x")
+    with pytest.raises(ValueError, match="tokenizer_hint must be >= 0"):
+        distill(
+            teacher=teacher,
+            supertokens=4,
+            overrides=[*BASE, "loss.tokenizer_hint=-1", "student.freeze_tokenizer=false"],
+            out=tmp_path / "x",
+        )
     with pytest.raises(ValueError, match="supertokens must be >= 1"):
         distill(teacher=teacher, supertokens=0, overrides=BASE, out=tmp_path / "x")
     with pytest.raises(ValueError, match="between 1 and c"):

@@ -274,6 +274,20 @@ def resolve(spec: str | nn.Module) -> tuple[nn.Module, dict[str, Any]]:
     return model, info
 
 
+def describe_model(model: nn.Module, info: dict[str, Any]) -> str:
+    """One line saying what a resolved model is, so a table row can be traced to an architecture."""
+    inner = model.model if isinstance(model, WithOptions) else model
+    if isinstance(inner, Student):
+        cfg = inner.cfg
+        widths = list(cfg.tokenizer_widths) if cfg.tokenizer_widths else "half the teacher's widths"
+        tok = f"narrow tokenizer {widths}" if cfg.tokenizer == "narrow" else "teacher's tokenizer"
+        return (
+            f"{info['kind']} s={cfg.supertokens}, {tok}, teacher blocks {cfg.student_blocks()}, "
+            f"CAU hidden ratio {cfg.cau_hidden_ratio}, {info['params']:,} parameters"
+        )
+    return f"{info['kind']}, {info['params']:,} parameters"
+
+
 def _kind(model: nn.Module) -> str:
     inner = model.model if isinstance(model, WithOptions) else model
     if isinstance(inner, Student):

@@ -2,8 +2,9 @@
 
 Loss: SmoothL1(Y_hat, Y) with Y the teacher's last-block output (``final``: after its final norm,
 i.e. exactly the tokens the teacher gives downstream; ``layer``: parameter-free layer_norm of the
-last block, the Point-JEPA target convention), plus optional SuperToken usage balancing and the
-gate regulariser -lambda * mean(pi). Two data modes:
+last block, the Point-JEPA target convention), plus optional SuperToken usage balancing, the
+gate regulariser -lambda * mean(pi) and, for a trained (e.g. narrow) tokenizer, a hint
+SmoothL1(student patch tokens, teacher patch tokens). Two data modes:
 
 * online (``data.cache_views: 0``): each step samples and augments clouds; the frozen teacher runs
   on the student's (frozen, shared) patch tokens under no_grad;
@@ -61,6 +62,9 @@ class LossSection:
     tau_end: float = 1.0
     gumbel_noise: bool = True  # False: straight-through softmax without noise (training routes like inference)
     dso_lr_scale: float = 1.0  # learning-rate multiplier for SuperTokens, q, k and the temperature
+    # A trained (narrow or unfrozen) tokenizer: weight of SmoothL1(student patch tokens, teacher patch
+    # tokens), a hint that steers it towards the tokens the copied blocks were trained on.
+    tokenizer_hint: float = 0.0
 
 
 @dataclass
@@ -137,6 +141,7 @@ class Distiller(nn.Module):
         targets: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         c = self.cfg
+        t_tok: Tensor | None = None
         if tokens is None:
             assert points is not None
             with torch.set_grad_enabled(not c.student.freeze_tokenizer and self.training):
@@ -153,6 +158,10 @@ class Distiller(nn.Module):
         distill = F.smooth_l1_loss(y, targets.float(), beta=c.loss.beta)
         loss = distill
         metrics = {"distill_loss": distill.detach()}
+        if c.loss.tokenizer_hint > 0 and t_tok is not None:  # same cloud, same FPS: group i matches group i
+            hint = F.smooth_l1_loss(tokens.float(), t_tok.float(), beta=c.loss.beta)
+            loss = loss + c.loss.tokenizer_hint * hint
+            metrics["tokenizer_hint"] = hint.detach()
         if "gate_scores" in out:
             gate = -out["gate_scores"].mean()
             loss = loss + c.loss.gate_lambda * gate
@@ -193,6 +202,13 @@ class DistillTask(Task):
         student = _student_for(teacher, st) if st.start_from else create_student(teacher, **arch)
         if st.tokenizer == "narrow" and st.freeze_tokenizer:
             raise ValueError("student.tokenizer=narrow is trained from scratch: set student.freeze_tokenizer=false")
+        if cfg.loss.tokenizer_hint < 0:
+            raise ValueError(f"loss.tokenizer_hint must be >= 0, got {cfg.loss.tokenizer_hint}")
+        if cfg.loss.tokenizer_hint > 0 and st.freeze_tokenizer:
+            raise ValueError(
+                "loss.tokenizer_hint trains the student's tokenizer towards the teacher's: "
+                "set student.freeze_tokenizer=false (a frozen copy already gives the teacher's tokens)"
+            )
         if st.freeze_tokenizer:
             student.tokenizer.requires_grad_(False)
             student.pos_embed.requires_grad_(False)
