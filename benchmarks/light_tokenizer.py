@@ -6,7 +6,8 @@ Reads results written by ``foundry3d eval`` (test) and ``benchmarks/recipe_ladde
 folder holds ``<name>/results.json``, with the teacher and its floor under the names given.
 
     python benchmarks/light_tokenizer.py --test runs/paper/eval --val runs/ladder_edge/eval \
-        --students foundry_s_16 edgeB3k_s16 edgeB6k_s16 --out docs/edge/light_tokenizer.json
+        --students foundry_s_16 edgeA_s16 edgeB_s16 edgeB3k_s16 edgeB6k_s16 edgeBh6k_s16 \
+        --out docs/edge/light_tokenizer.json
 """
 
 from __future__ import annotations
