@@ -81,3 +81,22 @@ def test_onnx_export_matches_pytorch(pair, tmp_path):
     save_release(s, tmp_path / "student")
     res = export_onnx(str(tmp_path / "student"), tmp_path / "s.onnx", num_points=256)
     assert all(r["max_abs_err"] < 1e-4 and r["assignment_match"] >= 0.99 for r in res["parity"])
+
+
+def test_the_shipped_edge_recipe_builds_a_student_under_the_flops_target():
+    """configs/distill/edge.yaml: the README's edge student, <= 0.15x the FLOPs of its teacher at 1k points."""
+    import dataclasses
+
+    from foundry3d.config import load_config
+    from foundry3d.models.hub import create_student, load_teacher
+    from foundry3d.models.student import StudentArch
+    from foundry3d.train.distill import DistillConfig
+
+    cfg = load_config(DistillConfig, "distill/edge")
+    assert cfg.student.tokenizer == "narrow" and not cfg.student.freeze_tokenizer
+    teacher = load_teacher(cfg.teacher)
+    arch = {f.name: getattr(cfg.student, f.name) for f in dataclasses.fields(StudentArch)}
+    student = create_student(teacher, **arch).eval()
+    x = torch.randn(1, 1024, 3, generator=torch.Generator().manual_seed(0))
+    ratio = count_flops(student, x)["flops"] / count_flops(teacher, x)["flops"]
+    assert 0.1 < ratio <= 0.15

@@ -423,7 +423,7 @@ def distill(
         teacher: teacher release folder / .safetensors, or embedded[:NAME] for a packaged teacher.
         data: dataset specs to distil on, e.g. sh3d16:train kicad33:train (never a test split).
         supertokens: number of SuperTokens s (1..c).
-        config: recipe YAML file or built-in name (e.g. distill recipe); see foundry3d/configs.
+        config: recipe YAML file or built-in name (e.g. distill/edge); see foundry3d/configs.
         overrides: dotted KEY=VALUE changes to the recipe, e.g. student.kind=kmeans.
         out: run directory.
         resume: continue the run in ``out`` from its last checkpoint.
