@@ -15,7 +15,6 @@ full evaluation and benchmark protocols. Both recipes are written into the repor
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from foundry3d.data.debian import PackageError
 from foundry3d.edge.bench import bench
 from foundry3d.errors import Foundry3DError
 from foundry3d.eval.suite import evaluate
-from foundry3d.models.checkpoint import atomic_write
+from foundry3d.files import atomic_write, holds_record, run_folder
 from foundry3d.models.hub import load_teacher, model_hash
 from foundry3d.report.quickstart_report import build_report
 from foundry3d.report.supertokens import supertoken_figures
@@ -137,7 +136,6 @@ def quickstart(
         recipe: a YAML file with Recipe fields (or, from Python, a Recipe) replacing the quick/full
             recipes, e.g. to run on other datasets.
     """
-    out = Path(out)
     if recipe is None:
         recipe = FULL if full else QUICK
     elif not isinstance(recipe, Recipe):
@@ -150,18 +148,35 @@ def quickstart(
         "recipe": asdict(recipe),
         "root": root,
     }
+    with run_folder(
+        out, "quickstart", QUICKSTART_FILES, overwrite, legacy=holds_record("quickstart.json", "recipe")
+    ) as folder:
+        return _run(folder, recipe, finger, teacher, root)
+
+
+# Everything the quickstart writes into its folder (--overwrite removes these and nothing else).
+QUICKSTART_FILES = (
+    "quickstart.json",
+    "stages",
+    "students",
+    "eval",
+    "bench",
+    "cache",
+    "figures",
+    "report.md",
+    "report.html",
+    "report.json",
+)
+
+
+def _run(out: Path, recipe: Recipe, finger: dict[str, Any], teacher: str, root: str | None) -> dict[str, Any]:
     fp = out / "quickstart.json"
-    if overwrite and out.exists():
-        shutil.rmtree(out)
     if fp.exists() and json.loads(fp.read_text()) != finger:
         raise QuickstartError(
             f"{out} holds a different quickstart run ({json.loads(fp.read_text())['mode']} "
-            f"recipe or another teacher); pass --overwrite or choose another --out"
+            f"recipe or another teacher); pass --overwrite to replace it or choose another --out"
         )
-    if not fp.exists() and out.exists() and any(out.iterdir()):
-        raise QuickstartError(f"{out} is not empty and holds no quickstart run; pass --overwrite or another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    fp.write_text(json.dumps(finger, indent=2))
+    atomic_write(fp, lambda tmp: Path(tmp).write_text(json.dumps(finger, indent=2)))
     stages: dict[str, Any] = {}
     t_all = time.time()
     stages["data"] = _done(out, "data") or _stage_data(out, recipe, root)

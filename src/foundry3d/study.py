@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ from foundry3d.edge.flops import count_flops
 from foundry3d.errors import Foundry3DError
 from foundry3d.eval.results import comparison
 from foundry3d.eval.suite import evaluate
-from foundry3d.models.checkpoint import atomic_write
+from foundry3d.files import atomic_write, holds_record, run_folder
 from foundry3d.models.hub import load_teacher, model_hash, resolve
 from foundry3d.models.merging import flops_matched_r
 from foundry3d.quickstart import QUICK
@@ -143,17 +142,34 @@ def study(
     if name != "paper":
         raise StudyError(f"unknown study {name!r}; studies: paper")
     cfg = load_config(StudyConfig, config, overrides)
-    out = Path(out)
     teacher = load_teacher(cfg.teacher)
     finger = {"study": name, "config": asdict(cfg), "teacher_hash": model_hash(teacher)}
+    with run_folder(
+        out, "study", STUDY_FILES, overwrite, legacy=holds_record("study_config.json", "teacher_hash")
+    ) as folder:
+        return _run(folder, name, cfg, teacher, finger)
+
+
+# Everything a study writes into its folder (--overwrite removes these and nothing else).
+STUDY_FILES = (
+    "study_config.json",
+    "study.json",
+    "study.md",
+    "study.html",
+    "figures",
+    "students",
+    "experts",
+    "eval",
+    "cache",
+)
+
+
+def _run(out: Path, name: str, cfg: StudyConfig, teacher: Any, finger: dict[str, Any]) -> dict[str, Any]:
     fp = out / "study_config.json"
-    if fp.exists() and not overwrite and json.loads(fp.read_text()) != finger:
+    if fp.exists() and json.loads(fp.read_text()) != finger:
         raise StudyError(
             f"{out} holds a study with other settings or another teacher; pass --overwrite or another --out"
         )
-    if overwrite and fp.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write(fp, lambda tmp: Path(tmp).write_text(json.dumps(finger, indent=2)))
     t0 = time.time()
     models: dict[str, dict[str, Any]] = {

@@ -183,6 +183,11 @@ def _npy(p: Path) -> np.ndarray:
 
 def _npz(p: Path) -> np.ndarray:
     with np.load(p, allow_pickle=False) as z:
+        if {"model_hash", "tokens", "global"} <= set(z.files):
+            raise PointFileError(
+                f"{p}: a foundry3d embedding (features written by `foundry3d embed`), not a point cloud; "
+                f"embed the original scan instead"
+            )
         for key in ("points", "xyz", "pos", "coords", *z.files):
             if key in z.files:
                 a = z[key]

@@ -27,6 +27,7 @@ from torch import nn
 
 from foundry3d.edge.flops import CONVENTION
 from foundry3d.errors import Foundry3DError
+from foundry3d.files import atomic_write, check_folder, holds_record, run_folder, user_path
 from foundry3d.models.hub import resolve
 
 NOISY_SPREAD = 0.3  # (p90 - min) / median above this: the machine was not quiet
@@ -123,6 +124,8 @@ def bench(
         raise BenchError(f"threads must be >= 1 (or unset for all cores), got {threads}")
     if budget_s <= 0:
         raise BenchError(f"budget_s must be > 0, got {budget_s}")
+    if out is not None:  # refuse a user's folder before minutes of measurement
+        check_folder(user_path(out), "bench", ("bench.json", "bench.csv"), legacy=holds_record("bench.json", "rows"))
     if isinstance(models, dict):
         raise BenchError("bench measures each model in its own process: pass model specs, not modules")
     if names is not None and len(names) != len(models):
@@ -181,14 +184,19 @@ def bench(
         "process (model, input and activations); N/16 patches per cloud",
     }
     if out is not None:
-        folder = Path(out)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "bench.json").write_text(json.dumps(result, indent=2))
         keys = list(dict.fromkeys(k for r in rows for k in r))
-        with open(folder / "bench.csv", "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
+
+        def write_csv(tmp: str) -> None:
+            with open(tmp, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
+                w.writeheader()
+                w.writerows(rows)
+
+        with run_folder(
+            out, "bench", ("bench.json", "bench.csv"), overwrite=False, legacy=holds_record("bench.json", "rows")
+        ) as folder:
+            atomic_write(folder / "bench.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
+            atomic_write(folder / "bench.csv", write_csv)
     print(format_bench(result, batches))
     return result
 

@@ -20,6 +20,7 @@ and which output each input went to (inputs with the same stem get ``_2``, ``_3`
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from pathlib import Path
@@ -31,7 +32,7 @@ from tqdm.auto import tqdm
 
 from foundry3d.data.pointfile import PointFileError, PointFileWarning, read_points
 from foundry3d.errors import Foundry3DError
-from foundry3d.models.checkpoint import atomic_write
+from foundry3d.files import atomic_write, run_folder, user_path
 from foundry3d.models.heads import interpolate, three_nn
 from foundry3d.models.hub import model_hash, resolve
 
@@ -109,8 +110,36 @@ def embed(
             raise EmbedError(f"threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
     net, info = resolve(model)
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = user_path(out)
+    with run_folder(folder, "embed", _embed_outputs(folder), legacy=_legacy_embed) as folder:
+        return _embed_files(files, net, info, folder, groups, point_features, drop_nonfinite, progress)
+
+
+def _embed_outputs(folder: Path) -> tuple[str, ...]:
+    """What an earlier embed wrote into ``folder`` (its embed.json lists it)."""
+    try:
+        written = json.loads((folder / "embed.json").read_text()).get("written", [])
+    except (OSError, ValueError, AttributeError):
+        written = []
+    return ("embed.json", *(Path(w).name for w in written if isinstance(w, str)))
+
+
+def _legacy_embed(folder: Path) -> bool:
+    """A folder written by a foundry3d embed from before run markers: its embed.json lists every file."""
+    return (folder / "embed.json").is_file()
+
+
+def _embed_files(
+    files: list[str],
+    net: torch.nn.Module,
+    info: dict[str, Any],
+    folder: Path,
+    groups: int | None,
+    point_features: bool,
+    drop_nonfinite: bool,
+    progress: bool,
+) -> dict[str, Any]:
+    inputs = {os.path.realpath(Path(f).expanduser()) for f in files}
     written, failed, seconds, notes, outputs = [], {}, {}, {}, {}
     used: set[str] = set()
     for f in tqdm(files, desc="embed", unit="file", disable=not progress or len(files) < 2, dynamic_ncols=True):
@@ -143,6 +172,10 @@ def embed(
             k += 1
         used.add(name)
         target = folder / f"{name}.npz"
+        if os.path.realpath(target) in inputs:
+            failed[str(f)] = f"{target} is one of the inputs: its features would replace it"
+            print(f"foundry3d embed: skipped {f}: writing {target} would overwrite an input file", flush=True)
+            continue
         atomic_write(target, lambda tmp, r=res: np.savez(open(tmp, "wb"), **r))  # noqa: SIM115
         written.append(str(target))
         outputs[str(f)] = str(target)

@@ -8,6 +8,7 @@ float outputs within ``atol`` and SuperToken assignments matching on at least 99
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from foundry3d.data.registry import load_dataset
 from foundry3d.data.transforms import collate
 from foundry3d.edge.onnx_runtime import describe, quantize_int8
 from foundry3d.errors import Foundry3DError
+from foundry3d.files import atomic_write, user_path
 from foundry3d.models.hub import resolve
 from foundry3d.version import __version__
 
@@ -50,6 +52,7 @@ def export_onnx(
     int8: bool = False,
     calibration: str = "kicad33:train",
     calibration_clouds: int = 64,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Export a teacher or student to ONNX (dynamic batch and points) and check onnxruntime against PyTorch.
 
@@ -63,6 +66,7 @@ def export_onnx(
         int8: also write ``<out stem>.int8.onnx``, static QDQ int8 calibrated on real clouds.
         calibration: dataset spec whose clouds calibrate the int8 ranges (never a test split).
         calibration_clouds: how many clouds calibrate.
+        overwrite: replace an existing graph at ``out`` (only an ONNX file foundry3d exported).
     """
     try:
         import onnx
@@ -70,6 +74,13 @@ def export_onnx(
         raise ExportError("ONNX export needs the onnx extra: pip install 'foundry3d[onnx]'") from e
     if opset < 18:
         raise ExportError(f"opset must be >= 18, got {opset}")
+    if not math.isfinite(atol) or atol < 0:
+        raise ExportError(f"atol must be a finite number >= 0, got {atol}")
+    out = user_path(out)
+    if out.suffix.lower() != ".onnx":
+        raise ExportError(f"--out {out}: expected a file name ending in .onnx")
+    for target in [out, *([out.with_suffix(".int8.onnx")] if int8 else [])]:
+        _check_target(target, overwrite)
     net, info = resolve(model) if not isinstance(model, nn.Module) else (model.eval(), {"model": "module"})
     groups = net.groups_for(num_points)
     need = max(groups, net.tcfg.group_size, 64)
@@ -81,19 +92,6 @@ def export_onnx(
     wrapper = _Exportable(net, groups).eval()
     example = torch.randn(2, num_points, 3, generator=torch.Generator().manual_seed(0))
     dims = {"points": {0: torch.export.Dim("batch"), 1: torch.export.Dim("points", min=max(groups, 64))}}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(
-        wrapper,
-        (example,),
-        str(out),
-        dynamo=True,
-        dynamic_shapes=dims,
-        opset_version=opset,
-        external_data=False,
-        verbose=False,
-    )
-    proto = onnx.load(str(out))
     meta = {
         "foundry3d_version": __version__,
         "kind": getattr(net, "kind", ""),
@@ -103,19 +101,59 @@ def export_onnx(
         "input": "points (batch, N, 3) float32, centred and scaled to the unit sphere",
         "config": json.dumps(net.config_dict()) if hasattr(net, "config_dict") else "{}",
     }
-    for k, v in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = k, v
-    onnx.checker.check_model(proto, full_check=True)
-    onnx.save(proto, str(out))
     result: dict[str, Any] = {"onnx": str(out), "num_groups": groups, "opset": opset, "model": info["model"]}
-    if verify:
-        result["parity"] = verify_onnx(wrapper, out, [(1, num_points), (3, 2 * num_points)], atol)
+
+    def write(tmp: str) -> None:
+        torch.onnx.export(
+            wrapper,
+            (example,),
+            tmp,
+            dynamo=True,
+            dynamic_shapes=dims,
+            opset_version=opset,
+            external_data=False,
+            verbose=False,
+        )
+        proto = onnx.load(tmp)
+        for k, v in meta.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = k, v
+        onnx.checker.check_model(proto, full_check=True)
+        onnx.save(proto, tmp)
+
+    def check(tmp: str) -> None:  # the graph is moved into place only once it has passed
+        if verify:
+            result["parity"] = verify_onnx(wrapper, Path(tmp), [(1, num_points), (3, 2 * num_points)], atol)
+
+    atomic_write(out, write, check)
     if int8:
         clouds = calibration_set(calibration, calibration_clouds, num_points)
-        q = quantize_int8(out, out.with_suffix(".int8.onnx"), clouds)
+        q = out.with_suffix(".int8.onnx")
+
+        def write_int8(tmp: str) -> None:
+            quantize_int8(out, tmp, clouds)
+
+        atomic_write(q, write_int8)
         result["int8"] = {"onnx": str(q), "calibration": f"{len(clouds)} clouds of {calibration}", **describe(q)}
     return result
+
+
+def _check_target(path: Path, overwrite: bool) -> None:
+    """An existing file is replaced only with ``overwrite`` and only when it is an ONNX graph we exported."""
+    if path.is_dir():
+        raise ExportError(f"--out {path} is a folder: expected the path of the .onnx file to write")
+    if not path.exists() and not path.is_symlink():
+        return
+    if not overwrite:
+        raise ExportError(f"{path} already exists; pass --overwrite to replace it (only an ONNX graph we exported)")
+    import onnx
+
+    try:
+        ours = any(p.key == "foundry3d_version" for p in onnx.load(str(path), load_external_data=False).metadata_props)
+    except Exception:  # any file onnx cannot parse is not ours
+        ours = False
+    if not ours or path.is_symlink():
+        raise ExportError(f"{path} is not an ONNX graph exported by foundry3d: refusing to replace it")
 
 
 def calibration_set(spec: str, count: int, num_points: int) -> np.ndarray:

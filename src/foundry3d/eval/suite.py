@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,7 @@ from foundry3d.eval.results import PRIMARY, bootstrap_ci, format_table
 from foundry3d.eval.results import compare as compare_results
 from foundry3d.eval.sceneseg import SceneSegConfig, sceneseg_protocol
 from foundry3d.eval.svm import C_GRID, fit_svm, svm_probe
-from foundry3d.models.checkpoint import atomic_write
+from foundry3d.files import atomic_write, holds_record, run_folder, user_path
 from foundry3d.models.features import extract
 from foundry3d.models.hub import EMBEDDED, load_teacher, model_hash, resolve, teacher_config
 
@@ -288,16 +287,28 @@ def evaluate(
         torch.set_num_threads(cfg.threads)
     net, info = resolve(model)
     name = name or _safe(info["model"])
-    folder = Path(out) / name
+    if name in (".", "..") or "/" in name or "\\" in name:
+        raise EvalError(f"--name {name!r} must be a plain folder name (no path separators)")
+    with run_folder(
+        user_path(out) / name, "eval", EVAL_FILES, overwrite, legacy=holds_record("results.json", "tasks")
+    ) as folder:
+        return _evaluate(net, info, cfg, tasks, parsed, folder, root, name)
+
+
+EVAL_FILES = ("results.json", "features")  # what eval writes into a model's folder (all --overwrite removes)
+
+
+def _evaluate(
+    net: nn.Module,
+    info: dict[str, Any],
+    cfg: EvalConfig,
+    tasks: list[str],
+    parsed: list[tuple[str, str, str | None]],
+    folder: Path,
+    root: str | None,
+    name: str,
+) -> dict[str, Any]:
     path = folder / "results.json"
-    if overwrite and folder.exists():  # results and feature caches of this model folder only
-        for sub in ("results.json", "features"):
-            target = folder / sub
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    folder.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     if path.exists():
         try:

@@ -13,9 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from foundry3d.errors import Foundry3DError
+from foundry3d.files import _delete_tree, _umask, atomic_write, clean_stale, refuse_protected, user_path
 from foundry3d.version import __version__
 
 RELEASE_FORMAT = "foundry3d-release"
@@ -33,39 +31,6 @@ TRAIN_STATE_FORMAT = "foundry3d-train-state"
 
 class CheckpointError(Foundry3DError, ValueError):
     """A checkpoint that is missing, truncated, of the wrong kind or for another architecture."""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then move the finished file onto ``path``.
-
-    Temporary files carry the writer's pid; those left by a killed writer are removed on the
-    next write of the same file, so a kill never leaves debris that grows."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = stale.name[len(path.name) + 2 :].split(".", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def weights_hash(state: dict[str, torch.Tensor]) -> str:
@@ -101,11 +66,7 @@ def save_release(
     replaced with ``overwrite=True``. ``dtype=torch.float16`` halves the file; loading builds the
     model in float32 either way.
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise CheckpointError(f"{path} already exists; refusing to replace it (pass overwrite=True / --overwrite)")
-    if path.exists() and not path.is_dir():
-        raise CheckpointError(f"{path} exists and is not a release folder")
+    path = check_release_target(path, overwrite)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
@@ -120,21 +81,55 @@ def save_release(
     }
     text = json.dumps(header, indent=2, sort_keys=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    clean_stale(path.parent, path.name)  # debris of killed writers: .<name>.<pid>.partial, .<name>.old-<pid>
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    if tmp.exists():
+        _delete_tree(tmp)
+    tmp.mkdir()
     try:
         atomic_write(tmp / "model.safetensors", lambda t: save_file(state, t, metadata={"foundry3d": text}))
         atomic_write(tmp / "config.json", lambda t: Path(t).write_text(text + "\n"))
+        os.chmod(tmp, 0o777 & ~_umask())
         if path.exists():  # overwrite: swap in, then remove the old release
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)
             os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            _delete_tree(old)
         else:
             os.replace(tmp, path)
     finally:
         if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            _delete_tree(tmp)
     return path
+
+
+RELEASE_FILES = ("model.safetensors", "config.json", "MODEL_CARD.md")
+
+
+def check_release_target(path: str | Path, overwrite: bool) -> Path:
+    """``path`` if a release may be written there: new, or (with ``overwrite``) a foundry3d release folder
+    holding only its own files; never a user's folder, ``/`` or a home folder."""
+    path = user_path(path)
+    refuse_protected(path)
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise CheckpointError(f"{path} already exists; refusing to replace it (pass overwrite=True / --overwrite)")
+    if path.exists() or path.is_symlink():
+        _check_replaceable(path)
+    return path
+
+
+def _check_replaceable(path: Path) -> None:
+    """Only a foundry3d release folder (its two files, maybe a model card) is ever replaced."""
+    if not path.is_dir() or path.is_symlink():
+        raise CheckpointError(f"{path} exists and is not a release folder: refusing to replace it")
+    foreign = sorted(p.name for p in path.iterdir() if p.name not in RELEASE_FILES)
+    try:
+        header = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        header = None
+    if foreign or not isinstance(header, dict) or header.get("format") != RELEASE_FORMAT:
+        what = f"it holds {', '.join(foreign[:3])}" if foreign else "no foundry3d config.json in it"
+        raise CheckpointError(f"{path} is not a foundry3d release folder ({what}): refusing to replace it")
 
 
 def read_release(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

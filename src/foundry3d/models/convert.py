@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from foundry3d.models.backbone import BackboneConfig, PointTransformer
-from foundry3d.models.checkpoint import CheckpointError, save_release
+from foundry3d.models.checkpoint import CheckpointError, check_release_target, save_release
 from foundry3d.models.safe_load import safe_torch_load
 from foundry3d.registry import Registry
 
@@ -272,8 +272,7 @@ def convert(
         raise CheckpointError(f"{ckpt} is a directory: pass the checkpoint file (.ckpt / .pth) itself")
     if not ckpt.is_file():
         raise CheckpointError(f"checkpoint {ckpt} does not exist")
-    if Path(out).exists() and not overwrite:
-        raise CheckpointError(f"{out} already exists; refusing to replace it (pass --overwrite)")
+    out = check_release_target(out, overwrite)  # before any work: never a user's folder
     if source == "point-jepa":
         conv = convert_point_jepa(checkpoint, weights=weights, num_heads=heads)
     else:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from foundry3d.eval.results import ci, comparison, primary
-from foundry3d.models.checkpoint import atomic_write
+from foundry3d.files import atomic_write
 from foundry3d.report.plots import cost_vs_s, latency_vs_points, loss_curves, score_vs_s
 from foundry3d.report.tables import TASK_LABELS, Table, comparison_table, headroom_notes
 from foundry3d.report.templates import write_pair

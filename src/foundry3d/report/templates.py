@@ -9,7 +9,7 @@ from typing import Any
 import jinja2
 import markupsafe
 
-from foundry3d.models.checkpoint import atomic_write
+from foundry3d.files import atomic_write
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("foundry3d.report", "templates"),

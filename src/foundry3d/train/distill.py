@@ -32,8 +32,9 @@ from tqdm.auto import tqdm
 from foundry3d.config import load_config, parse_override, to_dict
 from foundry3d.data.registry import load_dataset
 from foundry3d.data.transforms import AugmentConfig, Sampling, augment, collate, normalize
+from foundry3d.files import atomic_write
 from foundry3d.models.backbone import PointTransformer
-from foundry3d.models.checkpoint import atomic_write, save_release
+from foundry3d.models.checkpoint import save_release
 from foundry3d.models.hub import create_student, load, load_teacher, model_hash
 from foundry3d.models.occupancy import occupancy
 from foundry3d.models.student import Student, StudentArch
@@ -123,6 +124,7 @@ class Distiller(nn.Module):
         self.student = student
         self.teacher = teacher
         self.cfg = cfg
+        self.train()  # the frozen parts in eval mode from the start (BatchNorm statistics never move)
 
     def train(self, mode: bool = True) -> Distiller:
         super().train(mode)
@@ -288,6 +290,7 @@ class DistillTask(Task):
         st = self.module.student
         if self.cfg.student.init != "data" or _learned_supertokens(st) is None:
             return
+        self.module.train()  # a frozen tokenizer tokenizes in eval mode here too (running statistics)
         with torch.no_grad():
             rng = np.random.default_rng(self.cfg.engine.seed)  # 64 clouds drawn across the whole dataset
             if self.cfg.data.cache_views:

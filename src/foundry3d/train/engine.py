@@ -13,6 +13,7 @@ depend on the number of processes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -32,6 +33,17 @@ from tqdm.auto import tqdm
 
 from foundry3d.config import read_yaml, save_yaml, to_dict
 from foundry3d.errors import Foundry3DError
+from foundry3d.files import (
+    LOCK,
+    MARKER,
+    folder_lock,
+    read_marker,
+    refuse_protected,
+    remove_entries,
+    user_entries,
+    user_path,
+    write_marker,
+)
 from foundry3d.models.checkpoint import CheckpointError, load_train_state, save_train_state
 from foundry3d.train.distributed import (
     DistInfo,
@@ -243,10 +255,9 @@ def record_config_changes(run_dir: Path, config: dict[str, Any], step: int) -> d
     return changes
 
 
-RUN_MARKER = ".foundry3d-run"
+RUN_MARKER = MARKER
 # Everything a run writes into its folder; --overwrite and an abandoned start remove these and nothing else.
 RUN_FILES = (
-    RUN_MARKER,
     "config.yaml",
     "config_changes.jsonl",
     "metrics.jsonl",
@@ -258,13 +269,21 @@ RUN_FILES = (
 )
 
 
-def _remove_run_files(run_dir: Path) -> None:
-    for name in RUN_FILES:
-        p = run_dir / name
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        elif p.exists() or p.is_symlink():
-            p.unlink()
+def check_run_dir(run_dir: Path, resume: bool) -> None:
+    """Raise unless ``run_dir`` is new, empty, a marked run, or (to resume) an older run; changes nothing."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"--out {run_dir} is an existing file: expected a folder for the run")
+    refuse_protected(run_dir)
+    if not run_dir.is_dir() or read_marker(run_dir) is not None:
+        return
+    if not any(p.name != LOCK for p in run_dir.iterdir()):
+        return
+    legacy = resume and (run_dir / "checkpoints" / "last.pt").is_file() and not user_entries(run_dir, RUN_FILES)
+    if not legacy:
+        raise RunDirError(
+            f"{run_dir} is not empty and holds no foundry3d run (no {RUN_MARKER} marker): refusing to write "
+            f"into it; choose another --out"
+        )
 
 
 def prepare_run_dir(
@@ -274,20 +293,15 @@ def prepare_run_dir(
 
     Only a folder that provably holds a foundry3d run (its marker file, written when the run was
     created) is ever cleared, and then only the files a run writes: a user's folder is never
-    touched, whatever the flags."""
+    touched, whatever the flags. A run folder from before markers existed (only a run's files in it)
+    is resumed, and marked only once its checkpoint has loaded (see :func:`fit`)."""
+    check_run_dir(run_dir, resume)
     ckpt = run_dir / "checkpoints" / "last.pt"
-    exists = run_dir.exists() and any(run_dir.iterdir())
-    is_run = (run_dir / RUN_MARKER).is_file()
+    exists = run_dir.is_dir() and any(p.name != LOCK for p in run_dir.iterdir())
+    is_run = read_marker(run_dir) is not None if run_dir.is_dir() else False
     released = (run_dir / "release" / "model.safetensors").is_file()
     if resume and ckpt.exists():  # its training state is checked when loaded; nothing is deleted
-        if info.is_main and not is_run:  # a run from before markers existed
-            (run_dir / RUN_MARKER).write_text(json.dumps({"created": time.time(), "foundry3d": "run"}) + "\n")
         return ckpt
-    if exists and not is_run:
-        raise RunDirError(
-            f"{run_dir} is not empty and holds no foundry3d run (no {RUN_MARKER} marker): refusing to write "
-            f"into it; choose another --out"
-        )
     if resume and released:
         raise RunDirError(
             f"cannot resume {run_dir}: the run finished (its release exists) but its checkpoints are gone; its "
@@ -302,11 +316,12 @@ def prepare_run_dir(
             f"or overwrite=True (--overwrite) to start again"
         )
     if exists and info.is_main:
-        _remove_run_files(run_dir)
+        remove_entries(run_dir, RUN_FILES)
     barrier(info)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / RUN_MARKER).write_text(json.dumps({"created": time.time(), "foundry3d": "run"}) + "\n")
+        if not is_run:
+            write_marker(run_dir, "run")
         save_yaml(config, run_dir / "config.yaml")
     barrier(info)
     return None
@@ -322,15 +337,22 @@ def fit(
 ) -> dict[str, Any]:
     """Train ``task`` for ``cfg.steps`` steps in ``run_dir``; returns the final summary."""
     cfg.validate()
-    run_dir = Path(run_dir)
+    run_dir = user_path(run_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     info = init_distributed(device)
     if info.enabled and device.type == "cuda":
         device = resolve_device("cuda", info.local_rank)
+    created = not run_dir.exists()
     try:
-        return _fit(task, cfg, run_dir, config, resume, overwrite, info, device)
+        check_run_dir(run_dir, resume)  # before the lock writes anything into the folder
+        with folder_lock(run_dir) if info.is_main else contextlib.nullcontext():
+            return _fit(task, cfg, run_dir, config, resume, overwrite, info, device)
+    except Foundry3DError:
+        if created and info.is_main and run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {LOCK}:
+            shutil.rmtree(run_dir)  # a refused start leaves no empty folder behind
+        raise
     finally:
         cleanup(info)
 
@@ -362,6 +384,8 @@ def _fit(
             raise CheckpointError(f"{ckpt_path} does not fit this recipe: {e}") from e
         start = int(state["step"])
         if info.is_main:
+            if read_marker(run_dir) is None:  # a run from before markers existed, now proven to be one
+                write_marker(run_dir, "run")
             record_config_changes(run_dir, to_dict(config), start)
     model: nn.Module = task.module
     if info.enabled:
