@@ -49,3 +49,16 @@ def test_override_parsing():
         parse_override("novalue")
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(Outer, "/no/such/file.yaml")
+
+
+def test_a_partial_section_keeps_the_recipes_other_defaults():
+    """`engine.steps=7` on distillation changes the steps only: batch, lr and checkpoints stay the distillation
+    recipe's (they used to fall back to the engine's own defaults without a word)."""
+    from foundry3d.config import describe_config, load_config
+    from foundry3d.train.distill import DistillConfig
+
+    base, changed = load_config(DistillConfig), load_config(DistillConfig, None, ["engine.steps=7"])
+    assert changed.engine.steps == 7 and base.engine.steps == 2000
+    assert (changed.engine.batch_size, changed.engine.lr, changed.engine.ckpt_every) == (64, 5e-4, 250)
+    lines = describe_config(changed)
+    assert "engine.steps: 7" in lines and any(ln.startswith("loss.beta: 1.0  # SmoothL1 beta") for ln in lines)

@@ -2,17 +2,27 @@
 
 from foundry3d.version import __version__
 
-__all__ = ["__version__", "create_model", "create_student", "list_models", "load", "pretrain", "resolve"]
+# The public API, loaded on first use so that `import foundry3d` stays cheap: name -> (module, attribute).
+_API = {
+    "create_model": ("foundry3d.models.hub", "create_model"),
+    "create_student": ("foundry3d.models.hub", "create_student"),
+    "list_models": ("foundry3d.models.hub", "list_models"),
+    "load": ("foundry3d.models.hub", "load"),
+    "resolve": ("foundry3d.models.hub", "resolve"),
+    "pretrain": ("foundry3d.train.pretrain", "pretrain"),
+    "distill": ("foundry3d.train.distill", "distill"),
+    "evaluate": ("foundry3d.eval.suite", "evaluate"),
+    "embed": ("foundry3d.edge.embed", "embed"),
+    "export": ("foundry3d.edge.export", "export_onnx"),
+    "read_points": ("foundry3d.data.pointfile", "read_points"),
+}
+__all__ = ["__version__", *_API]
 
 
 def __getattr__(name: str):
-    # Lazy public API: `import foundry3d` stays cheap; heavy modules load on first use.
-    if name in ("create_model", "create_student", "list_models", "load", "resolve"):
-        from foundry3d.models import hub
+    if name in _API:
+        import importlib
 
-        return getattr(hub, name)
-    if name == "pretrain":
-        from foundry3d.train.pretrain import pretrain
-
-        return pretrain
+        module, attr = _API[name]
+        return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'foundry3d' has no attribute {name!r}")

@@ -8,6 +8,8 @@ resolved config is a plain dict that goes into every run directory and checkpoin
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
 import types
 import typing
 from pathlib import Path
@@ -100,14 +102,26 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
             f"{', '.join(names)}"
         )
     kwargs = {}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     for name in names:
         if name in data:
             sub = f"{where}.{name}" if where else name
-            kwargs[name] = _check_value(hints[name], data[name], sub)
+            value = data[name]
+            factory = fields[name].default_factory
+            if isinstance(value, dict) and factory is not dataclasses.MISSING:
+                default = factory()
+                if dataclasses.is_dataclass(default):  # a partial section keeps this recipe's other defaults
+                    value = {**to_dict(default), **value}
+            kwargs[name] = _check_value(hints[name], value, sub)
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
     if callable(validate):
-        validate()
+        try:
+            validate()
+        except ConfigError:
+            raise
+        except (ValueError, TypeError) as e:  # a setting out of range: one line naming the section
+            raise ConfigError(f"{where + ': ' if where else ''}{e}") from e
     return obj
 
 
@@ -124,6 +138,25 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+class _PlainLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases: a recipe never needs them, and nested aliases let a 1 KB file
+    expand to billions of nodes ("billion laughs")."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(f"line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not accepted")
+        return super().compose_node(parent, index)
+
+
+MAX_CONFIG_BYTES = 1_000_000  # a recipe is a few KB
+
+
+def plain_yaml(text: str) -> Any:
+    """Parse YAML as a config: safe types only, no aliases."""
+    return yaml.load(text, Loader=_PlainLoader)  # a SafeLoader subclass: safe types only
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``a.b=1e-3`` -> ("a.b", 0.001); the value is parsed as YAML (numbers, lists, true/null)."""
     if "=" not in text:
@@ -133,7 +166,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key:
         raise ConfigError(f"override {text!r} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = plain_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key, _number(value)
@@ -170,9 +203,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")
+    if p.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {p} is {p.stat().st_size:,} bytes; a recipe is at most {MAX_CONFIG_BYTES:,}")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
+        data = plain_yaml(p.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {p} is not valid YAML: {e}") from e
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a mapping at the top level")
@@ -207,3 +242,36 @@ def load_config(
 
 def save_yaml(obj: Any, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
+
+
+def _field_notes(cls: type) -> dict[str, str]:
+    """``field -> trailing comment`` of a dataclass's source lines (the recipe keys' one-line docs)."""
+    notes: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            lines = inspect.getsource(klass).splitlines()
+        except (OSError, TypeError):
+            continue
+        for line in lines:
+            m = re.match(r"^\s+(\w+)\s*:[^#]*#\s*(.+)$", line)
+            if m:
+                notes[m.group(1)] = m.group(2).strip()
+    return notes
+
+
+def describe_config(obj: Any, prefix: str = "") -> list[str]:
+    """One line per recipe key: ``dotted.key: value  # what it means`` (nested sections flattened)."""
+    lines: list[str] = []
+    notes = _field_notes(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            lines += describe_config(value, key + ".")
+            continue
+        text = yaml.safe_dump(to_dict(value), default_flow_style=True, width=1_000_000).strip()
+        text = text.removesuffix("\n...").removesuffix("...").strip()
+        lines.append(f"{key}: {text}" + (f"  # {notes[f.name]}" if f.name in notes else ""))
+    return lines

@@ -63,6 +63,20 @@ DISTILL_COMMON = [
     "data.datasets=[sh3d16:train, sh3d16:pool, kicad33:train, kicad33:pool]",  # train splits + pools only
     "probe.enabled=false",
     "engine.tensorboard=false",
+    # the engine settings the recorded runs used (before a partial engine section kept the recipe's other
+    # defaults, any engine.* override reset them to the engine's own: batch 32, lr 1e-3, checkpoints every 200)
+    "engine.batch_size=32",
+    "engine.lr=0.001",
+    "engine.ckpt_every=200",
+]
+# the same for the part-segmentation head's engine (its recipe defaults: lr 2e-3, warm-up 30, ...)
+PARTSEG_AS_RECORDED = [
+    "partseg.engine.lr=0.001",
+    "partseg.engine.min_lr=1e-06",
+    "partseg.engine.warmup_steps=100",
+    "partseg.engine.log_every=10",
+    "partseg.engine.ckpt_every=200",
+    "partseg.engine.progress=true",
 ]
 QUICK = Recipe(
     # part segmentation (no headroom on the embedded teacher and the slowest task) runs in --full and the study
@@ -82,6 +96,7 @@ QUICK = Recipe(
         "partseg.seeds=[0]",
         "partseg.max_train_shapes=1000",
         "partseg.engine.steps=300",
+        *PARTSEG_AS_RECORDED,
     ],
 )
 FULL = Recipe(

@@ -79,6 +79,9 @@ class StudyConfig:
             "engine.log_every=50",
             "probe.enabled=false",
             "engine.tensorboard=false",
+            "engine.batch_size=32",  # the engine settings the recorded study ran with (see quickstart.py)
+            "engine.lr=0.001",
+            "engine.ckpt_every=200",
         ]
     )
     gate_distill: list[str] = field(default_factory=lambda: ["student.gate=true", "loss.gate_lambda=0.01"])
@@ -96,6 +99,12 @@ class StudyConfig:
             "kd.engine.tensorboard=false",
             "finetune.engine.progress=false",
             "kd.engine.progress=false",
+            # the engine settings the recorded experts ran with (see quickstart.py)
+            *(
+                f"{part}.engine.{kv}"
+                for part in ("finetune", "kd")
+                for kv in ("lr=0.001", "grad_clip=null", "ckpt_every=200")
+            ),
         ]
     )
     eval: list[str] = field(default_factory=lambda: list(QUICK.eval))  # the quickstart's protocols

@@ -25,10 +25,12 @@ def test_embed_writes_features_and_goes_on_past_a_bad_file(student, tmp_path):
     (tmp_path / "broken.xyz").write_text("1 2\n")
     files = [str(tmp_path / f) for f in ("scan.ply", "broken.xyz", "other.xyz")]
     with pytest.raises(EmbedError, match=r"broken\.xyz"):
-        embed(files, model=student, out=str(tmp_path / "out"), progress=False)
+        embed(files, model=student, out=str(tmp_path / "out"), point_features=True, progress=False)
     z = np.load(tmp_path / "out" / "scan.npz")
     c = z["tokens"].shape[0]
-    assert c == round(3000 / 16) and z["points"].shape == (3000, 32) and z["global"].shape == (64,)
+    per_point = np.load(tmp_path / "out" / "scan.points.npy")
+    assert c == round(3000 / 16) and per_point.shape == (3000, 32) and z["global"].shape == (64,)
+    assert per_point.dtype == np.float16 and np.isfinite(per_point).all() and int(z["model_points"]) == 3000
     assert z["assignment"].shape == (c,) and np.allclose(z["centres"].mean(0), pts.mean(0), atol=1.0)
     assert (tmp_path / "out" / "other.npz").exists()  # the file after the broken one was still embedded
 
@@ -77,8 +79,46 @@ def test_onnx_export_checks_and_int8(student, tmp_path, cache):
     a, b = m(x)[m.outputs[0]], OnnxPointModel(q)(x)[m.outputs[0]]
     assert a.shape == b.shape
     full, q8 = m(x), OnnxPointModel(q)(x)
-    for out in m.outputs[1:]:  # centres and SuperToken assignment: grouping and routing stay fp32
+    assert m.outputs == ["tokens", "centres", "assignment", "global"]
+    for out in ("centres", "assignment"):  # grouping and routing stay fp32
         assert np.array_equal(full[out], q8[out]), out
     pa, pb = np.concatenate([a.max(1), a.mean(1)], -1), np.concatenate([b.max(1), b.mean(1)], -1)
     cos = (pa * pb).sum(-1) / np.linalg.norm(pa, axis=-1) / np.linalg.norm(pb, axis=-1)
     assert cos.mean() > 0.8, cos  # int8 keeps the pooled features' direction (a random 32-wide model)
+
+
+def test_big_clouds_run_the_model_on_a_bounded_subsample_and_stream_per_point_features(student, tmp_path):
+    pts = np.random.default_rng(2).normal(size=(5000, 3)).astype(np.float32)
+    np.save(tmp_path / "big.npy", pts)
+    summary = embed(
+        [str(tmp_path / "big.npy")], model=student, out=str(tmp_path / "o"), point_features=True,
+        max_points=1000, progress=False,
+    )  # fmt: skip
+    z = np.load(tmp_path / "o" / "big.npz")
+    assert int(z["model_points"]) == 1000 and z["tokens"].shape[0] == round(1000 / 16)
+    assert np.load(tmp_path / "o" / "big.points.npy", mmap_mode="r").shape == (5000, 32)
+    assert "seeded subsample of 1000" in summary["warnings"][str(tmp_path / "big.npy")][0]
+    again = embed([str(tmp_path / "big.npy")], model=student, out=str(tmp_path / "o2"), max_points=1000, progress=False)
+    assert np.array_equal(np.load(again["written"][0])["global"], z["global"])  # the subsample is seeded
+
+
+def test_load_embed_and_onnx_give_one_embedding_for_raw_units(student, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from foundry3d.edge.export import export_onnx
+    from foundry3d.edge.onnx_runtime import OnnxPointModel
+    from foundry3d.models.base import UnnormalizedInputWarning
+
+    raw = (np.random.default_rng(5).normal(size=(512, 3)) * 80 + 1000).astype(np.float32)  # millimetres, offset
+    np.save(tmp_path / "scan.npy", raw)
+    model = foundry3d.load(student)
+    api = model.embed(raw).numpy()
+    cli = np.load(
+        embed([str(tmp_path / "scan.npy")], model=student, out=str(tmp_path / "e"), progress=False)["written"][0]
+    )["global"]
+    export_onnx(student, tmp_path / "s.onnx", num_points=512)
+    graph = OnnxPointModel(tmp_path / "s.onnx")(raw[None])["global"][0]
+    assert np.abs(api - cli).max() < 1e-5 and np.abs(api - graph).max() < 1e-4
+    scaled = model.embed(raw / 1000.0).numpy()  # the same shape in metres: the same embedding
+    assert np.abs(api - scaled).max() < 1e-4
+    with pytest.warns(UnnormalizedInputWarning, match="unit sphere"):
+        model.forward_features(torch.from_numpy(raw)[None])

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 import foundry3d
+from foundry3d.errors import Foundry3DError
 from foundry3d.models.backbone import pool_tokens
 from foundry3d.models.checkpoint import CheckpointError, save_release
 from foundry3d.models.hub import load
@@ -97,5 +98,12 @@ def test_every_embedded_teacher_loads_and_pretrained_means_the_default():
         assert (m.cfg.dim, m.cfg.depth, m.cfg.num_heads) == (arch.dim, arch.depth, arch.num_heads)
         assert (embedded_path(name) / "MODEL_CARD.md").is_file()
         assert torch.isfinite(m.forward_features(x)["tokens"]).all()
-    default = foundry3d.create_model("tiny", pretrained=True)
+    default = foundry3d.create_model(DEFAULT_TEACHER, pretrained=True)
     assert model_hash(default) == model_hash(load_teacher("embedded"))
+    named = foundry3d.create_model("tiny", pretrained=True)  # the teacher named tiny, not the default tiny2
+    assert model_hash(named) == model_hash(load_teacher("embedded:tiny")) != model_hash(default)
+    assert model_hash(foundry3d.create_model(f"tiny.{DEFAULT_TEACHER}", pretrained=True)) == model_hash(default)
+    with pytest.raises(Foundry3DError, match="no pretrained weights named 'vit_s'; shipped: tiny"):
+        foundry3d.create_model("vit_s", pretrained=True)
+    with pytest.raises(Foundry3DError, match=r"no pretrained weights named 'small\.tiny2'"):
+        foundry3d.create_model("small.tiny2", pretrained=True)

@@ -24,7 +24,6 @@ from foundry3d.edge.embed import embed
 from foundry3d.errors import Foundry3DError
 from foundry3d.files import MARKER, OutputError, folder_lock, run_folder
 from foundry3d.models.checkpoint import save_release
-from foundry3d.models.hub import create_student
 from foundry3d.quickstart import QUICKSTART_FILES
 from foundry3d.study import study
 from foundry3d.train.distill import distill
@@ -67,19 +66,6 @@ def home(tmp_path, monkeypatch):
     (h / "thesis.tex").write_text("years of work")
     monkeypatch.setenv("HOME", str(h))
     return h
-
-
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
-    torch.manual_seed(0)
-    return str(save_release(foundry3d.create_model("test"), tmp_path_factory.mktemp("t") / "teacher"))
-
-
-@pytest.fixture(scope="module")
-def student(teacher, tmp_path_factory):
-    torch.manual_seed(0)
-    net = create_student(foundry3d.load(teacher), supertokens=4)
-    return str(save_release(net, tmp_path_factory.mktemp("s") / "student"))
 
 
 def _user_folder(path: Path) -> Path:

@@ -141,3 +141,18 @@ def test_torchrun_two_processes_match_one(tmp_path, torchrun):
     assert len(a) == len(b) == 6
     # Same data, augmentations and (synchronised) BatchNorm statistics: only reduction order differs.
     assert np.max(np.abs(a - b) / a) < 0.01, (a, b)
+
+
+def test_precision_settings_say_what_this_machine_can_run():
+    from foundry3d.errors import Foundry3DError
+    from foundry3d.train.engine import _cpu_bf16, autocast_dtype
+
+    cpu = torch.device("cpu")
+    assert autocast_dtype("fp32", cpu) is None
+    with pytest.raises(Foundry3DError, match="fp16 needs a CUDA GPU"):
+        autocast_dtype("fp16", cpu)
+    if _cpu_bf16():
+        assert autocast_dtype("bf16", cpu) is torch.bfloat16
+    else:
+        with pytest.raises(Foundry3DError, match="no bf16 instructions"):
+            autocast_dtype("bf16", cpu)

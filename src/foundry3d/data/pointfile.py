@@ -57,6 +57,8 @@ def read_points(path: str | Path, drop_nonfinite: bool = False) -> np.ndarray:
     except Exception as e:  # each library raises its own types for malformed files
         raise PointFileError(f"{p}: not a readable {suffix[1:].upper()} file ({type(e).__name__}: {e})") from e
     pts = np.asarray(pts)
+    if pts.dtype.kind not in "fiu":
+        raise PointFileError(f"{p}: coordinates of type {pts.dtype}, expected real numbers (float or int)")
     if pts.ndim != 2 or pts.shape[1] != 3:
         raise PointFileError(f"{p}: expected N x 3 coordinates, got an array of shape {pts.shape}")
     if len(pts) == 0:
@@ -171,9 +173,65 @@ def _ply_tolerant(p: Path, why: str) -> np.ndarray:
     return xyz
 
 
+def _las_header(p: Path) -> int:
+    """The point count a LAS/LAZ header declares, after checking the header's sizes against the file:
+    a few hundred bytes must not make the reader walk 4e9 VLRs or allocate 1e8 points."""
+    size = p.stat().st_size
+    with open(p, "rb") as f:
+        head = f.read(375)
+    if len(head) < 227 or head[:4] != b"LASF":
+        raise PointFileError(f"{p}: not a LAS file (no LASF header)")
+    minor = head[25]
+    header_size, offset, nvlrs = (int.from_bytes(head[a:b], "little") for a, b in ((94, 96), (96, 100), (100, 104)))
+    count = int.from_bytes(head[107:111], "little")
+    if minor >= 4 and len(head) >= 255:
+        count = int.from_bytes(head[247:255], "little") or count
+    if not header_size <= offset <= size or header_size + 54 * nvlrs > offset:
+        raise PointFileError(
+            f"{p}: its header declares {nvlrs} VLRs and point data at byte {offset}, which does not fit a "
+            f"{header_size}-byte header in a {size}-byte file"
+        )
+    record = int.from_bytes(head[105:107], "little")
+    compressed = bool(head[104] & 0xC0)
+    if not compressed and record and count > (size - offset) // record:
+        warnings.warn(
+            f"{p}: its header declares {count} points but the file holds {(size - offset) // record}: "
+            "read those (a truncated file?)",
+            PointFileWarning,
+            stacklevel=3,
+        )
+        count = (size - offset) // record
+    return count
+
+
 def _las(p: Path) -> np.ndarray:
-    las = laspy.read(str(p))
-    return np.stack([np.asarray(las.x), np.asarray(las.y), np.asarray(las.z)], 1)
+    declared = _las_header(p)
+    parts: list[np.ndarray] = []
+    got, warned = 0, False
+    with laspy.open(str(p)) as reader:
+        chunks = reader.chunk_iterator(1_000_000)  # memory follows the points really read, not the header
+        while got < declared:
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                break
+            except Exception as e:  # a compressed stream that ends before its declared count
+                if not parts:
+                    raise
+                warnings.warn(
+                    f"{p}: read {got} of the {declared} points its header declares ({type(e).__name__}: {e})",
+                    PointFileWarning,
+                    stacklevel=3,
+                )
+                warned = True
+                break
+            if len(chunk) == 0:
+                break
+            parts.append(np.stack([np.asarray(chunk.x), np.asarray(chunk.y), np.asarray(chunk.z)], 1))
+            got += len(chunk)
+    if got < declared and got and not warned:
+        warnings.warn(f"{p}: read {got} of the {declared} points its header declares", PointFileWarning, stacklevel=3)
+    return np.concatenate(parts) if parts else np.zeros((0, 3))
 
 
 def _npy(p: Path) -> np.ndarray:
@@ -247,6 +305,12 @@ def _pcd(p: Path) -> np.ndarray:
     if mode == "ascii":
         text = raw[pos:].decode("ascii", errors="replace")
         a = np.loadtxt(text.splitlines(), ndmin=2) if text.strip() else np.zeros((0, sum(counts)))
+        if len(a) != n:
+            warnings.warn(
+                f"{p}: its header declares {n} points, the file holds {len(a)} rows: read those",
+                PointFileWarning,
+                stacklevel=3,
+            )
         starts = np.cumsum([0, *counts[:-1]])
         return a[:, [starts[cols[c]] for c in "xyz"]]
     if mode == "binary":

@@ -6,10 +6,12 @@ passed through the model. Written to ``<out>/<file stem>.npz``:
 
 * ``global``  (2D,)   pooled [max, mean] feature of the whole cloud;
 * ``tokens``  (c, D)  output token features, ``centres`` (c, 3) their patch centres (input units);
-* ``points``  (N, D)  per-point features (3-NN inverse-distance propagation of the tokens), float16,
-  unless ``point_features=False``;
 * ``assignment`` (c,) each token's SuperToken, for students that have one;
-* ``centre``, ``scale``: the normalisation, ``model``, ``model_hash``.
+* ``centre``, ``scale``: the normalisation, ``model``, ``model_hash``;
+* ``model_points``    how many points the model saw (a seeded subsample above ``max_points``);
+
+and with ``point_features=True`` ``<out>/<file stem>.points.npy`` (N, D): per-point features (3-NN
+inverse-distance propagation of the tokens), float16, written chunk by chunk into a memory-mapped file.
 
 A file that cannot be read (empty, wrong columns, unknown format, fewer points than one patch) is
 reported with its name and the others are still processed; ``embed.json`` lists the failures, the
@@ -33,6 +35,7 @@ from tqdm.auto import tqdm
 from foundry3d.data.pointfile import PointFileError, PointFileWarning, read_points
 from foundry3d.errors import Foundry3DError
 from foundry3d.files import atomic_write, run_folder, user_path
+from foundry3d.models.base import normalize_cloud
 from foundry3d.models.heads import interpolate, three_nn
 from foundry3d.models.hub import model_hash, resolve
 
@@ -41,21 +44,33 @@ class EmbedError(Foundry3DError, RuntimeError):
     """Some input files could not be embedded (each is named in the message)."""
 
 
+MAX_POINTS = 1_000_000  # clouds above this run the model on a seeded subsample of this many points
+
+
 @torch.no_grad()
 def embed_points(
     model: torch.nn.Module,
     points: np.ndarray,
     groups: int | None = None,
-    point_features: bool = True,
+    point_features: np.ndarray | None = None,
+    max_points: int = MAX_POINTS,
     chunk: int = 200_000,
+    progress: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Features of one cloud (N, 3) in input units."""
-    p64 = points.astype(np.float64)  # float32 sums overflow on georeferenced or huge coordinates
-    centre = p64.mean(0)
-    scale = float(np.linalg.norm(p64 - centre, axis=1).max()) or 1.0
-    x = torch.from_numpy(((p64 - centre) / scale).astype(np.float32))[None]
-    g = groups or model.groups_for(len(points))
-    g = min(g, len(points))
+    """Features of one cloud (N, 3) in input units.
+
+    Above ``max_points`` points the model runs on a seeded random subsample of ``max_points`` (time and
+    memory stay bounded; ``model_points`` records it). ``point_features``, an (N, D) float16 array (a
+    memory-mapped file for big clouds), is filled chunk by chunk with each point's feature: 3-NN
+    inverse-distance propagation of the tokens."""
+    x_all, centre, scale = normalize_cloud(points)
+    n = len(points)
+    pick = None
+    if n > max_points:
+        pick = np.sort(np.random.default_rng(0).choice(n, max_points, replace=False))
+    x = torch.from_numpy(x_all if pick is None else x_all[pick])[None]
+    g = groups or model.groups_for(x.shape[1])
+    g = min(g, x.shape[1])
     out = model.forward_features(x, num_groups=g)
     tokens = out["tokens"].float()
     res = {
@@ -64,17 +79,17 @@ def embed_points(
         "centres": (out["centers"][0].numpy() * scale + centre).astype(np.float32),
         "centre": centre.astype(np.float64),
         "scale": np.float64(scale),
+        "model_points": np.int64(x.shape[1]),
     }
     if "assignment" in out:
         res["assignment"] = out["assignment"][0].numpy()
-    if point_features:
-        feats = np.empty((len(points), tokens.shape[-1]), np.float16)
+    if point_features is not None:
         cen = out["centers"]
-        for s in range(0, len(points), chunk):
-            q = x[:, s : s + chunk]
+        starts = range(0, n, chunk)
+        for s in tqdm(starts, desc="per-point features", unit="chunk", disable=not progress or n <= chunk):
+            q = torch.from_numpy(x_all[s : s + chunk])[None]
             idx, w = three_nn(q, cen)
-            feats[s : s + chunk] = interpolate(tokens, idx, w)[0].numpy().astype(np.float16)
-        res["points"] = feats
+            point_features[s : s + chunk] = interpolate(tokens, idx, w)[0].numpy().astype(np.float16)
     return res
 
 
@@ -83,28 +98,34 @@ def embed(
     model: str = "embedded",
     out: str = "runs/embed",
     groups: int | None = None,
-    point_features: bool = True,
+    point_features: bool = False,
     drop_nonfinite: bool = True,
     threads: int | None = None,
     progress: bool = True,
+    max_points: int = MAX_POINTS,
 ) -> dict[str, Any]:
-    """Run a model on your own point-cloud files and save global, token and per-point features (.npz).
+    """Run a model on your own point-cloud files and save their global and token features (.npz).
 
     Args:
         files: .ply, .pcd, .las/.laz, .xyz/.txt/.csv, .npy/.npz files of any size.
         model: release folder, embedded[:NAME] or another model spec.
         out: folder for <file stem>.npz and embed.json.
         groups: patches per cloud (default: points / 16).
-        point_features: also write per-point features (3-NN propagation), float16.
+        point_features: also write per-point features (3-NN propagation), float16, to <stem>.points.npy
+            (N x D: 384 MB for a 1M-point scan with a 192-wide model).
         drop_nonfinite: drop points with NaN/inf coordinates (scanners' missing returns) with a
             warning; otherwise such a file is an error.
         threads: torch threads (default: all cores).
-        progress: show a progress bar over the files.
+        progress: show a progress bar over the files (and the per-point stage of big clouds).
+        max_points: clouds with more points run the model on a seeded random subsample of this many
+            (time and memory bounded; per-point features still cover every point).
     """
     if not files:
         raise EmbedError("embed needs at least one input file")
     if groups is not None and groups < 1:
         raise EmbedError(f"groups must be >= 1, got {groups}")
+    if max_points < 64:
+        raise EmbedError(f"max_points must be >= 64, got {max_points}")
     if threads is not None:
         if threads < 1:
             raise EmbedError(f"threads must be >= 1, got {threads}")
@@ -112,7 +133,7 @@ def embed(
     net, info = resolve(model)
     folder = user_path(out)
     with run_folder(folder, "embed", _embed_outputs(folder), legacy=_legacy_embed) as folder:
-        return _embed_files(files, net, info, folder, groups, point_features, drop_nonfinite, progress)
+        return _embed_files(files, net, info, folder, groups, point_features, drop_nonfinite, progress, max_points)
 
 
 def _embed_outputs(folder: Path) -> tuple[str, ...]:
@@ -129,6 +150,37 @@ def _legacy_embed(folder: Path) -> bool:
     return (folder / "embed.json").is_file()
 
 
+def _run_model(
+    net: torch.nn.Module,
+    pts: np.ndarray,
+    groups: int | None,
+    max_points: int,
+    per_point: Path | None,
+    progress: bool,
+) -> dict[str, np.ndarray]:
+    """One model pass; with ``per_point`` the per-point features go straight into that file (atomically)."""
+    box: dict[str, np.ndarray] = {}
+
+    def run(arr: np.ndarray | None) -> None:
+        box.update(embed_points(net, pts, groups, arr, max_points, progress=progress))
+        if not (np.isfinite(box["global"]).all() and np.isfinite(box["tokens"]).all()):
+            raise PointFileError("the model's output holds NaN or infinite values: nothing written")
+
+    if per_point is None:
+        run(None)
+        return box
+
+    def write(tmp: str) -> None:
+        width = net.num_features // 2
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(pts), width))
+        run(arr)
+        arr.flush()
+        del arr
+
+    atomic_write(per_point, write)
+    return box
+
+
 def _embed_files(
     files: list[str],
     net: torch.nn.Module,
@@ -138,6 +190,7 @@ def _embed_files(
     point_features: bool,
     drop_nonfinite: bool,
     progress: bool,
+    max_points: int,
 ) -> dict[str, Any]:
     inputs = {os.path.realpath(Path(f).expanduser()) for f in files}
     written, failed, seconds, notes, outputs = [], {}, {}, {}, {}
@@ -160,22 +213,26 @@ def _embed_files(
                     f"{f}: {len(pts)} points, fewer than one patch of the model ({need}); for a mesh, "
                     "sample points on its surface first (its vertices alone are too few)"
                 )
-            res = embed_points(net, pts, groups, point_features)
+            stem, k = Path(f).stem, 1
+            while (name := stem if k == 1 else f"{stem}_{k}") in used:
+                k += 1
+            target, per_point = folder / f"{name}.npz", folder / f"{name}.points.npy"
+            if {os.path.realpath(target), os.path.realpath(per_point)} & inputs:
+                raise PointFileError(f"{f}: its output {target} is one of the inputs: choose another --out")
+            res = _run_model(net, pts, groups, max_points, per_point if point_features else None, progress)
         except (PointFileError, ValueError) as e:
             failed[str(f)] = str(e)
             print(f"foundry3d embed: skipped {f}: {e}", flush=True)
             continue
+        used.add(name)
+        if point_features:
+            written.append(str(per_point))
+        if res["model_points"] < len(pts):
+            note = f"{f}: {len(pts)} points; the model ran on a seeded subsample of {int(res['model_points'])}"
+            notes.setdefault(str(f), []).append(note)
+            print(f"foundry3d embed: {note} (max_points)", flush=True)
         res["model"] = np.array(info["model"])
         res["model_hash"] = np.array(model_hash(net))
-        stem, k = Path(f).stem, 1
-        while (name := stem if k == 1 else f"{stem}_{k}") in used:
-            k += 1
-        used.add(name)
-        target = folder / f"{name}.npz"
-        if os.path.realpath(target) in inputs:
-            failed[str(f)] = f"{target} is one of the inputs: its features would replace it"
-            print(f"foundry3d embed: skipped {f}: writing {target} would overwrite an input file", flush=True)
-            continue
         atomic_write(target, lambda tmp, r=res: np.savez(open(tmp, "wb"), **r))  # noqa: SIM115
         written.append(str(target))
         outputs[str(f)] = str(target)

@@ -30,16 +30,40 @@ class ExportError(Foundry3DError, RuntimeError):
 
 
 class _Exportable(nn.Module):
-    def __init__(self, model: nn.Module, num_groups: int) -> None:
+    """The graph users deploy: ``points`` -> ``tokens``, ``centres`` (, ``assignment``) (, ``global``).
+
+    With ``normalize`` each cloud is centred on its mean and scaled into the unit sphere inside the graph
+    (the normalisation of ``model.embed`` and ``foundry3d embed``) and ``centres`` come back in input units;
+    with ``pool`` the graph also returns the pooled ``global`` embedding.
+    """
+
+    def __init__(
+        self, model: nn.Module, num_groups: int, example: torch.Tensor, normalize: bool = True, pool: bool = True
+    ) -> None:
         super().__init__()
         self.model = model
         self.num_groups = num_groups
+        self.normalize = normalize
+        self.pool = pool
+        with torch.no_grad():  # which outputs this model has (students with SuperTokens add an assignment)
+            probe = model.forward_features(example[:1] / example[:1].norm(dim=-1).amax(), num_groups=num_groups)
+        self.names = ["tokens", "centres", *(["assignment"] if "assignment" in probe else []), *(["global"] * pool)]
 
     def forward(self, points: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.model.forward_features(points, num_groups=self.num_groups)
-        if "assignment" in out:
-            return out["tokens"], out["centers"], out["assignment"]
-        return out["tokens"], out["centers"]
+        x = points
+        if self.normalize:
+            centre = x.mean(1, keepdim=True)
+            x = x - centre
+            scale = x.norm(dim=-1).amax(1).clamp_min(1e-30)[:, None, None]
+            x = x / scale
+        out = self.model.forward_features(x, num_groups=self.num_groups)
+        centres = out["centers"] * scale + centre if self.normalize else out["centers"]
+        res = [out["tokens"], centres]
+        if "assignment" in self.names:
+            res.append(out["assignment"])
+        if self.pool:
+            res.append(self.model.forward_head(out))
+        return tuple(res)
 
 
 def export_onnx(
@@ -53,6 +77,8 @@ def export_onnx(
     calibration: str = "kicad33:train",
     calibration_clouds: int = 64,
     overwrite: bool = False,
+    normalize: bool = True,
+    pool: bool = True,
 ) -> dict[str, Any]:
     """Export a teacher or student to ONNX (dynamic batch and points) and check onnxruntime against PyTorch.
 
@@ -67,6 +93,9 @@ def export_onnx(
         calibration: dataset spec whose clouds calibrate the int8 ranges (never a test split).
         calibration_clouds: how many clouds calibrate.
         overwrite: replace an existing graph at ``out`` (only an ONNX file foundry3d exported).
+        normalize: the graph centres and scales each cloud itself (input in any units, like ``embed``);
+            without it the input must already be centred and scaled into the unit sphere.
+        pool: the graph also returns ``global``, the pooled embedding (``model.embed``).
     """
     try:
         import onnx
@@ -89,8 +118,8 @@ def export_onnx(
             f"num_points={num_points} is too small to export: the model needs at least {need} points per cloud "
             f"({groups} groups of {net.tcfg.group_size})"
         )
-    wrapper = _Exportable(net, groups).eval()
     example = torch.randn(2, num_points, 3, generator=torch.Generator().manual_seed(0))
+    wrapper = _Exportable(net, groups, example, normalize, pool).eval()
     dims = {"points": {0: torch.export.Dim("batch"), 1: torch.export.Dim("points", min=max(groups, 64))}}
     meta = {
         "foundry3d_version": __version__,
@@ -98,7 +127,10 @@ def export_onnx(
         "num_groups": str(groups),
         "group_size": str(net.tcfg.group_size),
         "min_points": str(need),
-        "input": "points (batch, N, 3) float32, centred and scaled to the unit sphere",
+        "input": "points (batch, N, 3) float32, "
+        + ("in any units (the graph centres and scales each cloud)" if normalize else "centred, in the unit sphere"),
+        "outputs": ",".join(wrapper.names),
+        "patch_rule": f"{groups} patches, fixed at export: model.embed gives the same at N = {num_points} points",
         "config": json.dumps(net.config_dict()) if hasattr(net, "config_dict") else "{}",
     }
     result: dict[str, Any] = {"onnx": str(out), "num_groups": groups, "opset": opset, "model": info["model"]}
@@ -111,6 +143,8 @@ def export_onnx(
             dynamo=True,
             dynamic_shapes=dims,
             opset_version=opset,
+            input_names=["points"],
+            output_names=wrapper.names,
             external_data=False,
             verbose=False,
         )
@@ -164,21 +198,31 @@ def calibration_set(spec: str, count: int, num_points: int) -> np.ndarray:
 
 
 def verify_onnx(wrapper: nn.Module, path: Path, shapes: list[tuple[int, int]], atol: float) -> list[dict]:
+    """onnxruntime against PyTorch on random clouds of ``shapes``: every float output within ``atol`` (tokens
+    and the global embedding; centres relative to the cloud's scale), SuperToken assignments on >= 99 %."""
     import onnxruntime as ort  # the [onnx] extra
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
+    names = [o.name for o in sess.get_outputs()]
+    if names != list(wrapper.names):
+        raise ExportError(f"the exported graph's outputs are {names}, expected {wrapper.names}")
     report = []
     for b, n in shapes:
-        x = torch.randn(b, n, 3, generator=torch.Generator().manual_seed(b * 7 + n))
+        g = torch.Generator().manual_seed(b * 7 + n)
+        x = torch.randn(b, n, 3, generator=g) * (40.0 if wrapper.normalize else 1.0)  # raw units when normalising
         with torch.no_grad():
-            ref = [t.numpy() for t in wrapper(x)]
-        got = sess.run(None, {name: x.numpy()})
-        err = float(np.abs(got[0] - ref[0]).max())
-        row = {"shape": [b, n, 3], "max_abs_err": err}
-        if len(ref) == 3:
-            row["assignment_match"] = float((got[2] == ref[2]).mean())
-        if err > atol or row.get("assignment_match", 1.0) < 0.99:
+            ref = dict(zip(names, (t.numpy() for t in wrapper(x))))
+        got = dict(zip(names, sess.run(None, {"points": x.numpy()})))
+        row: dict[str, Any] = {"shape": [b, n, 3]}
+        for key in ("tokens", "global"):
+            if key in ref:
+                row[f"max_abs_err_{key}" if key != "tokens" else "max_abs_err"] = float(
+                    np.abs(got[key] - ref[key]).max()
+                )
+        if "assignment" in ref:
+            row["assignment_match"] = float((got["assignment"] == ref["assignment"]).mean())
+        worst = max(v for k, v in row.items() if k.startswith("max_abs_err"))
+        if not worst <= atol or row.get("assignment_match", 1.0) < 0.99:
             raise ExportError(f"ONNX parity check failed at input {(b, n, 3)}: {row}")
         report.append(row)
     return report

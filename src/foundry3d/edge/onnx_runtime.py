@@ -52,6 +52,8 @@ class OnnxPointModel:
 
     def check(self, points: np.ndarray) -> np.ndarray:
         x = np.asarray(points)
+        if x.dtype.kind not in "fiu":
+            raise OnnxModelError(f"points must be real numbers (float or int), got an array of {x.dtype}")
         if x.ndim != 3 or x.shape[-1] != 3:
             raise OnnxModelError(f"points must have shape (B, N, 3), got {x.shape}")
         if x.shape[0] < 1:

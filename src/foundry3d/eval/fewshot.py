@@ -9,6 +9,7 @@ split, queries from the test split).
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Literal
@@ -31,6 +32,15 @@ class FewShotConfig:
     seed: int = 0
     C: float = 1.0
     method: Literal["linear"] = "linear"
+
+    def validate(self) -> None:
+        if self.way < 2 or self.shot < 1 or self.query < 1 or self.folds < 1:
+            raise ValueError(
+                f"fewshot needs way >= 2, shot >= 1, query >= 1 and folds >= 1, got way={self.way} "
+                f"shot={self.shot} query={self.query} folds={self.folds}"
+            )
+        if not (math.isfinite(self.C) and self.C > 0):
+            raise ValueError(f"fewshot.C must be a finite number > 0, got {self.C}")
 
 
 def classify_fold(xs: np.ndarray, ys: np.ndarray, xq: np.ndarray, yq: np.ndarray, C: float) -> float:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -57,8 +59,10 @@ class SVMConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        if self.num_points < 1 or not self.grid or any(c <= 0 for c in self.grid):
-            raise ValueError("svm.num_points must be >= 1 and svm.grid a non-empty list of positive C values")
+        if self.num_points < 32:
+            raise ValueError(f"svm.num_points must be >= 32 (at least one patch), got {self.num_points}")
+        if not self.grid or not all(math.isfinite(c) and c > 0 for c in self.grid):
+            raise ValueError(f"svm.grid must be a non-empty list of finite C values > 0, got {self.grid}")
         if self.cv_max_samples is not None and self.cv_max_samples < 10:
             raise ValueError(f"svm.cv_max_samples must be >= 10 (or null), got {self.cv_max_samples}")
 
@@ -143,10 +147,13 @@ class Runner:
         path = self.folder / "features" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
         if path.exists():
             try:
-                with np.load(path) as z:
-                    return {k: z[k] for k in z.files}
-            except (OSError, ValueError, EOFError):  # a corrupt cache entry is recomputed, not trusted
-                path.unlink(missing_ok=True)
+                with np.load(path, allow_pickle=False) as z:
+                    cached = {k: z[k] for k in z.files}
+                if {"features", "labels"} <= cached.keys():
+                    return cached
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
+                pass  # a truncated, key-less or corrupt cache entry is recomputed, never trusted
+            path.unlink(missing_ok=True)
         out = extract(
             self.model,
             ds,

@@ -7,8 +7,10 @@ happens after the tokenizer). Everything else lives here once: input checks, gro
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -42,7 +44,38 @@ def check_cloud(points: Tensor, min_points: int, name: str = "points") -> Tensor
                 f"{name} has coordinates up to {big:.3g}: beyond 1e15 squared distances overflow; "
                 f"centre and rescale the cloud first"
             )
+        if big > UNNORMALIZED:
+            warnings.warn(
+                f"{name} has coordinates up to {big:.3g}, but the model expects clouds centred and scaled into "
+                "the unit sphere: use model.embed(points) (which normalises) or normalize_cloud() first",
+                UnnormalizedInputWarning,
+                stacklevel=4,
+            )
     return points
+
+
+class UnnormalizedInputWarning(UserWarning):
+    """Points far outside the unit sphere reached a model that expects normalised clouds."""
+
+
+def normalize_cloud(points: np.ndarray, chunk: int = 1_000_000) -> tuple[np.ndarray, np.ndarray, float]:
+    """``points`` (N, 3) centred on their mean and scaled into the unit sphere (float32), with the centre
+    and scale: the one normalisation of ``model.embed``, ``foundry3d embed`` and (in float32 arithmetic)
+    the ONNX graph exported with ``normalize=True``. Sums run in float64 (georeferenced or huge
+    coordinates overflow float32) chunk by chunk, so memory stays a small multiple of the input."""
+    centre = points.mean(0, dtype=np.float64)
+    scale = 0.0
+    for s in range(0, len(points), chunk):
+        d = points[s : s + chunk].astype(np.float64) - centre
+        scale = max(scale, float(np.sqrt((d * d).sum(1).max())))
+    scale = scale or 1.0
+    x = np.empty(points.shape, np.float32)
+    for s in range(0, len(points), chunk):
+        x[s : s + chunk] = (points[s : s + chunk].astype(np.float64) - centre) / scale
+    return x, centre, scale
+
+
+UNNORMALIZED = 3.0  # a coordinate beyond this (unit-sphere clouds, augmented up to ~1.5) means raw units
 
 
 def pool_tokens(tokens: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -99,8 +132,10 @@ class PointModel(nn.Module):
         return 2 * self.tcfg.dim
 
     def groups_for(self, num_points: int) -> int:
-        """Groups for a cloud of ``num_points`` at the variant's ratio (64 per 1,024 points)."""
-        return max(1, round(num_points * self.tcfg.num_groups / self.tcfg.num_points))
+        """Groups for a cloud of ``num_points`` at the variant's ratio (64 per 1,024 points), at least 3 (the
+        per-point features interpolate from the 3 nearest patch centres): the one patch rule of the API,
+        ``embed`` and the ONNX export."""
+        return max(min(3, num_points), round(num_points * self.tcfg.num_groups / self.tcfg.num_points))
 
     def tokenize(
         self,
@@ -156,6 +191,27 @@ class PointModel(nn.Module):
 
     def forward(self, points: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(points))
+
+    @torch.no_grad()
+    def embed(self, points: np.ndarray | Tensor, groups: int | None = None) -> Tensor:
+        """Global embedding of a cloud in any units: (N, 3) -> (2D,), or a batch (B, N, 3) -> (B, 2D).
+
+        Each cloud is centred and scaled into the unit sphere (:func:`normalize_cloud`) and split into
+        ``groups_for(N)`` patches (or ``groups``): the same rule as ``foundry3d embed`` and the ONNX graph
+        exported for N points, so the three give the same embedding. Runs in eval mode.
+        """
+        arr = points.detach().cpu().numpy() if isinstance(points, Tensor) else np.asarray(points)
+        if arr.dtype.kind not in "fiu" or arr.ndim not in (2, 3) or arr.shape[-1] != 3:
+            raise ValueError(f"points must be real (N, 3) or (B, N, 3) coordinates, got {arr.dtype} {arr.shape}")
+        batch = arr if arr.ndim == 3 else arr[None]
+        x = torch.from_numpy(np.stack([normalize_cloud(c)[0] for c in batch]))
+        was = self.training
+        self.eval()
+        try:
+            out = self.forward_head(self.forward_features(x, num_groups=groups or self.groups_for(x.shape[1])))
+        finally:
+            self.train(was)
+        return out if arr.ndim == 3 else out[0]
 
     def config_dict(self) -> dict:
         return to_dict(self.cfg)

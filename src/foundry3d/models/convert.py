@@ -129,15 +129,21 @@ def _apply(
             ours = mapping[key]
             if ours not in target:
                 raise CheckpointError(f"internal: {key} maps to unknown parameter {ours}")
-            v = value.detach().clone()
+            if not isinstance(value, Tensor) or value.layout != torch.strided or value.is_meta:
+                raise CheckpointError(f"{key}: expected a dense tensor, got {type(value).__name__}")
+            v = value.detach()
             if v.dim() == 3 and v.shape[-1] == 1 and target[ours].dim() == 2:
                 v = v.squeeze(-1)  # Conv1d(k=1) -> Linear
-            if v.shape != target[ours].shape:
+            if v.shape != target[ours].shape:  # before any copy: a file cannot make us allocate its claimed size
                 raise CheckpointError(f"{key}: shape {tuple(v.shape)} does not fit {ours} {tuple(target[ours].shape)}")
+            v = v.clone()
             if ours.endswith(("running_mean", "running_var")) and not torch.isfinite(v).all():
                 fill = 0.0 if ours.endswith("running_mean") else 1.0
                 v = torch.nan_to_num(v, nan=fill, posinf=fill, neginf=fill)
                 conv.notes.append(f"{key}: non-finite BatchNorm statistics replaced by {fill}")
+            elif v.is_floating_point() and not torch.isfinite(v).all():
+                bad = int((~torch.isfinite(v)).sum())
+                raise CheckpointError(f"{key}: {bad} of {v.numel()} weights are NaN or infinite: a broken checkpoint")
             out[ours] = v.to(target[ours].dtype)
             conv.mapping[key] = ours
             continue
@@ -160,10 +166,28 @@ def _state_dict_of(obj: Any, keys: tuple[str, ...]) -> dict[str, Tensor]:
     if isinstance(obj, dict):
         for k in keys:
             if k in obj and isinstance(obj[k], dict):
-                return dict(obj[k])
+                return _checked(dict(obj[k]))
         if obj and all(isinstance(v, Tensor) for v in obj.values()):
-            return dict(obj)
+            return _checked(dict(obj))
     raise CheckpointError(f"no state dict found (looked for {', '.join(keys)} or a plain tensor dict)")
+
+
+def _checked(sd: dict[str, Any]) -> dict[str, Any]:
+    """Every tensor dense and backed by the bytes its shape claims: the config is read off these shapes, so
+    a stride-0 view claiming 4e8 rows in a 250 KB file must not size the model we build."""
+    for key, v in sd.items():
+        if not isinstance(v, Tensor):
+            continue
+        if v.layout != torch.strided or v.is_meta:
+            raise CheckpointError(f"{key}: expected a dense tensor, got a {v.layout} / meta tensor")
+        claimed = v.numel() * v.element_size()
+        held = v.untyped_storage().nbytes() - v.storage_offset() * v.element_size()
+        if claimed > max(held, 0):
+            raise CheckpointError(
+                f"{key}: its shape {tuple(v.shape)} claims {claimed:,} bytes but the file holds {held:,} for it "
+                "(a stride-0 or overlapping view): refusing a tensor whose size the file does not back"
+            )
+    return sd
 
 
 def convert_point_jepa(

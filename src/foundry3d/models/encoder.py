@@ -116,7 +116,7 @@ class TransformerEncoder(nn.Module):
         pos_every_layer: bool = True,
     ) -> None:
         super().__init__()
-        rates = torch.linspace(0, drop_path_rate, depth).tolist() if depth > 0 else []
+        rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist() if depth > 0 else []
         self.blocks = nn.ModuleList(
             Block(dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, r, eps) for r in rates
         )

@@ -1,7 +1,7 @@
 """The one home for models: create, list, load, resolve and hash every model foundry3d knows.
 
 * ``create_model("tiny")`` a registered variant with random weights (timm-style); with
-  ``pretrained=True`` the embedded release of that variant.
+  ``pretrained=True`` the embedded teacher of that name (``tiny2`` or ``tiny.tiny2``).
 * ``create_student(teacher, kind="foundry", supertokens=16, ...)`` any registered student kind,
   initialised from the teacher.
 * ``load(path)`` any release (teacher backbone or student of any kind), in eval mode.
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from torch import nn
 
 from foundry3d.assets import ASSETS
 from foundry3d.models.backbone import BackboneConfig, PointTransformer, backbone_from_config
+from foundry3d.models.base import PointModel
 from foundry3d.models.baselines import MergedBackbone, MimicStudent, MLPStudent, PatchMergerStudent, ToMeStudent
 from foundry3d.models.checkpoint import CheckpointError, read_release, weights_hash
 from foundry3d.models.floor import Floor
@@ -54,6 +56,7 @@ __all__ = [
     "load",
     "load_teacher",
     "model_hash",
+    "model_table",
     "resolve",
 ]
 
@@ -104,16 +107,49 @@ def embedded_path(name: str | None = None) -> Path:
     return path
 
 
+def model_table(kind: str | None = None) -> str:
+    """The models you can name: embedded teachers (the default marked), backbone variants, student kinds.
+
+    One line each: what ``load``, ``create_model`` and ``create_student`` accept.
+
+    Args:
+        kind: only one section: embedded, variant or student.
+    """
+    sections = {"embedded": EMBEDDED, "variant": VARIANTS, "student": STUDENTS}
+    if kind is not None and kind not in sections:
+        raise HubError(f"models: kind must be one of {', '.join(sections)}, got {kind!r}")
+    lines: list[str] = []
+    if kind in (None, "embedded"):
+        lines.append("embedded teachers (load('embedded:NAME'); 'embedded' is the one marked *):")
+        for n in EMBEDDED.names():
+            mark = "*" if n == DEFAULT_TEACHER else " "
+            lines.append(f"  {mark} {n:<10} {EMBEDDED.info(n).get('note', '')}")
+    if kind in (None, "variant"):
+        lines.append("backbone variants (create_model(NAME), random weights):")
+        for n, fn in VARIANTS.items():
+            doc = (fn.__doc__ or "").strip().split("\n")[0]
+            lines.append(f"    {n:<10} {doc}")
+    if kind in (None, "student"):
+        lines.append("student kinds (distill student.kind=KIND / create_student(teacher, KIND)):")
+        for n, cls in STUDENTS.items():
+            doc = STUDENTS.info(n).get("note") or (cls.__doc__ or "").strip().split("\n")[0]
+            lines.append(f"    {n:<10} {doc}")
+    return "\n".join(lines)
+
+
 def create_model(name: str, pretrained: bool = False, **overrides: Any) -> PointTransformer:
-    """Variant ``name`` with random weights, or with ``pretrained=True`` the embedded release of it."""
-    if pretrained:
-        if overrides:
-            raise HubError("pretrained=True loads a release as it is: no config overrides")
-        for key in sorted(EMBEDDED.names(), key=lambda k: k != DEFAULT_TEACHER):  # the default first
-            if EMBEDDED.info(key).get("variant") == name:
-                return load(embedded_path(key), expect_kind="backbone")  # type: ignore[return-value]
-        raise HubError(f"no pretrained weights are shipped for variant {name!r}; embedded: {EMBEDDED.names()}")
-    return PointTransformer(variant_config(name, **overrides))
+    """Variant ``name`` with random weights; with ``pretrained=True`` the embedded teacher of that name
+    (as timm: ``NAME`` or ``VARIANT.NAME``, e.g. ``tiny2`` or ``tiny.tiny2``), never another one's weights."""
+    if not pretrained:
+        return PointTransformer(variant_config(name, **overrides))
+    if overrides:
+        raise HubError("pretrained=True loads a release as it is: no config overrides")
+    variant, dot, tag = name.rpartition(".")
+    key = tag if dot else name
+    if key in EMBEDDED and (not dot or EMBEDDED.info(key).get("variant") == variant):
+        return load(embedded_path(key), expect_kind="backbone")  # type: ignore[return-value]
+    shipped = ", ".join(f"{n} ({EMBEDDED.info(n)['variant']})" for n in EMBEDDED.names())
+    raise HubError(f"no pretrained weights named {name!r}; shipped: {shipped} (pass one of those names)")
 
 
 def create_student(teacher: PointTransformer, kind: str = "foundry", **arch: Any) -> Student:
@@ -130,8 +166,25 @@ def _build(kind: str, config: dict) -> nn.Module:
     raise HubError(f"unknown model kind {kind!r}; known kinds: backbone, student")
 
 
+SPEC_PREFIXES = ("embedded:", "floor:", "tome:", "pitome:", "random:")
+
+
 def load(path: str | Path, expect_kind: str | None = None) -> nn.Module:
-    """Rebuild a model (teacher backbone or student of any kind) from a release, in eval mode."""
+    """Any model a spec names, in eval mode: a release folder or ``.safetensors`` file (teacher backbone or
+    student of any kind), or any spec the command line takes (``embedded[:NAME]``, ``floor:SPEC``,
+    ``tome:SPEC?r=N``, ``RELEASE?r=0.7``, ``random:VARIANT``; see :func:`resolve`)."""
+    if not str(path).strip():
+        raise HubError(
+            "a model spec is empty: expected a release folder, a .safetensors file, embedded[:NAME], floor:SPEC, "
+            "tome:SPEC?r=N or random:VARIANT"
+        )
+    text = str(path)
+    if isinstance(path, str) and (text == "embedded" or text.startswith(SPEC_PREFIXES) or "?" in text):
+        model = resolve(text)[0]
+        got = "backbone" if getattr(model, "kind", "") == "backbone" else "student"
+        if expect_kind is not None and got != ("student" if expect_kind == "foundry_student" else expect_kind):
+            raise CheckpointError(f"{text} is a {got!r} model, but a {expect_kind!r} model was expected")
+        return model
     header, state = read_release(path)
     kind = header["kind"]
     want = "student" if expect_kind == "foundry_student" else expect_kind
@@ -141,9 +194,21 @@ def load(path: str | Path, expect_kind: str | None = None) -> nn.Module:
     if kind not in RELEASE_KINDS:
         raise CheckpointError(f"{path}: unknown model kind {kind!r}; known kinds: backbone, student")
     try:
-        model = _build(kind, header["config"])
-    except (ValueError, TypeError) as e:
+        with torch.device("meta"):  # shapes only: a config cannot make us allocate what its weights do not hold
+            shapes = {k: tuple(v.shape) for k, v in _build(kind, header["config"]).state_dict().items()}
+    except (ValueError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"{path}: its stored config does not build a {kind} model: {e}") from e
+    stored = {k: tuple(v.shape) for k, v in state.items()}
+    if shapes != stored:
+        diff = sorted(k for k in shapes.keys() | stored.keys() if shapes.get(k) != stored.get(k))
+        raise CheckpointError(
+            f"{path}: weights do not fit the stored {kind} config ({len(diff)} tensors differ, e.g. {diff[0]}: "
+            f"config {shapes.get(diff[0])}, file {stored.get(diff[0])})"
+        )
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{path}: {len(bad)} weight tensors hold NaN or infinite values (e.g. {bad[0]})")
+    model = _build(kind, header["config"])
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -191,6 +256,10 @@ class WithOptions(nn.Module):
     def forward_head(self, features: Any) -> torch.Tensor:
         return self.model.forward_head(features)
 
+    def embed(self, points: Any, groups: int | None = None) -> torch.Tensor:
+        """As :meth:`PointModel.embed`, with the bound options."""
+        return PointModel.embed(self, points, groups)  # type: ignore[arg-type]
+
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(points))
 
@@ -217,10 +286,14 @@ def _parse_options(spec: str) -> tuple[str, dict[str, float | int]]:
         key, eq, value = item.partition("=")
         if key not in ("r", "keep") or not eq:
             raise HubError(f"unknown model option {item!r} in {spec!r}; options: r=<number>, keep=<int>")
+        if key in opts:
+            raise HubError(f"model option {key} is given twice in {spec!r}: give it once")
         try:
             opts[key] = int(value) if key == "keep" or "." not in value else float(value)
         except ValueError as e:
             raise HubError(f"model option {key} in {spec!r} must be a number, got {value!r}") from e
+        if not math.isfinite(opts[key]) or opts[key] < 0:
+            raise HubError(f"model option {key} in {spec!r} must be a finite number >= 0, got {value!r}")
     return base, opts
 
 
@@ -243,6 +316,8 @@ def resolve(spec: str | nn.Module) -> tuple[nn.Module, dict[str, Any]]:
                 if "keep" in opts:
                     raise HubError(f"{prefix} takes r=<merges per block>, not keep ({spec})")
                 r = opts.pop("r", None)
+                if r is not None and r != int(r):
+                    raise HubError(f"{prefix}: r is the number of tokens merged per block, a whole number ({spec})")
                 model = MergedBackbone(inner, prefix, None if r is None else int(r))
             name = spec
         else:
@@ -254,6 +329,10 @@ def resolve(spec: str | nn.Module) -> tuple[nn.Module, dict[str, Any]]:
             else:
                 model = load(base)
             name = spec
+            if "r" in opts and opts["r"] > 1:
+                raise HubError(f"r is a gate threshold in [0, 1], got {opts['r']} ({spec})")
+            if "keep" in opts and opts["keep"] < 1:
+                raise HubError(f"keep is the number of tokens kept, >= 1, got {opts['keep']} ({spec})")
             if opts:
                 if getattr(model, "gate", None) is None:
                     raise HubError(

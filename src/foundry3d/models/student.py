@@ -116,6 +116,10 @@ class Student(PointModel):
     kind = "student"
     student_kind = "base"
 
+    def groups_for(self, num_points: int) -> int:
+        """The backbone's patch rule, with at least ``s`` patches (each SuperToken needs a token)."""
+        return max(super().groups_for(num_points), min(self.cfg.supertokens, num_points))
+
     def __init__(self, cfg: FoundryConfig) -> None:
         cfg.validate()
         t = cfg.teacher_config

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from foundry3d.config import load_config, parse_override, to_dict
 from foundry3d.data.registry import load_dataset
 from foundry3d.data.transforms import AugmentConfig, Sampling, augment, collate, normalize
+from foundry3d.errors import Foundry3DError
 from foundry3d.files import atomic_write
 from foundry3d.models.backbone import PointTransformer
 from foundry3d.models.checkpoint import save_release
@@ -39,8 +40,12 @@ from foundry3d.models.hub import create_student, load, load_teacher, model_hash
 from foundry3d.models.occupancy import occupancy
 from foundry3d.models.student import Student, StudentArch
 from foundry3d.ops.fps import farthest_point_sample
-from foundry3d.train.engine import EngineConfig, Task, fit, seed_all
+from foundry3d.train.engine import EngineConfig, Task, check_training_data, fit, seed_all
 from foundry3d.train.probe import Probe, ProbeSection
+
+
+class DistillError(Foundry3DError, ValueError):
+    """A distillation setting, teacher or student that does not fit the run."""
 
 
 @dataclass
@@ -81,6 +86,9 @@ class DistillData:
     cache_views: int = 0
     cache_dir: str | None = None  # where cached views live (default: <out>/cache)
 
+    def validate(self) -> None:
+        check_training_data(self.datasets, self.num_points, self.cache_views)
+
 
 @dataclass
 class DistillConfig:
@@ -100,12 +108,12 @@ def _student_for(teacher: PointTransformer, st: StudentSection) -> Student:
     student = load(st.start_from, expect_kind="student")
     want = student.cfg.teacher_config
     if want.dim != teacher.cfg.dim or want.depth < max(student.cfg.student_blocks(), default=0) + 1:
-        raise ValueError(
+        raise DistillError(
             f"teacher width {teacher.cfg.dim} (depth {teacher.cfg.depth}) does not match the student in "
             f"{st.start_from}, which was built for a {want.dim}-wide, {want.depth}-block teacher"
         )
     if student.cfg.supertokens != st.supertokens:
-        raise ValueError(f"student.supertokens={st.supertokens} but {st.start_from} has {student.cfg.supertokens}")
+        raise DistillError(f"student.supertokens={st.supertokens} but {st.start_from} has {student.cfg.supertokens}")
     return student.train()
 
 
@@ -199,15 +207,15 @@ class DistillTask(Task):
         st = cfg.student
         groups = cfg.data.num_groups or teacher.cfg.num_groups
         if not 1 <= st.supertokens <= groups:
-            raise ValueError(f"supertokens={st.supertokens} must be between 1 and c={groups} (the number of tokens)")
+            raise DistillError(f"supertokens={st.supertokens} must be between 1 and c={groups} (the number of tokens)")
         arch = {f.name: getattr(st, f.name) for f in dataclasses.fields(StudentArch)}
         student = _student_for(teacher, st) if st.start_from else create_student(teacher, **arch)
         if st.tokenizer == "narrow" and st.freeze_tokenizer:
-            raise ValueError("student.tokenizer=narrow is trained from scratch: set student.freeze_tokenizer=false")
+            raise DistillError("student.tokenizer=narrow is trained from scratch: set student.freeze_tokenizer=false")
         if cfg.loss.tokenizer_hint < 0:
-            raise ValueError(f"loss.tokenizer_hint must be >= 0, got {cfg.loss.tokenizer_hint}")
+            raise DistillError(f"loss.tokenizer_hint must be >= 0, got {cfg.loss.tokenizer_hint}")
         if cfg.loss.tokenizer_hint > 0 and st.freeze_tokenizer:
-            raise ValueError(
+            raise DistillError(
                 "loss.tokenizer_hint trains the student's tokenizer towards the teacher's: "
                 "set student.freeze_tokenizer=false (a frozen copy already gives the teacher's tokens)"
             )
@@ -220,7 +228,7 @@ class DistillTask(Task):
         self.dataset = load_dataset("+".join(cfg.data.datasets), root=cfg.data.root)
         self.cache: dict[str, Tensor] | None = None
         if cfg.data.cache_views and not st.freeze_tokenizer:
-            raise ValueError("data.cache_views needs student.freeze_tokenizer=true (cached tokens must not go stale)")
+            raise DistillError("data.cache_views needs student.freeze_tokenizer=true (cached tokens must not go stale)")
         self._tau = 1.0
         self.probe = Probe(cfg.probe, cfg.data.root)
         self._initialised = bool(st.start_from)  # a continued student keeps its SuperTokens
@@ -307,10 +315,16 @@ class DistillTask(Task):
             # q is the identity at init, so S = chosen keys makes them the initial bin prototypes
             st.dso.supertokens.copy_(keys[pick])
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"module": self.module.student.state_dict()}  # the teacher is frozen: not saved
+    def state_dict(self) -> dict[str, Any]:  # the teacher is frozen: not saved, only named by its hash
+        return {"module": self.module.student.state_dict(), "teacher_hash": model_hash(self.module.teacher)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved, now = state.get("teacher_hash"), model_hash(self.module.teacher)
+        if saved is not None and saved != now:
+            raise DistillError(
+                f"this run was distilled from another teacher (hash {saved}, --teacher {self.cfg.teacher} is {now}): "
+                "resume it with its own teacher, or start a new run"
+            )
         self.module.student.load_state_dict(state["module"])
         self._initialised = True  # resumed: the SuperTokens are already trained
 
@@ -378,7 +392,14 @@ def build_cache(teacher: PointTransformer, dataset: Any, cfg: DistillConfig, run
     folder = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir / "cache"
     path = folder / f"teacher-views-{cache_key(teacher, dataset, cfg)}.pt"
     if path.exists():
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            cached = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(cached, dict) and {"tokens", "centres", "targets"} <= cached.keys():
+                return cached
+        except Exception:  # truncated or foreign: any failure means "recompute"
+            pass
+        print(f"foundry3d distill: the cached teacher views {path} are unreadable: recomputing them", flush=True)
+        path.unlink(missing_ok=True)
     d = cfg.data
     n = len(dataset)
     tokens, centres, targets = [], [], []

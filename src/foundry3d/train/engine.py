@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -79,6 +79,7 @@ class EngineConfig:
     progress: bool = True
     tensorboard: bool = True
     sync_batchnorm: bool = True  # under torchrun: BatchNorm statistics over all processes
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast of the forward pass (fp16: CUDA, with a scaler)
 
     def validate(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
@@ -89,7 +90,26 @@ class EngineConfig:
             raise ValueError("lr must be > 0 and min_lr >= 0")
 
 
+def check_training_data(datasets: list[str], num_points: int, cache_views: int = 0) -> None:
+    """A training recipe's data: never a test split (held-out numbers stay held out), enough points."""
+    for spec in datasets:
+        for part in str(spec).split("+"):
+            split = part.partition(":")[2].split("*")[0].split("@")[0]
+            if split == "test":
+                raise ValueError(
+                    f"data.datasets: {part} is a test split; training never reads one (use train, pool, fit or val)"
+                )
+    if num_points < 32:
+        raise ValueError(f"data.num_points must be >= 32 (at least one patch), got {num_points}")
+    if cache_views < 0:
+        raise ValueError(f"data.cache_views must be >= 0, got {cache_views}")
+
+
 NO_DECAY = {"mask_token", "supertokens", "queries", "cls_token"}  # learned tokens, never weight-decayed
+
+
+class EngineError(Foundry3DError, ValueError):
+    """An engine setting this machine cannot run."""
 
 
 class TrainingDiverged(Foundry3DError, RuntimeError):
@@ -141,6 +161,29 @@ class Task:
     def finalize(self, run_dir: Path) -> dict[str, Any]:
         """Write release artefacts at the end of training; returns a summary."""
         return {}
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` on ``device`` (None: fp32). bf16 on a CPU without bf16
+    instructions would be emulated and slower than fp32: refused with one line instead."""
+    if precision == "fp32":
+        return None
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise EngineError("engine.precision=fp16 needs a CUDA GPU; on a CPU use bf16 (or fp32)")
+        return torch.float16
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise EngineError("engine.precision=bf16: this GPU has no bf16; use fp16 (with a loss scaler) or fp32")
+    if device.type == "cpu" and not _cpu_bf16():
+        raise EngineError("engine.precision=bf16: this CPU has no bf16 instructions (AVX512-BF16 / AMX); use fp32")
+    return torch.bfloat16
+
+
+def _cpu_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def lr_at(step: int, cfg: EngineConfig) -> float:
@@ -266,6 +309,7 @@ RUN_FILES = (
     "release",
     "tb",
     "cache",
+    "snapshots",
 )
 
 
@@ -369,6 +413,8 @@ def _fit(
 ) -> dict[str, Any]:
     if cfg.batch_size % info.world_size:
         raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {info.world_size} processes")
+    amp = autocast_dtype(cfg.precision, device)  # before the run folder is touched: a setting we cannot run
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     ckpt_path = prepare_run_dir(run_dir, to_dict(config), resume, overwrite, info)
     task.module.to(device)
     optim = torch.optim.AdamW(task.param_groups(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
@@ -380,6 +426,8 @@ def _fit(
         try:
             task.load_state_dict(state["task"])
             optim.load_state_dict(state["optimizer"])
+        except Foundry3DError:
+            raise
         except (KeyError, RuntimeError, ValueError) as e:
             raise CheckpointError(f"{ckpt_path} does not fit this recipe: {e}") from e
         start = int(state["step"])
@@ -414,17 +462,21 @@ def _fit(
             batch = task.batch(batch_indices(n, cfg.batch_size, cfg.seed, step), gen, device)
             batch = {k: _shard(v, info.rank, info.world_size) for k, v in batch.items()}
             model.train()
-            loss, metrics = model(**batch, generator=gen)
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                loss, metrics = model(**batch, generator=gen)
+            loss = loss.float()
             if not all_finite(loss, info):  # every rank stops together when any rank diverges
                 where = f"{loop.last_good}" if loop.last_good is not None else "none (no checkpoint written yet)"
                 raise TrainingDiverged(
                     f"loss became {loss.item()} at step {step}; stopping. Last good checkpoint: {where}"
                 )
             optim.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if cfg.grad_clip:
+                scaler.unscale_(optim)
                 metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(task.module.parameters(), cfg.grad_clip)
-            optim.step()
+            scaler.step(optim)
+            scaler.update()
             extra = task.after_step(step + 1, cfg.steps)
             vals = {"loss": float(loss.detach()), "lr": lr, **{k: float(v) for k, v in metrics.items()}, **extra}
             for h in hooks:

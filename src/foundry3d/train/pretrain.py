@@ -18,10 +18,11 @@ import torch
 from foundry3d.config import from_dict, load_config, to_dict
 from foundry3d.data.registry import load_dataset
 from foundry3d.data.transforms import AugmentConfig, Sampling, augment, collate
+from foundry3d.files import user_path
 from foundry3d.models.checkpoint import load_train_state, save_release
 from foundry3d.models.hub import create_model
 from foundry3d.models.jepa import JEPAConfig, PointJEPA
-from foundry3d.train.engine import EngineConfig, Task, fit, seed_all
+from foundry3d.train.engine import EngineConfig, Task, check_training_data, fit, seed_all
 from foundry3d.train.probe import Probe, ProbeSection
 
 
@@ -41,6 +42,9 @@ class DataSection:
     sampling: Sampling = "random"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
+    def validate(self) -> None:
+        check_training_data(self.datasets, self.num_points)
+
 
 @dataclass
 class PretrainConfig:
@@ -49,11 +53,19 @@ class PretrainConfig:
     data: DataSection = field(default_factory=DataSection)
     probe: ProbeSection = field(default_factory=ProbeSection)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    # releases of the online backbone every N steps in <out>/snapshots/step_N: the curve can then be scored
+    # with `foundry3d eval ... splits=val` (C chosen by cross-validation), not only by the fixed-C probe
+    snapshot_every: int = 0
+
+    def validate(self) -> None:
+        if self.snapshot_every < 0:
+            raise ValueError(f"snapshot_every must be >= 0 (0: none), got {self.snapshot_every}")
 
 
 class PretrainTask(Task):
-    def __init__(self, cfg: PretrainConfig) -> None:
+    def __init__(self, cfg: PretrainConfig, run_dir: Path | None = None) -> None:
         self.cfg = cfg
+        self.run_dir = run_dir
         self.module = PointJEPA(create_model(cfg.model.variant, **cfg.model.options), cfg.jepa)
         self.dataset = load_dataset("+".join(cfg.data.datasets), root=cfg.data.root)
         self.probe = Probe(cfg.probe, cfg.data.root)
@@ -70,7 +82,13 @@ class PretrainTask(Task):
         return {"points": pts.to(device), "fps_start": start.to(device)}
 
     def after_step(self, step: int, total_steps: int) -> dict[str, float]:
-        return {"ema_tau": self.module.update_target(step, total_steps)}
+        tau = self.module.update_target(step, total_steps)
+        every = self.cfg.snapshot_every
+        if every and self.run_dir is not None and step % every == 0:
+            snap = self.run_dir / "snapshots" / f"step_{step:06d}"
+            meta = {"recipe": "point-jepa pretraining (snapshot)", "steps": step, "config": to_dict(self.cfg)}
+            save_release(self.module.backbone, snap, meta, overwrite=True)
+        return {"ema_tau": tau}
 
     def evaluate(self, step: int) -> dict[str, float]:
         out = self.probe(self.module.backbone)
@@ -109,7 +127,7 @@ def pretrain(
     """
     cfg = load_config(PretrainConfig, config, overrides)
     seed_all(cfg.engine.seed)
-    task = PretrainTask(cfg)
+    task = PretrainTask(cfg, user_path(out))
     return fit(task, cfg.engine, out, to_dict(cfg), resume=resume, overwrite=overwrite)
 
 
