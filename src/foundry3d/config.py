@@ -18,6 +18,7 @@ from typing import Any, TypeVar, Union, get_args, get_origin
 import yaml
 
 from foundry3d.errors import Foundry3DError
+from foundry3d.files import write_text
 
 T = TypeVar("T")
 
@@ -241,7 +242,7 @@ def load_config(
 
 
 def save_yaml(obj: Any, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
+    write_text(path, yaml.safe_dump(to_dict(obj), sort_keys=False))
 
 
 def _field_notes(cls: type) -> dict[str, str]:

@@ -185,6 +185,8 @@ def load(path: str | Path, expect_kind: str | None = None) -> nn.Module:
         if expect_kind is not None and got != ("student" if expect_kind == "foundry_student" else expect_kind):
             raise CheckpointError(f"{text} is a {got!r} model, but a {expect_kind!r} model was expected")
         return model
+    if not Path(path).expanduser().exists():
+        raise HubError(f"{path} does not exist and names no model: {_what_exists()}")
     header, state = read_release(path)
     kind = header["kind"]
     want = "student" if expect_kind == "foundry_student" else expect_kind
@@ -216,6 +218,20 @@ def load(path: str | Path, expect_kind: str | None = None) -> nn.Module:
     model.release_meta = header.get("meta", {})
     model.release_hash = header["weights_sha256"]
     return model.eval()
+
+
+def _what_exists() -> str:
+    """The specs a user may have meant: the embedded teachers and releases under the current folder."""
+    found: list[str] = []
+    for pattern in ("*.safetensors", "*/release", "*/*/release", "*/*/*/release"):
+        found += [
+            str(p) for p in sorted(Path.cwd().glob(pattern))[:5] if p.suffix or (p / "model.safetensors").is_file()
+        ]
+    embedded = ", ".join(["embedded", *(f"embedded:{n}" for n in EMBEDDED.names())])
+    here = f"; releases here: {', '.join(found[:5])}" if found else "; no release folder under the current folder"
+    return (
+        f"expected a release folder or .safetensors file, {embedded}, floor:SPEC, tome:SPEC?r=N or random:VARIANT{here}"
+    )
 
 
 def load_teacher(spec: str) -> PointTransformer:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from foundry3d.files import atomic_write
 from foundry3d.report.render import label_colors
 
 
@@ -22,7 +23,7 @@ def _plt():
 def _save(plt: Any, fig: Any, out: Path) -> Path:
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110, format=out.suffix.lstrip(".") or "png"))
     plt.close(fig)
     return out
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from foundry3d.files import atomic_write
+
 PALETTE = np.array(
     [
         [0.12, 0.47, 0.71],
@@ -91,6 +93,6 @@ def render_grid(
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=90, format=out.suffix.lstrip(".") or "png"))
     plt.close(fig)
     return out

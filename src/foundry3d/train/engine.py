@@ -43,6 +43,7 @@ from foundry3d.files import (
     user_entries,
     user_path,
     write_marker,
+    write_text,
 )
 from foundry3d.models.checkpoint import CheckpointError, load_train_state, save_train_state
 from foundry3d.train.distributed import (
@@ -566,7 +567,7 @@ class EvalHook(Hook):
             loop.summary = _evaluate(loop.task, loop.cfg.steps, loop.info, loop.logger)
             if loop.info.is_main:
                 loop.summary.update(loop.task.finalize(run_dir))
-                (run_dir / "summary.json").write_text(json.dumps(to_dict(loop.summary), indent=2) + "\n")
+                write_text(run_dir / "summary.json", json.dumps(to_dict(loop.summary), indent=2) + "\n")
         elif (run_dir / "summary.json").exists():
             loop.summary = json.loads((run_dir / "summary.json").read_text())
 
