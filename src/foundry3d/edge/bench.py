@@ -164,7 +164,7 @@ def bench(
                 row.update({f"b{b}_{k}": m[k] for k in ("median_ms", "p90_ms", "runs", "spread", "peak_rss_mb")})
                 row[f"b{b}_noisy"] = m["spread"] > NOISY_SPREAD
             rows.append(row)
-            print(json.dumps({k: v for k, v in row.items() if not isinstance(v, dict)}), flush=True)
+            print(_progress_line(row, batches), flush=True)
     _ratios(rows, ref, batches, explicit_attention)
     result = {
         "reference": ref,
@@ -199,6 +199,17 @@ def bench(
             atomic_write(folder / "bench.csv", write_csv)
     print(format_bench(result, batches))
     return result
+
+
+def _progress_line(row: dict[str, Any], batches: list[int]) -> str:
+    """One readable line per measured model and size (the table comes at the end)."""
+    times = [
+        f"batch {b}: " + ("out of memory" if row.get(f"b{b}_oom") else f"{row[f'b{b}_median_ms']:.1f} ms")
+        for b in batches
+        if f"b{b}_median_ms" in row or row.get(f"b{b}_oom")
+    ]
+    flops = f", {row['flops'] / 1e9:.3f} GFLOPs" if "flops" in row else ""
+    return f"  {row['model']} at {row['points']:,} points{flops}: " + ", ".join(times)
 
 
 def _ratios(rows: list[dict[str, Any]], ref: str, batches: list[int], explicit: bool) -> None:

@@ -11,7 +11,7 @@ passed through the model. Written to ``<out>/<file stem>.npz``:
 * ``model_points``    how many points the model saw (a seeded subsample above ``max_points``);
 
 and with ``point_features=True`` ``<out>/<file stem>.points.npy`` (N, D): per-point features (3-NN
-inverse-distance propagation of the tokens), float16, written chunk by chunk into a memory-mapped file.
+inverse-distance propagation of the tokens), float16, appended to the file chunk by chunk (memory holds one chunk).
 
 A file that cannot be read (empty, wrong columns, unknown format, fewer points than one patch) is
 reported with its name and the others are still processed; ``embed.json`` lists the failures, the
@@ -60,9 +60,9 @@ def embed_points(
     """Features of one cloud (N, 3) in input units.
 
     Above ``max_points`` points the model runs on a seeded random subsample of ``max_points`` (time and
-    memory stay bounded; ``model_points`` records it). ``point_features``, an (N, D) float16 array (a
-    memory-mapped file for big clouds), is filled chunk by chunk with each point's feature: 3-NN
-    inverse-distance propagation of the tokens."""
+    memory stay bounded; ``model_points`` records it). ``point_features``, an (N, D) array
+    (or a sink taking the chunks in order, as the .npy writer of ``embed`` does), is filled chunk by chunk with
+    each point's feature: 3-NN inverse-distance propagation of the tokens."""
     x_all, centre, scale = normalize_cloud(points)
     n = len(points)
     pick = None
@@ -150,6 +150,16 @@ def _legacy_embed(folder: Path) -> bool:
     return (folder / "embed.json").is_file()
 
 
+class _Appender:
+    """Takes ``embed_points``' per-point chunks (they come in order) and appends them to an open .npy body."""
+
+    def __init__(self, f: Any) -> None:
+        self.f = f
+
+    def __setitem__(self, rows: slice, value: np.ndarray) -> None:
+        self.f.write(np.ascontiguousarray(value, dtype=np.float16).tobytes())
+
+
 def _run_model(
     net: torch.nn.Module,
     pts: np.ndarray,
@@ -170,12 +180,11 @@ def _run_model(
         run(None)
         return box
 
-    def write(tmp: str) -> None:
-        width = net.num_features // 2
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(pts), width))
-        run(arr)
-        arr.flush()
-        del arr
+    def write(tmp: str) -> None:  # an .npy written chunk after chunk: memory holds one chunk, not N x D
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)), "fortran_order": False}
+        with open(tmp, "wb") as f:
+            np.lib.format.write_array_header_2_0(f, {**header, "shape": (len(pts), net.num_features // 2)})
+            run(_Appender(f))
 
     atomic_write(per_point, write)
     return box
