@@ -116,3 +116,33 @@ def test_eval_verb_writes_json_and_compares(tmp_path):
     assert "floor (no block, untrained)" in out and "gain kept" in out
     assert out.count("floor (no block, untrained)") == 1  # one task, printed once
     assert "\n  m " in out  # a student is named by its results folder (--name), not a cut-off spec
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["eval", "--model", "random:test", "--tasks", "svm:synthetic@-5"], "must be 1 to 100000"),
+        (["eval", "--model", "random:test", "--tasks", "svm:synthetic@0"], "must be 1 to 100000"),
+        (["pretrain", "model.variant=test", "model.options.nope=1"], "unknown backbone option(s) nope"),
+        (["eval", "--model", "random:test", "--tasks", "svm:synthetic@4", "--out", "FILE"], "is an existing file"),
+        (["distill", "--teacher", "embedded", "--out", "FILE"], "is an existing file"),
+        (["data", "info", "sh3d16", "--root", "FILE"], "not built"),
+    ],
+)
+def test_more_user_mistakes_are_one_line(args, message, tmp_path, monkeypatch, capsys):
+    from foundry3d.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "FILE").write_text("mine")
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and (tmp_path / "FILE").read_text() == "mine"
+
+
+def test_a_dataset_cache_that_is_a_file_is_named(tmp_path, monkeypatch, capsys):
+    from foundry3d.cli import main
+
+    (tmp_path / "cache").write_text("not a folder")
+    monkeypatch.setenv("FOUNDRY3D_CACHE", str(tmp_path / "cache"))
+    assert main(["data", "info", "sh3d16"]) == 2
+    assert "is a file: expected a folder" in capsys.readouterr().err

@@ -48,6 +48,8 @@ def load_dataset(spec: str, split: str | None = None, root: str | Path | None = 
             per_class = int(root) if root else 20
         except ValueError as e:
             raise DatasetError(f"synthetic@{root}: the part after @ is the number of clouds per class") from e
+        if not 1 <= per_class <= 100_000:
+            raise DatasetError(f"synthetic@{root}: the number of clouds per class must be 1 to 100000")
         return SyntheticShapes(split, per_class=per_class)
     if name in BENCHMARKS:
         entry = BENCHMARKS.get(name)

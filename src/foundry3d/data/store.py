@@ -24,6 +24,8 @@ def cache_dir(override: str | Path | None = None) -> Path:
         return Path(override).expanduser()
     env = os.environ.get("FOUNDRY3D_CACHE")
     if env:
+        if Path(env).expanduser().exists() and not Path(env).expanduser().is_dir():
+            raise DatasetError(f"FOUNDRY3D_CACHE={env} is a file: expected a folder for the dataset cache")
         return Path(env).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "foundry3d"

@@ -296,6 +296,8 @@ def evaluate(
     name = name or _safe(info["model"])
     if name in (".", "..") or "/" in name or "\\" in name:
         raise EvalError(f"--name {name!r} must be a plain folder name (no path separators)")
+    if user_path(out).exists() and not user_path(out).is_dir():
+        raise EvalError(f"--out {out} is an existing file: expected a folder for the results")
     with run_folder(
         user_path(out) / name, "eval", EVAL_FILES, overwrite, legacy=holds_record("results.json", "tasks")
     ) as folder:

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 
+from foundry3d.errors import Foundry3DError
 from foundry3d.models.backbone import BackboneConfig
 from foundry3d.registry import Registry
+
+
+class VariantError(Foundry3DError, ValueError):
+    """A backbone option that no variant has."""
+
 
 VARIANTS: Registry = Registry("model variant")
 register_variant = VARIANTS.register()
@@ -65,7 +71,7 @@ def variant_config(name: str, **overrides) -> BackboneConfig:
     fields = {f.name for f in dataclasses.fields(BackboneConfig)}
     unknown = sorted(k for k in overrides if k not in fields)
     if unknown:
-        raise ValueError(f"unknown backbone option(s) {', '.join(unknown)}; valid: {', '.join(sorted(fields))}")
+        raise VariantError(f"unknown backbone option(s) {', '.join(unknown)}; valid: {', '.join(sorted(fields))}")
     cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     cfg.validate()
     return cfg
