@@ -427,6 +427,8 @@ def _fit(
         try:
             task.load_state_dict(state["task"])
             optim.load_state_dict(state["optimizer"])
+            if scaler.is_enabled() and "scaler" in state:  # fp16: the loss scale goes on where it was
+                scaler.load_state_dict(state["scaler"])
         except Foundry3DError:
             raise
         except (KeyError, RuntimeError, ValueError) as e:
@@ -447,7 +449,7 @@ def _fit(
         )
     logger = RunLogger(run_dir, info, cfg.tensorboard)
     logger.truncate_after(start)
-    loop = Loop(task, cfg, info, run_dir, config, optim, logger, start, ckpt_path)
+    loop = Loop(task, cfg, info, run_dir, config, optim, logger, start, ckpt_path, scaler)
     hooks: list[Hook] = [MetricsHook(), EvalHook(), CheckpointHook()]
     n = task.num_samples()
     try:
@@ -505,6 +507,7 @@ class Loop:
     logger: RunLogger
     start: int
     last_good: Path | None
+    scaler: torch.amp.GradScaler | None = None
     summary: dict[str, Any] = field(default_factory=dict)
 
 
@@ -577,7 +580,7 @@ class CheckpointHook(Hook):
 
     def on_step(self, loop: Loop, done: int, vals: dict[str, float]) -> None:
         if done % loop.cfg.ckpt_every == 0 or done == loop.cfg.steps:
-            loop.last_good = _checkpoint(loop.task, loop.optim, done, loop.config, loop.run_dir, loop.info)
+            loop.last_good = _checkpoint(loop.task, loop.optim, done, loop.config, loop.run_dir, loop.info, loop.scaler)
 
 
 def _evaluate(task: Task, step: int, info: DistInfo, logger: RunLogger) -> dict[str, Any]:
@@ -591,7 +594,13 @@ def _evaluate(task: Task, step: int, info: DistInfo, logger: RunLogger) -> dict[
 
 
 def _checkpoint(
-    task: Task, optim: torch.optim.Optimizer, step: int, config: dict, run_dir: Path, info: DistInfo
+    task: Task,
+    optim: torch.optim.Optimizer,
+    step: int,
+    config: dict,
+    run_dir: Path,
+    info: DistInfo,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> Path:
     path = run_dir / "checkpoints" / "last.pt"
     if info.is_main:
@@ -600,6 +609,7 @@ def _checkpoint(
                 "step": step,
                 "task": task.state_dict(),
                 "optimizer": optim.state_dict(),
+                **({"scaler": scaler.state_dict()} if scaler is not None and scaler.is_enabled() else {}),
                 "config": to_dict(config),
             },
             path,
