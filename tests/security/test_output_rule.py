@@ -28,18 +28,9 @@ from foundry3d.quickstart import QUICKSTART_FILES
 from foundry3d.study import study
 from foundry3d.train.distill import distill
 
-BASE = [
-    "data.datasets=[synthetic:train@6]",
-    "data.num_points=256",
-    "probe.enabled=false",
-    "engine.steps=2",
-    "engine.batch_size=4",
-    "engine.warmup_steps=1",
-    "engine.log_every=1",
-    "engine.ckpt_every=1",
-    "engine.progress=false",
-    "engine.tensorboard=false",
-]
+from .tiny import TINY_DISTILL
+
+BASE = TINY_DISTILL
 
 
 @pytest.fixture(autouse=True)

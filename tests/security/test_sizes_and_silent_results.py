@@ -28,18 +28,10 @@ from foundry3d.models.convert import convert_point_mae
 from foundry3d.train.distill import distill
 
 from ..models.official_layout import OfficialPointMAE, randomise
+from .tiny import TINY_DISTILL
 
 LIMIT = 3 * 1024**3
-BASE = [
-    "data.datasets=[synthetic:train@6]",
-    "data.num_points=256",
-    "probe.enabled=false",
-    "engine.steps=2",
-    "engine.batch_size=4",
-    "engine.warmup_steps=1",
-    "engine.progress=false",
-    "engine.tensorboard=false",
-]
+BASE = TINY_DISTILL
 
 
 def _bounded(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
