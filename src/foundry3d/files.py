@@ -25,7 +25,6 @@ import json
 import os
 import pwd
 import shutil
-import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -296,10 +295,3 @@ def folder_lock(folder: str | Path) -> Iterator[None]:
             os.ftruncate(fd, 0)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
-
-
-def is_regular_file(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(path.lstat().st_mode)
-    except OSError:
-        return False
