@@ -17,6 +17,8 @@ VERBS = [
     "bench",
     "export",
     "embed",
+    "search",
+    "merge",
     "convert",
     "models",
     "data build",
@@ -60,7 +62,7 @@ def test_cli_options_are_the_functions_parameters(verb, capsys):
     required = [n for n, p in params.items() if p.default is inspect.Parameter.empty]
     args = []
     for n in required:
-        positional = n in ("overrides", "files", "checkpoint", "name", "spec")
+        positional = n in ("overrides", "files", "checkpoint", "name", "spec", "index", "queries", "indexes")
         value = "point-jepa" if n == "source" else "x"
         args += [value] if positional else [f"--{n.replace('_', '-')}", value]
     got = tyro.cli(cli_view(fn, verb, target=lambda **kw: kw), args=args)
@@ -72,7 +74,7 @@ def test_cli_options_are_the_functions_parameters(verb, capsys):
         tyro.cli(cli_view(fn, verb), args=["--help"], prog=f"foundry3d {verb}")
     help_text = capsys.readouterr().out
     for n in params:
-        if n not in ("overrides", "files", "checkpoint", "name", "spec"):
+        if n not in ("overrides", "files", "checkpoint", "name", "spec", "index", "queries", "indexes"):
             assert f"--{n.replace('_', '-')}" in help_text or f"--{n}" in help_text, f"{verb}: --{n} not in --help"
 
 

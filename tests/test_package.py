@@ -87,3 +87,37 @@ def test_a_first_session_from_the_installed_wheel(venv, tmp_path):
     _run([fd3, "export", "--model", "run/release", "--out", "student.onnx", "--num-points", "512"], user)
     assert (user / "student.onnx").stat().st_size > 0
     _run([py, "-c", "import foundry3d; m = foundry3d.load('run/release'); print(m.kind)"], user)
+
+
+def test_the_four_commands_of_your_data_from_the_installed_wheel(venv, tmp_path):
+    """distill on a folder, eval on it, embed it, search it: as a user runs them, from the wheel."""
+    user = tmp_path / "user"
+    user.mkdir()
+    fd3, py = str(venv / "foundry3d"), str(venv / "python")
+    make = (
+        "import numpy as np, trimesh, os\n"
+        "rng = np.random.default_rng(0)\n"
+        "for cls in ('box', 'can', 'blob'):\n"
+        "    os.makedirs(f'scans/{cls}', exist_ok=True)\n"
+        "    for i in range(8):\n"
+        "        if cls == 'box': trimesh.creation.box(extents=rng.uniform(0.5, 2, 3)).export(f'scans/box/b{i}.stl')\n"
+        "        elif cls == 'can': trimesh.creation.cylinder(radius=rng.uniform(.2, 1), height=2).export("
+        "f'scans/can/c{i}.obj')\n"
+        "        else: np.save(f'scans/blob/p{i}.npy', rng.normal(size=(900, 3)) * rng.uniform(0.5, 2, 3))\n"
+    )
+    _run([py, "-c", make], user)
+    _run(
+        [
+            fd3, "distill", "--data", "folder:scans", "--supertokens", "4", "--out", "run",
+            "data.num_points=512", "engine.steps=3", "engine.batch_size=4", "engine.warmup_steps=1",
+            "engine.eval_every=3", "engine.progress=false", "engine.tensorboard=false",
+        ],
+        user,
+    )  # fmt: skip
+    out = _run([fd3, "eval", "--model", "run/release", "--tasks", "svm:folder:scans", "--out", "ev",
+                "svm.num_points=512", "progress=false"], user).stdout  # fmt: skip
+    assert "svm:folder:scans" in out
+    _run([fd3, "embed", "scans", "--model", "run/release", "--out", "idx", "--no-progress"], user)
+    assert len((user / "idx" / "index.csv").read_text().splitlines()) == 25
+    res = _run([fd3, "search", "idx", "scans/box/b3.stl", "--top-k", "3", "--out", "found"], user).stdout
+    assert "scans/box/b3.stl" in res and (user / "found" / "results.csv").is_file()

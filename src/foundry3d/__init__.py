@@ -13,6 +13,9 @@ _API = {
     "distill": ("foundry3d.train.distill", "distill"),
     "evaluate": ("foundry3d.eval.suite", "evaluate"),
     "embed": ("foundry3d.edge.embed", "embed"),
+    "search": ("foundry3d.edge.search", "search"),
+    "merge": ("foundry3d.edge.search", "merge"),
+    "load_dataset": ("foundry3d.data.registry", "load_dataset"),
     "export": ("foundry3d.edge.export", "export_onnx"),
     "read_points": ("foundry3d.data.pointfile", "read_points"),
 }

@@ -36,6 +36,8 @@ VERB_POSITIONAL = {
     "data info": ("name",),
     "data render": ("spec",),
     "convert": ("checkpoint",),
+    "search": ("index", "queries"),
+    "merge": ("indexes",),
     "study": ("name",),
 }
 # verb -> (module, function, summary). The summary is the first paragraph of the function's docstring (a
@@ -86,10 +88,20 @@ VERB_TABLE: dict[str, tuple[str, str, str]] = {
         "embed",
         "Run a model on your own point-cloud files and save their global and token features (.npz).",
     ),
+    "search": (
+        "foundry3d.edge.search",
+        "search",
+        "Find the shapes of an embedding index most similar to your query files (cosine), as a table and a CSV.",
+    ),
+    "merge": (
+        "foundry3d.edge.search",
+        "merge",
+        "Merge the indexes of several embed runs (e.g. the shards of embed --shard K/N) into one index.",
+    ),
     "convert": (
         "foundry3d.models.convert",
         "convert",
-        "Convert an official Point-JEPA / Point-MAE checkpoint into a foundry3d release (a teacher).",
+        "Convert an official Point-JEPA / Point-MAE / Point-BERT / ACT checkpoint into a foundry3d release.",
     ),
     "models": (
         "foundry3d.models.hub",
@@ -122,23 +134,34 @@ EXAMPLES: dict[str, list[str]] = {
     "pretrain": ["foundry3d pretrain --config pretrain/tiny3 --out runs/teacher", "foundry3d pretrain --show-config"],
     "distill": [
         "foundry3d distill --teacher embedded --supertokens 16 --out runs/s16",
+        "foundry3d distill --data folder:/scans --out runs/mine",
         "foundry3d distill --config distill/edge --out runs/edge engine.steps=2000",
         "foundry3d distill --show-config",
     ],
     "expert": ["foundry3d expert cls:kicad33 --teacher embedded --out runs/expert"],
     "eval": [
         "foundry3d eval --model runs/s16/release --tasks svm:sh3d16 fewshot:kicad33",
+        "foundry3d eval --model runs/mine/release --tasks svm:folder:/labelled",
         "foundry3d eval --compare runs/eval/embedded runs/eval/floor_embedded runs/eval/release",
     ],
     "study": ["foundry3d study paper --out runs/paper"],
     "bench": ["foundry3d bench --models embedded runs/s16/release --points 1024 8192"],
     "export": ["foundry3d export --model runs/s16/release --out s16.onnx --int8"],
-    "embed": ["foundry3d embed scan.ply scene.las --model runs/s16/release --out feats/"],
-    "convert": ["foundry3d convert pretrain.pth --source point-mae --out teachers/point-mae"],
+    "embed": [
+        "foundry3d embed scan.ply scene.las --model runs/s16/release --out feats/",
+        "foundry3d embed /scans --out idx/",
+        "foundry3d embed '/scans/**/*.stl' --shard 2/8 --out idx/part2",
+    ],
+    "search": ["foundry3d search idx/ query.ply --top-k 5"],
+    "merge": ["foundry3d merge idx/part1 idx/part2 --out idx/all"],
+    "convert": [
+        "foundry3d convert pretrain.pth --source point-mae --out teachers/point-mae",
+        "foundry3d convert Point-BERT.pth --source point-bert --out teachers/point-bert",
+    ],
     "models": ["foundry3d models", "foundry3d models --kind student"],
     "data build": ["foundry3d data build sh3d16"],
     "data list": ["foundry3d data list"],
-    "data info": ["foundry3d data info kicad33"],
+    "data info": ["foundry3d data info kicad33", "foundry3d data info folder:/scans"],
     "data render": ["foundry3d data render kicadparts:train --out parts.png"],
 }
 # verbs that run a recipe: --show-config prints it, one line per key, with --config and overrides applied
@@ -190,6 +213,7 @@ REQUIRED = object()  # a parameter without a default
 PATHS = ("out", "root", "config", "checkpoint", "recipe")
 WORDS = {"model": "SPEC", "teacher": "SPEC", "spec": "SPEC", "calibration": "DATASET", "name": "NAME"}
 WORDS.update(data="DATASET", files="FILE", tasks="TASK", models="SPEC", compare="RESULTS", names="NAME")
+WORDS.update(index="INDEX", queries="FILE", indexes="INDEX", shard="K/N")
 
 
 def _metavar(tp: Any, name: str) -> str | None:

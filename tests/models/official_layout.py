@@ -157,3 +157,86 @@ class OfficialPointMAE(nn.Module):
         for blk in e.blocks.blocks:
             x = blk(x + pos)
         return e.norm(x)
+
+
+def _class_token_encoder(widths, channels, dim, depth, heads, pos_hidden, reduce: bool) -> nn.Module:
+    """Point-BERT's MaskTransformer / ACT's VisableOnlyMaskTransformer encoder keys: encoder, reduce_dim,
+    cls_token, cls_pos, pos_embed, blocks.blocks, norm (plus heads used only in pretraining)."""
+    enc = _Holder()
+    enc.encoder = OfficialPointNet(widths, channels, first_bias=True)
+    enc.reduce_dim = nn.Linear(channels, dim) if reduce else nn.Identity()
+    enc.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+    enc.cls_pos = nn.Parameter(torch.zeros(1, 1, dim))
+    enc.pos_embed = nn.Sequential(nn.Linear(3, pos_hidden), nn.GELU(), nn.Linear(pos_hidden, dim))
+    enc.blocks = _Holder()
+    enc.blocks.blocks = nn.ModuleList(OfficialBlock(dim, heads, qkv_bias=False) for _ in range(depth))
+    enc.norm = nn.LayerNorm(dim)
+    return enc
+
+
+def class_token_forward(enc: nn.Module, patches, centres):
+    """Their forward without masking: tokenizer, reduce_dim, class token first, pos before every block, norm;
+    the patch tokens are x[:, 1:]."""
+    b, g = centres.shape[:2]
+    x = enc.reduce_dim(enc.encoder(patches.reshape(b * g, patches.shape[2], 3)).reshape(b, g, -1))
+    x = torch.cat([enc.cls_token.expand(b, -1, -1), x], 1)
+    pos = torch.cat([enc.cls_pos.expand(b, -1, -1), enc.pos_embed(centres)], 1)
+    for blk in enc.blocks.blocks:
+        x = blk(x + pos)
+    return enc.norm(x)[:, 1:]
+
+
+class OfficialPointBERT(nn.Module):
+    """Key layout of Point_BERT (pretraining): transformer_q / transformer_k (MoCo), dvae, queue."""
+
+    def __init__(self, widths=(16, 32, 32), channels=24, dim=32, depth=2, heads=2, pos_hidden=16) -> None:
+        super().__init__()
+        self.transformer_q = _class_token_encoder(widths, channels, dim, depth, heads, pos_hidden, reduce=True)
+        self.transformer_q.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.transformer_q.lm_head = nn.Linear(dim, 64)
+        self.transformer_q.cls_head = nn.Sequential(nn.Linear(dim, 16), nn.ReLU(), nn.Linear(16, 16))
+        self.transformer_k = copy.deepcopy(self.transformer_q)
+        self.dvae = _Holder()
+        self.dvae.codebook = nn.Parameter(torch.zeros(64, 8))
+        self.register_buffer("queue", torch.randn(16, 32))
+        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+
+    def forward(self, patches, centres):
+        return class_token_forward(self.transformer_q, patches, centres)
+
+
+class OfficialPointBERTFinetuned(nn.Module):
+    """Key layout of Point-BERT's PointTransformer (fine-tuned): the encoder at the top level + head."""
+
+    def __init__(self, widths=(16, 32, 32), channels=24, dim=32, depth=2, heads=2, pos_hidden=16) -> None:
+        super().__init__()
+        enc = _class_token_encoder(widths, channels, dim, depth, heads, pos_hidden, reduce=True)
+        for name, child in enc.named_children():
+            self.add_module(name, child)
+        self.cls_token, self.cls_pos = enc.cls_token, enc.cls_pos
+        self.cls_head_finetune = nn.Sequential(nn.Linear(2 * dim, 16), nn.ReLU(), nn.Linear(16, 40))
+
+    def forward(self, patches, centres):
+        return class_token_forward(self, patches, centres)
+
+
+class OfficialACT(nn.Module):
+    """Key layout of ACT_PointDistillation (pretraining): ACT_encoder (reduce_dim an Identity when the
+    encoder width equals the model width), ACT_decoder, dvae_tokenizer, proj_head, mask_token, cls_pos."""
+
+    def __init__(self, widths=(16, 32, 32), dim=32, depth=2, heads=2, pos_hidden=16) -> None:
+        super().__init__()
+        self.ACT_encoder = _class_token_encoder(widths, dim, dim, depth, heads, pos_hidden, reduce=False)
+        self.ACT_encoder.lm_head = nn.Linear(dim, 64)
+        self.ACT_encoder.cls_head = nn.Sequential(nn.Linear(dim, 16), nn.ReLU(), nn.Linear(16, 16))
+        self.cls_pos = nn.Parameter(torch.zeros(1, 1, dim))
+        self.proj_head = nn.Linear(dim, 8)
+        self.dvae_tokenizer = _Holder()
+        self.dvae_tokenizer.vit = nn.Linear(8, 8)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.decoder_pos_embed = nn.Sequential(nn.Linear(3, pos_hidden), nn.GELU(), nn.Linear(pos_hidden, dim))
+        self.ACT_decoder = _Holder()
+        self.ACT_decoder.blocks = nn.ModuleList([OfficialBlock(dim, heads, qkv_bias=False)])
+
+    def forward(self, patches, centres):
+        return class_token_forward(self.ACT_encoder, patches, centres)

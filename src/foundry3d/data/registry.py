@@ -1,7 +1,9 @@
 """Datasets by name: ``load_dataset("sh3d16:test")``, ``load_dataset("modelnet40:train@/data/mn40")``.
 
 Spec grammar: ``NAME[:SPLIT][@ROOT]``. Embedded datasets (built from Debian packages) live in the
-cache folder; benchmarks are read from ``ROOT`` exactly as their users have them on disk.
+cache folder; benchmarks are read from ``ROOT`` exactly as their users have them on disk; your own
+files are ``folder:/scans``, ``folder:/scans:test``, ``folder:/scans/*.npy`` or just ``/scans``
+(:mod:`foundry3d.data.folder`).
 """
 
 from __future__ import annotations
@@ -14,11 +16,16 @@ import numpy as np
 from foundry3d.data.base import ConcatDataset, DatasetError, PointCloudDataset
 from foundry3d.data.benchmarks import BENCHMARKS
 from foundry3d.data.embedded import EMBEDDED, SPLITS, embedded_path, load_embedded
+from foundry3d.data.folder import folder_info, is_folder_spec, load_folder, parse_folder_spec
 from foundry3d.data.store import dataset_dir, is_complete, read_meta
 from foundry3d.data.synthetic import SyntheticShapes
 
 
 def parse_spec(spec: str) -> tuple[str, str | None, str | None]:
+    """``(name, split, root)``; a folder spec gives ``("folder", split, path)``."""
+    if is_folder_spec(spec):
+        split, path = parse_folder_spec(spec)
+        return "folder", split, path
     root = None
     if "@" in spec:
         spec, root = spec.split("@", 1)
@@ -26,16 +33,39 @@ def parse_spec(spec: str) -> tuple[str, str | None, str | None]:
     return name.strip().lower(), (split.strip() or None), root
 
 
+def _parts(spec: str) -> tuple[str, str | None, str | None]:
+    base, star, times = spec.rpartition("*")
+    return parse_spec(base if star and times.isdigit() else spec)
+
+
+def dataset_base(spec: str) -> str:
+    """The dataset one spec reads, without split or repeat: ``kicad33:train*4`` -> ``kicad33``."""
+    name, _, root = _parts(spec)
+    if name == "folder":
+        return f"folder:{root}"
+    return name + (f"@{root}" if root else "")
+
+
+def with_split(spec: str, split: str) -> str:
+    """``spec`` (one dataset, any split or repeat) naming ``split`` instead: ``kicad33:train*4`` -> ``kicad33:val``."""
+    name, _, root = _parts(spec)
+    if name == "folder":
+        return f"folder:{split}@{root}"
+    return f"{name}:{split}" + (f"@{root}" if root else "")
+
+
 def load_dataset(spec: str, split: str | None = None, root: str | Path | None = None) -> PointCloudDataset:
     """Load ``NAME[:SPLIT][@ROOT]``; specs joined by ``+`` are concatenated, ``SPEC*k`` repeats one k times."""
     if "+" in spec:
         return ConcatDataset([load_dataset(s, split, root) for s in spec.split("+")])
-    if "*" in spec:
-        base, _, times = spec.rpartition("*")
+    base, star, times = spec.rpartition("*")
+    if star and (times.isdigit() or not is_folder_spec(spec)):  # a glob's * is not a repeat factor
         if not times.isdigit() or int(times) < 1:
             raise DatasetError(f"{spec!r}: the repeat factor after * must be a positive integer")
         one = load_dataset(base, split, root)
         return ConcatDataset([one] * int(times), name=f"{one.name}:{one.split}*{times}")
+    if is_folder_spec(spec):
+        return load_folder(spec, split, root)
     name, s, r = parse_spec(spec)
     split = s or split or "train"
     root = r or root
@@ -67,7 +97,7 @@ def load_dataset(spec: str, split: str | None = None, root: str | Path | None = 
 
 
 def list_names() -> list[str]:
-    return [*sorted(EMBEDDED), "synthetic", *BENCHMARKS.names()]
+    return [*sorted(EMBEDDED), "synthetic", *BENCHMARKS.names(), "folder:PATH"]
 
 
 def list_datasets(root: str | Path | None = None) -> list[dict[str, Any]]:
@@ -100,6 +130,16 @@ def list_datasets(root: str | Path | None = None) -> list[dict[str, Any]]:
                 "splits": list(e.splits),
             }
         )
+    rows.append(
+        {
+            "name": "folder:PATH",
+            "kind": "your files",
+            "built": None,
+            "path": None,
+            "build": "point files and meshes under PATH; labels from first-level sub-folders",
+            "splits": ["train", "fit", "val", "test", "pool", "all"],
+        }
+    )
     return rows
 
 
@@ -107,9 +147,12 @@ def dataset_info(name: str, root: str | Path | None = None) -> dict[str, Any]:
     """Counts of a dataset or one split: shapes, classes, per class, splits, parts, build record.
 
     Args:
-        name: dataset name, NAME:SPLIT for one split, or NAME@FOLDER for a benchmark.
+        name: dataset name, NAME:SPLIT for one split, NAME@FOLDER for a benchmark, or folder:PATH for your
+            own files (counts per split and class, and every file skipped with the reason).
         root: dataset cache folder.
     """
+    if is_folder_spec(name) and parse_folder_spec(name)[0] is None:
+        return folder_info(name, root)
     base, split, r = parse_spec(name)
     if split is not None:  # one split: its own counts (an unknown split is an error, never ignored)
         return load_dataset(name, root=root).info()

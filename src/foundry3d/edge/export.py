@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from foundry3d.data.registry import load_dataset
+from foundry3d.data.base import DatasetError
+from foundry3d.data.registry import load_dataset, parse_spec
 from foundry3d.data.transforms import collate
 from foundry3d.edge.onnx_runtime import describe, quantize_int8
 from foundry3d.errors import Foundry3DError
@@ -74,7 +75,7 @@ def export_onnx(
     verify: bool = True,
     atol: float = 1e-4,
     int8: bool = False,
-    calibration: str = "kicad33:train",
+    calibration: str | None = None,
     calibration_clouds: int = 64,
     overwrite: bool = False,
     normalize: bool = True,
@@ -90,7 +91,8 @@ def export_onnx(
         verify: run onnxruntime on two input shapes and compare with PyTorch.
         atol: largest accepted absolute difference of the output tokens.
         int8: also write ``<out stem>.int8.onnx``, static QDQ int8 calibrated on real clouds.
-        calibration: dataset spec whose clouds calibrate the int8 ranges (never a test split).
+        calibration: dataset spec whose clouds calibrate the int8 ranges, e.g. folder:/scans (never a test
+            split; default: the data the model was distilled or pretrained on, as its release records).
         calibration_clouds: how many clouds calibrate.
         overwrite: replace an existing graph at ``out`` (only an ONNX file foundry3d exported).
         normalize: the graph centres and scales each cloud itself (input in any units, like ``embed``);
@@ -161,6 +163,7 @@ def export_onnx(
 
     atomic_write(out, write, check)
     if int8:
+        calibration = calibration or _own_data(net, info["model"])
         clouds = calibration_set(calibration, calibration_clouds, num_points)
         q = out.with_suffix(".int8.onnx")
 
@@ -190,9 +193,26 @@ def _check_target(path: Path, overwrite: bool) -> None:
         raise ExportError(f"{path} is not an ONNX graph exported by foundry3d: refusing to replace it")
 
 
+def _own_data(net: nn.Module, name: str) -> str:
+    """The training data a release records (``meta.datasets``), the default int8 calibration set."""
+    specs = getattr(net, "release_meta", {}).get("datasets") or []
+    if not specs:
+        raise ExportError(
+            f"--int8 needs calibration clouds: {name} records no training data, so name some with "
+            "--calibration DATASET (e.g. folder:/scans, clouds like the ones the graph will see)"
+        )
+    return "+".join(specs)
+
+
 def calibration_set(spec: str, count: int, num_points: int) -> np.ndarray:
     """``count`` clouds spread evenly over a dataset split (never a test split), (count, num_points, 3)."""
-    ds = load_dataset(spec)
+    for part in spec.split("+"):
+        if parse_spec(part.rpartition("*")[0] if part.rpartition("*")[2].isdigit() else part)[1] == "test":
+            raise ExportError(f"--calibration {part} is a test split: calibrate on clouds no evaluation scores")
+    try:
+        ds = load_dataset(spec)
+    except DatasetError as e:
+        raise ExportError(f"--calibration {spec}: {e} (name other clouds with --calibration DATASET)") from e
     pick = np.linspace(0, len(ds) - 1, min(count, len(ds))).astype(int)
     return collate([ds[int(i)] for i in pick], num_points, "first")["points"].numpy()
 

@@ -139,6 +139,11 @@ class Runner:
         spec = f"{name}:{split}" + (f"@{root}" if root else "")
         return load_dataset(spec, root=self.root)
 
+    def labelled(self, name: str, split: str, root: str | None) -> Any:
+        """``data`` without unlabelled items, for the tasks that train on labels (a folder's root-level files)."""
+        ds = self.data(name, split, root)
+        return ds.labelled() if hasattr(ds, "labelled") else ds
+
     def features(self, ds: Any, num_points: int, sampling: Sampling = "first") -> dict[str, np.ndarray]:
         key = json.dumps(
             {"model": self.info["hash"], "data": ds.fingerprint(), "points": num_points, "sampling": sampling},
@@ -169,7 +174,15 @@ class Runner:
 
     def svm(self, name: str, root: str | None) -> dict[str, Any]:
         c = self.cfg.svm
-        tr, te = self.data(name, "train", root), self.data(name, "test", root)
+        tr, te = self.labelled(name, "train", root), self.labelled(name, "test", root)
+        have = sorted({int(v) for v in tr.labels()})
+        if len(have) < 2:
+            names = [tr.classes[i] for i in have] if tr.classes else have
+            raise EvalError(
+                f"svm:{tr.name}: its {tr.split} split holds labelled shapes of {len(have)} class(es) {names}; "
+                "a classifier needs at least 2 classes with shapes in train (a class of one file may sit wholly "
+                "in test)"
+            )
         a, b = self.features(tr, c.num_points, c.sampling), self.features(te, c.num_points, c.sampling)
         clf, used = fit_svm(
             a["features"], a["labels"], "standardized", seed=c.seed, grid=tuple(c.grid), cv_max_samples=c.cv_max_samples
@@ -192,7 +205,7 @@ class Runner:
             res = fewshot_from_folds(folds, c)
             ids: dict[str, Any] = {"dataset_version": f"modelnet40_fewshot {c.way}way_{c.shot}shot"}
         else:
-            tr, te = self.data(name, "train", root), self.data(name, "test", root)
+            tr, te = self.labelled(name, "train", root), self.labelled(name, "test", root)
             sv = self.cfg.svm  # the SVM's clouds, so both protocols share one feature extraction
             a, b = self.features(tr, sv.num_points, sv.sampling), self.features(te, sv.num_points, sv.sampling)
             res = fewshot_from_features(a["features"], a["labels"], b["features"], b["labels"], c)
@@ -272,7 +285,8 @@ def evaluate(
     Args:
         model: release folder, embedded[:NAME], random:VARIANT, floor:SPEC, tome:SPEC?r=N, or SPEC?r=0.7
             for a gated student at threshold r.
-        tasks: PROTOCOL:DATASET[@ROOT] with PROTOCOL svm, fewshot, partseg, finetune or fidelity (default:
+        tasks: PROTOCOL:DATASET[@ROOT] with PROTOCOL svm, fewshot, partseg, finetune, fidelity or sceneseg,
+            DATASET a built dataset or your labelled folder:PATH (default:
             svm:sh3d16 svm:kicad33 fewshot:kicad33 partseg:kicadparts).
         config: YAML with protocol settings (EvalConfig fields).
         overrides: dotted KEY=VALUE protocol settings, e.g. fewshot.way=10 or splits=val.
@@ -357,7 +371,8 @@ def _same_data(old: dict[str, Any], runner: Runner, proto: str, name: str, root:
     if fp is None:
         return proto == "fewshot" and name == "modelnet40_fewshot" and "dataset_version" in old
     try:
-        return fp == runner.data(name, "test", root).fingerprint()
+        read = runner.labelled if proto in ("svm", "fewshot") else runner.data
+        return fp == read(name, "test", root).fingerprint()
     except DatasetError:
         return False
 

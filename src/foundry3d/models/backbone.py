@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor, nn
 
 from foundry3d.config import from_dict
@@ -28,6 +29,11 @@ class BackboneConfig:
     fps_start: int = 0  # fixed FPS start index: identical centres for teacher and student
     tokenizer_widths: tuple[int, int, int] = (128, 256, 512)
     tokenizer_stage_bias: bool = False  # Point-JEPA: False; Point-MAE: True
+    # Point-BERT / ACT: the mini-PointNet ends at this width, then a linear map (their reduce_dim) to ``dim``
+    tokenizer_channels: int | None = None
+    # Point-BERT / ACT: a learned prefix token with its own position vector runs through the blocks with the
+    # patch tokens (they attend to it); outputs keep the patch tokens only
+    cls_token: bool = False
     pos_hidden: int = 128
     dim: int = 384
     depth: int = 12
@@ -49,6 +55,8 @@ class BackboneConfig:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
         if self.depth < 0:
             raise ValueError(f"depth must be >= 0, got {self.depth}")
+        if self.tokenizer_channels is not None and self.tokenizer_channels < 1:
+            raise ValueError(f"tokenizer_channels must be >= 1 (or null), got {self.tokenizer_channels}")
         if self.group_size > self.num_points:
             raise ValueError(f"group_size={self.group_size} exceeds num_points={self.num_points}")
 
@@ -74,6 +82,10 @@ class PointTransformer(PointModel):
             cfg.norm_eps,
             cfg.pos_every_layer,
         )
+        if cfg.cls_token:
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
+            self.cls_pos = nn.Parameter(torch.zeros(1, 1, cfg.dim))
+            nn.init.trunc_normal_(self.cls_pos, std=0.02)
         self.apply(_init_weights)
 
     @property
@@ -84,8 +96,18 @@ class PointTransformer(PointModel):
         self, tokens: Tensor, centres: Tensor, indices: list[int] | None = None
     ) -> dict[str, Tensor | list[Tensor]]:
         """Everything after the tokenizer (lets models that share a tokenizer share its work)."""
-        out, hidden = self.encoder(tokens, self.pos_embed(centres), indices=indices)
+        pos = self.pos_embed(centres)
+        if self.cfg.cls_token:  # the prefix token takes part in attention, then leaves the outputs
+            b = tokens.shape[0]
+            tokens = torch.cat([self.cls_token.expand(b, -1, -1).to(tokens.dtype), tokens], 1)
+            pos = torch.cat([self.cls_pos.expand(b, -1, -1).to(pos.dtype), pos], 1)
+        out, hidden = self.encoder(tokens, pos, indices=indices)
+        cls = None
+        if self.cfg.cls_token:
+            cls, out, hidden = out[:, 0], out[:, 1:], [h[:, 1:] for h in hidden]
         res: dict[str, Tensor | list[Tensor]] = {"tokens": out, "centers": centres}
+        if cls is not None:
+            res["cls"] = cls
         if indices is not None:
             order = {b: i for i, b in enumerate(sorted(set(indices)))}
             res["intermediates"] = [hidden[order[b]] for b in indices]

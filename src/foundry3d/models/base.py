@@ -120,6 +120,7 @@ class PointModel(nn.Module):
             tcfg.dim,
             tcfg.tokenizer_stage_bias,
             tcfg.fps_start,
+            getattr(tcfg, "tokenizer_channels", None),
         )
         self.pos_embed = PositionalEmbedding(tcfg.dim, tcfg.pos_hidden)
 
@@ -143,11 +144,13 @@ class PointModel(nn.Module):
         num_groups: int | None = None,
         fps_start: int | str | None = None,
         generator: torch.Generator | None = None,
+        centres: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Tokens (B, c, D) before positional encoding, centres (B, c, 3), patch indices (B, c, K)."""
-        g = num_groups or self.tcfg.num_groups
+        """Tokens (B, c, D) before positional encoding, centres (B, c, 3), patch indices (B, c, K); with
+        ``centres`` given (another model's, B x c x 3), the patches are grouped around those, in their order."""
+        g = num_groups or self.tcfg.num_groups if centres is None else centres.shape[1]
         check_cloud(points, max(g, self.tcfg.group_size))
-        return self.tokenizer(points.to(self.pos_embed[0].weight.dtype), g, fps_start, generator)
+        return self.tokenizer(points.to(self.pos_embed[0].weight.dtype), g, fps_start, generator, centres)
 
     def forward_tokens(self, tokens: Tensor, centres: Tensor, **kwargs: Any) -> dict[str, Any]:
         raise NotImplementedError

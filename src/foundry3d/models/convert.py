@@ -14,6 +14,17 @@ Official layouts (read from the public repositories):
   ``pos_embed``, ``blocks.blocks.{i}``, ``norm``), decoder keys ``MAE_decoder``,
   ``decoder_pos_embed``, ``increase_dim``, ``mask_token``; fine-tuned files (PointTransformer)
   have the encoder keys at the top level plus ``cls_token``, ``cls_pos``, ``cls_head_finetune``.
+* Point-BERT (Julie-tang00/Point-BERT, ``.pth``): ``base_model`` (optional ``module.``); pretraining keys
+  of the online encoder under ``transformer_q.`` (``encoder.{first,second}_conv``, ``reduce_dim``,
+  ``cls_token``, ``cls_pos``, ``pos_embed``, ``blocks.blocks.{i}``, ``norm``; ``mask_token``, ``lm_head``,
+  ``cls_head`` pretraining only), the momentum encoder ``transformer_k.``, the ``dvae.`` and the MoCo
+  ``queue`` / ``queue_ptr``; fine-tuned files have the encoder keys at the top level plus
+  ``cls_head_finetune``. The mini-PointNet ends at ``encoder_dims`` (256) and ``reduce_dim`` maps the pooled
+  feature to the width (384); the class token runs through every block with the patches.
+* ACT (RunpeiDong/ACT, ``.pth``): the same encoder layout under ``ACT_encoder.`` in pretraining files
+  (``reduce_dim`` absent when ``encoder_dims`` equals the width), beside ``ACT_decoder``, ``dvae_tokenizer``
+  (the frozen 2D-pretrained teacher), ``proj_head``, ``mask_token``, ``decoder_pos_embed``; fine-tuned files
+  at the top level, as Point-BERT's.
 """
 
 from __future__ import annotations
@@ -228,11 +239,16 @@ def convert_point_jepa(
     return conv
 
 
-def convert_point_mae(checkpoint: dict[str, Any] | str | Path, num_heads: int = 6) -> Conversion:
-    """Official Point-MAE checkpoint (pretrained or fine-tuned) -> our backbone (FPS start 0)."""
+def _lineage_state(checkpoint: dict[str, Any] | str | Path) -> dict[str, Tensor]:
+    """The state dict of a Point-MAE-lineage ``.pth`` (``base_model`` / ``model``), DDP's ``module.`` removed."""
     obj = safe_torch_load(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
     raw = _state_dict_of(obj, ("base_model", "model", "state_dict"))
-    sd = {k.removeprefix("module."): v for k, v in raw.items()}
+    return {k.removeprefix("module."): v for k, v in raw.items()}
+
+
+def convert_point_mae(checkpoint: dict[str, Any] | str | Path, num_heads: int = 6) -> Conversion:
+    """Official Point-MAE checkpoint (pretrained or fine-tuned) -> our backbone (FPS start 0)."""
+    sd = _lineage_state(checkpoint)
     if "MAE_encoder.blocks.blocks.0.norm1.weight" in sd:
         pre = "MAE_encoder."
     elif "blocks.blocks.0.norm1.weight" in sd:
@@ -263,25 +279,119 @@ def convert_point_mae(checkpoint: dict[str, Any] | str | Path, num_heads: int = 
     return conv
 
 
+def _convert_with_class_token(
+    sd: dict[str, Tensor], pre: str, name: str, num_heads: int, drops: list[tuple[str, str]]
+) -> Conversion:
+    """Point-BERT / ACT encoder under ``pre``: our backbone with ``tokenizer_channels`` and ``cls_token``."""
+    tok = f"{pre}encoder."
+    try:
+        c1, c2 = sd[f"{tok}first_conv.0.weight"].shape[0], sd[f"{tok}first_conv.3.weight"].shape[0]
+        c3, channels = sd[f"{tok}second_conv.0.weight"].shape[0], sd[f"{tok}second_conv.3.weight"].shape[0]
+        dim = sd[f"{pre}reduce_dim.weight"].shape[0] if f"{pre}reduce_dim.weight" in sd else channels
+        pos_hidden = sd[f"{pre}pos_embed.0.weight"].shape[0]
+        mlp_hidden = sd[f"{pre}blocks.blocks.0.mlp.fc1.weight"].shape[0]
+        if f"{pre}cls_token" not in sd or f"{pre}cls_pos" not in sd:
+            raise KeyError(f"{pre}cls_token")
+    except KeyError as e:
+        raise CheckpointError(f"checkpoint lacks the expected key {e}: is it a {name} checkpoint?") from e
+    if dim % num_heads:
+        raise CheckpointError(f"width {dim} is not divisible by num_heads={num_heads}; pass the right --heads")
+    depth = _depth(sd, f"{pre}blocks.blocks.")
+    cfg = BackboneConfig(
+        name=name,
+        tokenizer_widths=(c1, c2, c3),
+        tokenizer_stage_bias=f"{tok}first_conv.0.bias" in sd,
+        tokenizer_channels=channels if f"{pre}reduce_dim.weight" in sd else None,
+        cls_token=True,
+        pos_hidden=pos_hidden,
+        dim=dim,
+        depth=depth,
+        num_heads=num_heads,
+        mlp_ratio=mlp_hidden / dim,
+        qkv_bias=f"{pre}blocks.blocks.0.attn.qkv.bias" in sd,
+    )
+    mapping = {**_tokenizer_map(tok), **_encoder_map(f"{pre}blocks.blocks.", f"{pre}norm.", depth)}
+    mapping.update({f"{pre}pos_embed.{i}.{p}": f"pos_embed.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")})
+    mapping.update({f"{pre}cls_token": "cls_token", f"{pre}cls_pos": "cls_pos"})
+    if cfg.tokenizer_channels is not None:
+        mapping.update({f"{pre}reduce_dim.{p}": f"tokenizer.proj.{p}" for p in ("weight", "bias")})
+    conv = _apply(sd, mapping, drops, cfg)
+    conv.config.extra = {"source": name, "weights": "pretrained" if pre else "fine-tuned"}
+    return conv
+
+
+_FINETUNED_DROPS = [
+    (r"cls_head_finetune\..*", "classification head of a fine-tuned checkpoint: not part of the backbone")
+]
+
+
+def convert_point_bert(checkpoint: dict[str, Any] | str | Path, num_heads: int = 6) -> Conversion:
+    """Official Point-BERT checkpoint (pretrained: its online encoder; or fine-tuned) -> our backbone."""
+    sd = _lineage_state(checkpoint)
+    if "transformer_q.blocks.blocks.0.norm1.weight" in sd:
+        pre = "transformer_q."
+    elif "blocks.blocks.0.norm1.weight" in sd and "reduce_dim.weight" in sd:
+        pre = ""
+    else:
+        raise CheckpointError(
+            "not a Point-BERT checkpoint: no 'transformer_q.blocks.blocks.*' keys, nor top-level 'blocks.blocks.*' "
+            "with 'reduce_dim'"
+        )
+    heads = "masked-modelling and contrastive heads: pretraining only"
+    drops = [
+        (r"transformer_k\..*", "MoCo momentum encoder: pretraining only"),
+        (r"dvae\..*", "dVAE tokenizer (discrete targets): pretraining only"),
+        (r"queue|queue_ptr", "MoCo queue: pretraining only"),
+        (r"transformer_q\.(mask_token|lm_head\..*|cls_head\..*)", heads),
+        *_FINETUNED_DROPS,
+    ]
+    return _convert_with_class_token(sd, pre, "point-bert", num_heads, drops)
+
+
+def convert_act(checkpoint: dict[str, Any] | str | Path, num_heads: int = 6) -> Conversion:
+    """Official ACT checkpoint (pretrained: ``ACT_encoder``; or fine-tuned) -> our backbone."""
+    sd = _lineage_state(checkpoint)
+    if "ACT_encoder.blocks.blocks.0.norm1.weight" in sd:
+        pre = "ACT_encoder."
+    elif "blocks.blocks.0.norm1.weight" in sd and "cls_token" in sd:
+        pre = ""
+    else:
+        raise CheckpointError(
+            "not an ACT checkpoint: no 'ACT_encoder.blocks.blocks.*' or top-level 'blocks.blocks.*' keys"
+        )
+    decoder = "masked-modelling decoder: pretraining only"
+    drops = [
+        (r"ACT_decoder\..*|decoder_pos_embed\..*|mask_token|increase_dim\..*", decoder),
+        (r"dvae_tokenizer\..*", "the frozen cross-modal teacher (dVAE with a 2D ViT): pretraining only"),
+        (r"proj_head\..*|cls_pos", "projection to the teacher's tokens: pretraining only"),
+        (r"ACT_encoder\.(lm_head|cls_head)\..*", "encoder heads unused downstream"),
+        *_FINETUNED_DROPS,
+    ]
+    # a pretraining file's top-level cls_pos belongs to its distillation head; a fine-tuned file's is mapped
+    return _convert_with_class_token(sd, pre, "act", num_heads, drops)
+
+
 CONVERTERS: Registry = Registry("checkpoint source")
 CONVERTERS.register("point-jepa", convert_point_jepa)
 CONVERTERS.register("point-mae", convert_point_mae)
+CONVERTERS.register("point-bert", convert_point_bert)
+CONVERTERS.register("act", convert_act)
 
 
 def convert(
     checkpoint: str | Path,
-    source: Literal["point-jepa", "point-mae"],
+    source: Literal["point-jepa", "point-mae", "point-bert", "act"],
     out: str | Path,
     weights: Literal["student", "ema"] = "student",
     heads: int = 6,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Convert an official Point-JEPA / Point-MAE checkpoint into a foundry3d release (a teacher).
+    """Convert an official Point-JEPA / Point-MAE / Point-BERT / ACT checkpoint into a foundry3d release.
 
     Args:
-        checkpoint: official .ckpt (Point-JEPA, Lightning) or .pth (Point-MAE) file; read without running
-            any code from it.
-        source: point-jepa or point-mae.
+        checkpoint: official .ckpt (Point-JEPA, Lightning) or .pth (Point-MAE, Point-BERT, ACT) file; read
+            without running any code from it.
+        source: point-jepa, point-mae, point-bert or act.
         out: release folder to write.
         weights: Point-JEPA: the online (student) or the EMA encoder.
         heads: attention heads (not stored in the weights; ViT-S: 6).
@@ -300,7 +410,7 @@ def convert(
     if source == "point-jepa":
         conv = convert_point_jepa(checkpoint, weights=weights, num_heads=heads)
     else:
-        conv = convert_point_mae(checkpoint, num_heads=heads)
+        conv = CONVERTERS.get(source)(checkpoint, num_heads=heads)
     model = PointTransformer(conv.config)
     model.load_state_dict(conv.state_dict, strict=True)
     meta = {"converted_from": str(checkpoint), "source": source, "dropped": conv.dropped, "notes": conv.notes}

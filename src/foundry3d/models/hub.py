@@ -39,6 +39,7 @@ from foundry3d.models.base import PointModel
 from foundry3d.models.baselines import MergedBackbone, MimicStudent, MLPStudent, PatchMergerStudent, ToMeStudent
 from foundry3d.models.checkpoint import CheckpointError, read_release, weights_hash
 from foundry3d.models.floor import Floor
+from foundry3d.models.foreign import load_foreign
 from foundry3d.models.foundry import FoundryStudent
 from foundry3d.models.student import STUDENT_KINDS, Student, student_from_config
 from foundry3d.models.variants import VARIANTS, variant_config
@@ -235,7 +236,10 @@ def _what_exists() -> str:
 
 
 def load_teacher(spec: str) -> PointTransformer:
-    """A frozen teacher backbone from a release path or ``embedded[:NAME]``."""
+    """A frozen teacher backbone from a release path or ``embedded[:NAME]``; a foreign teacher from
+    ``py:FILE_OR_MODULE:FACTORY`` (:mod:`foundry3d.models.foreign`)."""
+    if spec.startswith(("py:", "module:")):
+        return load_foreign(spec)  # type: ignore[return-value]
     path = embedded_path(spec.partition(":")[2] or None) if spec.split(":")[0] == "embedded" else spec
     try:
         model = load(path, expect_kind="backbone")

@@ -125,7 +125,7 @@ class Student(PointModel):
         t = cfg.teacher_config
         if cfg.tokenizer == "narrow":
             widths = cfg.tokenizer_widths or tuple(max(4, w // 2) for w in t.tokenizer_widths)
-            t = dataclasses.replace(t, tokenizer_widths=tuple(widths))
+            t = dataclasses.replace(t, tokenizer_widths=tuple(widths), tokenizer_channels=None)
         super().__init__(t)
         self.cfg = cfg
         self.blocks = nn.ModuleList(

@@ -66,12 +66,16 @@ class PointTokenizer(nn.Module):
         dim: int,
         stage_bias: bool = False,
         fps_start: int | str = 0,
+        channels: int | None = None,
     ) -> None:
         super().__init__()
         self.num_groups = num_groups
         self.group_size = group_size
         self.fps_start = fps_start
-        self.embed = MiniPointNet(widths, dim, stage_bias)
+        self.embed = MiniPointNet(widths, channels or dim, stage_bias)
+        # Point-BERT / ACT: a linear map after the pooling (their reduce_dim); not foldable into the last layer,
+        # which comes before the max
+        self.proj = nn.Linear(channels, dim) if channels else None
         self.chunk_groups = 2048  # in eval, patches are embedded this many at a time
 
     def forward(
@@ -80,14 +84,16 @@ class PointTokenizer(nn.Module):
         num_groups: int | None = None,
         fps_start: int | str | None = None,
         generator: torch.Generator | None = None,
+        centres: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        g = num_groups or self.num_groups
+        g = num_groups or self.num_groups if centres is None else centres.shape[1]
         patches, centres, idx = group_points(
             points,
             g,
             self.group_size,
             fps_start=self.fps_start if fps_start is None else fps_start,
             generator=generator,
+            centres=centres,
         )
         b = points.shape[0]
         flat = patches.reshape(b * g, self.group_size, 3)
@@ -95,4 +101,6 @@ class PointTokenizer(nn.Module):
             tokens = self.embed(flat)
         else:  # bounded memory: no per-point activation exists for all groups at once (eval BatchNorm)
             tokens = torch.cat([self.embed(c) for c in flat.split(self.chunk_groups)])
+        if self.proj is not None:
+            tokens = self.proj(tokens)
         return tokens.reshape(b, g, -1), centres, idx

@@ -25,14 +25,19 @@ def group_points(
     fps_start: int | str = 0,
     generator: torch.Generator | None = None,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
+    centres: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Split a cloud into ``num_groups`` kNN patches around FPS centres.
 
     Returns the centred neighbourhoods (B, G, K, 3), the centres (B, G, 3) and the neighbour
-    indices (B, G, K) into ``points``. Each patch contains its own centre (distance 0). CPU clouds
+    indices (B, G, K) into ``points``. Each patch contains its own centre (distance 0). With ``centres``
+    (B, G, 3) given, the patches are the kNN around those instead (a foreign teacher's patch centres). CPU clouds
     outside autograd and export use the library path (:mod:`foundry3d.ops.fast`): the same centres
     and neighbours below ``fast.FAST_MIN_POINTS`` points, an exact FPS from another start above.
     """
+    if centres is not None:  # given centres (another model's patches): kNN around each, in their order
+        idx, _ = knn(centres.to(points.dtype), points, group_size, max_elements=max_elements)
+        return gather_points(points, idx) - centres.to(points.dtype).unsqueeze(2), centres.to(points.dtype), idx
     if isinstance(fps_start, int) and fps_start == 0 and fast.use_fast(points):
         centre_idx = fast.fps_fast(points, num_groups)
         centres = gather_points(points, centre_idx)

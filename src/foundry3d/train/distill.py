@@ -36,12 +36,13 @@ from foundry3d.errors import Foundry3DError
 from foundry3d.files import atomic_write
 from foundry3d.models.backbone import PointTransformer
 from foundry3d.models.checkpoint import save_release
+from foundry3d.models.foreign import ForeignTeacher, register_module
 from foundry3d.models.hub import create_student, load, load_teacher, model_hash
 from foundry3d.models.occupancy import occupancy
 from foundry3d.models.student import Student, StudentArch
 from foundry3d.ops.fps import farthest_point_sample
 from foundry3d.train.engine import EngineConfig, Task, check_training_data, fit, seed_all
-from foundry3d.train.probe import Probe, ProbeSection
+from foundry3d.train.probe import Probe, ProbeSection, probe_datasets
 
 
 class DistillError(Foundry3DError, ValueError):
@@ -117,11 +118,27 @@ def _student_for(teacher: PointTransformer, st: StudentSection) -> Student:
     return student.train()
 
 
+def _foreign_settings(cfg: DistillConfig, teacher: ForeignTeacher) -> None:
+    """What a foreign teacher implies: the student trains its own tokenizer on the teacher's patches."""
+    if cfg.data.cache_views:
+        raise DistillError(f"data.cache_views needs a teacher of ours; {cfg.teacher} is a foreign module (set it to 0)")
+    if cfg.data.num_groups not in (None, teacher.num_groups):
+        raise DistillError(
+            f"data.num_groups={cfg.data.num_groups}: the foreign teacher {cfg.teacher} makes its own "
+            f"{teacher.num_groups} patches (leave data.num_groups unset)"
+        )
+    if cfg.student.freeze_tokenizer:
+        print(f"foundry3d distill: {cfg.teacher} is a foreign teacher: the student trains its own tokenizer "
+              "(student.freeze_tokenizer=false)", flush=True)  # fmt: skip
+        cfg.student.freeze_tokenizer = False
+
+
 def teacher_targets(teacher: PointTransformer, tokens: Tensor, centres: Tensor, kind: str) -> Tensor:
     """The teacher's last-block output for given patch tokens (its own tokenizer gives the same)."""
     depth = len(teacher.encoder.blocks)
-    out, hidden = teacher.encoder(tokens, teacher.pos_embed(centres), indices=[depth - 1])
-    return out if kind == "final" else F.layer_norm(hidden[-1], hidden[-1].shape[-1:])
+    res = teacher.forward_tokens(tokens, centres, indices=[depth - 1])  # a prefix token, if any, included
+    out, last = res["tokens"], res["intermediates"][-1]
+    return out if kind == "final" else F.layer_norm(last, last.shape[-1:])
 
 
 class Distiller(nn.Module):
@@ -152,7 +169,11 @@ class Distiller(nn.Module):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         c = self.cfg
         t_tok: Tensor | None = None
-        if tokens is None:
+        if tokens is None and isinstance(self.teacher, ForeignTeacher):  # its tokens at its centres
+            assert points is not None
+            targets, t_cen = self.teacher(points)
+            tokens, centres, _ = self.student.tokenize(points, centres=t_cen)
+        elif tokens is None:
             assert points is not None
             with torch.set_grad_enabled(not c.student.freeze_tokenizer and self.training):
                 tokens, centres, _ = self.student.tokenize(points, c.data.num_groups)
@@ -205,11 +226,14 @@ class DistillTask(Task):
         self.run_dir = run_dir
         teacher = load_teacher(cfg.teacher)
         st = cfg.student
+        if isinstance(teacher, ForeignTeacher):
+            _foreign_settings(cfg, teacher)
         groups = cfg.data.num_groups or teacher.cfg.num_groups
         if not 1 <= st.supertokens <= groups:
             raise DistillError(f"supertokens={st.supertokens} must be between 1 and c={groups} (the number of tokens)")
         arch = {f.name: getattr(st, f.name) for f in dataclasses.fields(StudentArch)}
-        student = _student_for(teacher, st) if st.start_from else create_student(teacher, **arch)
+        shape = teacher.surrogate() if isinstance(teacher, ForeignTeacher) else teacher
+        student = _student_for(shape, st) if st.start_from else create_student(shape, **arch)
         if st.tokenizer == "narrow" and st.freeze_tokenizer:
             raise DistillError("student.tokenizer=narrow is trained from scratch: set student.freeze_tokenizer=false")
         if cfg.loss.tokenizer_hint < 0:
@@ -230,6 +254,7 @@ class DistillTask(Task):
         if cfg.data.cache_views and not st.freeze_tokenizer:
             raise DistillError("data.cache_views needs student.freeze_tokenizer=true (cached tokens must not go stale)")
         self._tau = 1.0
+        cfg.probe.datasets = probe_datasets(cfg.probe, cfg.data.datasets, cfg.data.root)  # recorded as resolved
         self.probe = Probe(cfg.probe, cfg.data.root)
         self._initialised = bool(st.start_from)  # a continued student keeps its SuperTokens
         self._t0 = time.time()
@@ -432,7 +457,7 @@ def _plain(points: Tensor, aug: AugmentConfig) -> Tensor:
 
 
 def distill(
-    teacher: str | None = None,
+    teacher: str | nn.Module | None = None,
     data: list[str] | str | None = None,
     supertokens: int | None = None,
     config: str | Path | dict | None = None,
@@ -444,7 +469,9 @@ def distill(
     """Distill a frozen teacher into a SuperToken student (Foundry FMD, or any registered student kind).
 
     Args:
-        teacher: teacher release folder / .safetensors, or embedded[:NAME] for a packaged teacher.
+        teacher: teacher release folder / .safetensors, embedded[:NAME] for a packaged teacher, or your own
+            model: py:FILE.py:FACTORY (or py:package.module:FACTORY), a function returning a module that maps
+            clouds (B, N, 3) to (tokens (B, c, d), centres (B, c, 3)); the Python API also takes the module.
         data: dataset specs to distil on, e.g. sh3d16:train kicad33:train (never a test split).
         supertokens: number of SuperTokens s (1..c).
         config: recipe YAML file or built-in name (e.g. distill/edge); see foundry3d/configs.
@@ -454,6 +481,8 @@ def distill(
         overwrite: replace the run in ``out`` (only a foundry3d run folder is ever cleared).
     """
     ov: dict[str, Any] = {}
+    if isinstance(teacher, nn.Module):
+        teacher = register_module(teacher)
     if teacher is not None:
         ov["teacher"] = str(teacher)
     if data is not None:

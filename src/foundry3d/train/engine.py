@@ -32,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from foundry3d.config import read_yaml, save_yaml, to_dict
+from foundry3d.data.registry import parse_spec
 from foundry3d.errors import Foundry3DError
 from foundry3d.files import (
     LOCK,
@@ -95,7 +96,8 @@ def check_training_data(datasets: list[str], num_points: int, cache_views: int =
     """A training recipe's data: never a test split (held-out numbers stay held out), enough points."""
     for spec in datasets:
         for part in str(spec).split("+"):
-            split = part.partition(":")[2].split("*")[0].split("@")[0]
+            base, star, times = part.rpartition("*")
+            split = parse_spec(base if star and times.isdigit() else part)[1]
             if split == "test":
                 raise ValueError(
                     f"data.datasets: {part} is a test split; training never reads one (use train, pool, fit or val)"

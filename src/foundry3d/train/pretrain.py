@@ -23,7 +23,7 @@ from foundry3d.models.checkpoint import load_train_state, save_release
 from foundry3d.models.hub import create_model
 from foundry3d.models.jepa import JEPAConfig, PointJEPA
 from foundry3d.train.engine import EngineConfig, Task, check_training_data, fit, seed_all
-from foundry3d.train.probe import Probe, ProbeSection
+from foundry3d.train.probe import Probe, ProbeSection, probe_datasets
 
 
 @dataclass
@@ -68,6 +68,7 @@ class PretrainTask(Task):
         self.run_dir = run_dir
         self.module = PointJEPA(create_model(cfg.model.variant, **cfg.model.options), cfg.jepa)
         self.dataset = load_dataset("+".join(cfg.data.datasets), root=cfg.data.root)
+        cfg.probe.datasets = probe_datasets(cfg.probe, cfg.data.datasets, cfg.data.root)  # recorded as resolved
         self.probe = Probe(cfg.probe, cfg.data.root)
         self._t0 = time.time()
 

@@ -9,7 +9,7 @@ the encoder gain (model - floor) next to the raw score.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 from torch import nn
 
-from foundry3d.data.registry import load_dataset
+from foundry3d.data.base import DatasetError
+from foundry3d.data.registry import dataset_base, load_dataset, with_split
 from foundry3d.models.features import extract
 from foundry3d.models.floor import Floor
 
@@ -35,13 +36,43 @@ def linear_svm(x: np.ndarray, y: np.ndarray, C: float, seed: int = 0) -> object:
 
 @dataclass
 class ProbeSection:
-    datasets: list[str] = field(default_factory=lambda: ["sh3d16", "kicad33"])
+    # None: the run's own training data (each labelled dataset it names with fit/val splits), so a run
+    # on folder:/scans probes /scans and never needs a dataset the user did not name
+    datasets: list[str] | None = None
     train_split: str = "fit"
     test_split: str = "val"
     num_points: int = 1024
     C: float = 0.05  # fixed C on standardised features: a cheap, comparable curve
     floor: bool = True  # also probe the floor (backbones only) and log the gain
     enabled: bool = True
+
+
+def probe_datasets(cfg: ProbeSection, training: list[str], root: str | None) -> list[str]:
+    """The datasets the probe scores: ``cfg.datasets``, or those of the training specs that carry labels
+    of at least two classes in both probe splits (a note says which were left out and why)."""
+    if cfg.datasets is not None or not cfg.enabled:
+        return list(cfg.datasets or [])
+    names: list[str] = []
+    for spec in training:
+        for part in str(spec).split("+"):
+            base = dataset_base(part)
+            if base in names:
+                continue
+            try:
+                for split in (cfg.train_split, cfg.test_split):
+                    ds = load_dataset(with_split(base, split), root=root)
+                    labels = ds.labels()
+                    if len(set(labels[labels >= 0].tolist())) < (2 if split == cfg.train_split else 1):
+                        raise DatasetError(f"fewer than two labelled classes in its {split} split")
+            except DatasetError as e:
+                print(f"foundry3d: the progress probe leaves out {part}: {str(e).split(': ')[-1]}", flush=True)
+                continue
+            names.append(base)
+    return names
+
+
+def _labelled(ds: Any) -> Any:
+    return ds.labelled() if hasattr(ds, "labelled") else ds
 
 
 class Probe:
@@ -55,10 +86,10 @@ class Probe:
             c = self.cfg
             self._sets = {
                 n: (
-                    load_dataset(f"{n}:{c.train_split}", root=self.root),
-                    load_dataset(f"{n}:{c.test_split}", root=self.root),
+                    _labelled(load_dataset(with_split(n, c.train_split), root=self.root)),
+                    _labelled(load_dataset(with_split(n, c.test_split), root=self.root)),
                 )
-                for n in c.datasets
+                for n in c.datasets or []
             }
         return self._sets
 
