@@ -62,6 +62,8 @@ class StudyConfig:
         ]
     )
     supertokens: int = 16
+    # the students' distillation data (e.g. [folder:/scans]); None: the datasets the distill recipe names
+    data: list[str] | None = None
     kinds: list[str] = field(
         default_factory=lambda: ["foundry", "kmeans", "fps", "mlp", "mimic", "patchmerger", "tome", "tome_dso"]
     )
@@ -193,6 +195,8 @@ def _run(out: Path, name: str, cfg: StudyConfig, teacher: Any, finger: dict[str,
         overrides_list = [*cfg.distill, f"data.cache_dir={out / 'cache'}", *(f"{k}={v}" for k, v in ov.items())]
         if cfg.root:
             overrides_list.append(f"data.root={cfg.root}")
+        if cfg.data:
+            overrides_list.append(f"data.datasets=[{', '.join(cfg.data)}]")
         distill(teacher=cfg.teacher, overrides=overrides_list, out=run, resume=run.exists())
         seconds[f"distill {sname}"] = round(time.time() - t1, 1)
         group = "gate" if "gate" in sname else "student"

@@ -44,7 +44,7 @@ from foundry3d.data.pointfile import SUFFIXES as POINT_SUFFIXES
 from foundry3d.data.pointfile import PointFileError, PointFileWarning, read_points
 from foundry3d.data.store import cache_dir
 
-FOLDER_VERSION = "1"  # bump when the reading/sampling rule changes: the cache is re-made
+FOLDER_VERSION = "2"  # bump when the reading/sampling rule changes: the cache is re-made
 POINTS = 8192  # points stored per file (a mesh's surface sample, or a seeded subsample of a larger scan)
 MIN_POINTS = 32  # fewer points than one patch: skipped
 SEED = 0
@@ -191,7 +191,8 @@ def check_mesh_size(path: Path) -> None:
 
 
 def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Vertices and triangles of a mesh file (every mesh of a scene, in world coordinates)."""
+    """Vertices and triangles of a mesh file (every mesh of a scene, in world coordinates); the triangles
+    may be none (an OFF or OBJ file that stores a point set)."""
     import trimesh  # loaded on use: reading cached clouds needs no mesh library
 
     check_mesh_size(path)
@@ -201,20 +202,41 @@ def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
         if path.suffix.lower() == ".off":
             return _read_off(path)
         raise MeshError(f"not a readable mesh ({type(e).__name__}: {str(e)[:120]})") from e
-    if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
-        if path.suffix.lower() == ".off":
-            return _read_off(path)
-        raise MeshError("the file holds no triangles")
-    return np.asarray(loaded.vertices, np.float64), np.asarray(loaded.faces, np.int64)
+    faces = np.asarray(getattr(loaded, "faces", np.zeros((0, 3))), np.int64).reshape(-1, 3)
+    if len(faces) == 0 and path.suffix.lower() == ".off":
+        return _read_off(path)  # trimesh drops polygons of mixed sizes; the line reader keeps them
+    if len(faces) == 0 and path.suffix.lower() == ".obj":  # trimesh drops vertices no face uses: a point set
+        rows = [ln.split()[1:4] for ln in path.read_text(errors="replace").splitlines() if ln.startswith("v ")]
+        try:
+            return np.array(rows, np.float64).reshape(-1, 3), faces
+        except ValueError as e:
+            raise MeshError(f"OBJ vertex lines that are not three numbers ({e})") from e
+    verts = np.asarray(getattr(loaded, "vertices", np.zeros((0, 3))), np.float64).reshape(-1, 3)
+    if len(verts) == 0:
+        raise MeshError("the file holds no vertices")
+    return verts, faces
+
+
+def mesh_cloud(path: Path, points: int, seed: int) -> tuple[np.ndarray, int, str]:
+    """A mesh file's surface sample (area-weighted, seeded); a file without faces gives its vertices."""
+    v, f = read_mesh(path)
+    if len(f) == 0:
+        if len(v) < MIN_POINTS:
+            raise MeshError(f"a mesh file without faces and only {len(v)} vertices (fewer than one patch)")
+        return v, len(v), f"a mesh file without faces: its {len(v)} vertices read as points"
+    pts, _ = sample_labelled_surface(v, f, np.zeros(len(f), np.int64), points, seed)
+    return pts, len(pts), f"mesh: {points} points sampled on its surface by area"
 
 
 def cloud_of(path: Path, sha: str, points: int = POINTS, seed: int = SEED) -> tuple[np.ndarray, int, str]:
     """``(cloud (n, 3) in the unit sphere, points in the file, kind)`` of one file, by the rule above."""
     rng_seed = shape_seed(seed, sha)
     if is_mesh(path):
-        v, f = read_mesh(path)
-        pts, _ = sample_labelled_surface(v, f, np.zeros(len(f), np.int64), points, rng_seed)
-        return normalize_unit_sphere(pts), len(pts), "mesh"
+        pts, n, how = mesh_cloud(path, points, rng_seed)
+        if how.startswith("mesh"):
+            return normalize_unit_sphere(pts), n, "mesh"
+        order = np.random.default_rng(rng_seed).permutation(n)[:points]
+        return normalize_unit_sphere(pts[order]), n, "points"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PointFileWarning)
         pts = read_points(path, drop_nonfinite=True)

@@ -39,8 +39,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from foundry3d.data.folder import SEED, SUFFIXES, file_sha, is_mesh, read_mesh
-from foundry3d.data.mesh import MeshError, sample_labelled_surface, shape_seed
+from foundry3d.data.folder import SEED, SUFFIXES, file_sha, is_mesh, mesh_cloud
+from foundry3d.data.mesh import MeshError, shape_seed
 from foundry3d.data.pointfile import PointFileError, PointFileWarning, read_points
 from foundry3d.edge.index import INDEX_FILES, read_index, write_index
 from foundry3d.errors import Foundry3DError
@@ -226,11 +226,10 @@ def read_cloud(path: str, drop_nonfinite: bool, mesh_points: int) -> tuple[np.nd
     sha = file_sha(p)
     if p.suffix.lower() in SUFFIXES and is_mesh(p):
         try:
-            v, f = read_mesh(p)
-            pts, _ = sample_labelled_surface(v, f, np.zeros(len(f), np.int64), mesh_points, shape_seed(SEED, sha))
+            pts, _, how = mesh_cloud(p, mesh_points, shape_seed(SEED, sha))
         except MeshError as e:
             raise PointFileError(f"{path}: {e}") from e
-        return pts.astype(np.float32), sha, f"mesh: {mesh_points} points sampled on its surface by area"
+        return pts.astype(np.float32), sha, how
     return read_points(path, drop_nonfinite=drop_nonfinite), sha, "points"
 
 

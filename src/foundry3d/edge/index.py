@@ -23,7 +23,14 @@ import numpy as np
 from foundry3d.errors import Foundry3DError
 from foundry3d.files import atomic_write
 
-INDEX_FILES = ("embeddings.npy", "index.csv", "hnsw.faiss", "hnsw.json")  # what an index folder holds
+INDEX_FILES = (
+    "embeddings.npy",
+    "index.csv",
+    "hnsw.faiss",
+    "hnsw.json",
+    "unit.npy",
+    "unit.json",
+)  # what an index folder holds
 COLUMNS = ("file", "points", "status", "reason", "sha256", "output", "row")
 
 

@@ -12,6 +12,7 @@ and reused while the embeddings are unchanged.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from foundry3d.edge.embed import embed_points, read_cloud
-from foundry3d.edge.index import Index, read_index, write_index
+from foundry3d.edge.index import INDEX_FILES, Index, read_index, write_index
 from foundry3d.errors import Foundry3DError
 from foundry3d.files import atomic_write, run_folder, user_path
 
@@ -46,12 +47,14 @@ def index_mean(emb: np.ndarray) -> np.ndarray:
     return (total / max(len(emb), 1)).astype(np.float32)
 
 
-def exact_top_k(emb: np.ndarray, mean: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(rows, cosines)`` of the ``k`` nearest embeddings of each query (Q, k), best first."""
+def exact_top_k(emb: np.ndarray, mean: np.ndarray | None, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, cosines)`` of the ``k`` nearest embeddings of each query (Q, k), best first. ``mean`` None:
+    ``emb`` already holds centred unit vectors (:func:`unit_rows`)."""
     best_s = np.full((len(q), 0), -np.inf, np.float32)
     best_i = np.zeros((len(q), 0), np.int64)
     for s in range(0, len(emb), CHUNK):
-        block = _unit(np.asarray(emb[s : s + CHUNK], np.float32) - mean)
+        block = np.asarray(emb[s : s + CHUNK], np.float32)
+        block = block if mean is None else _unit(block - mean)
         sims = q @ block.T
         best_s = np.concatenate([best_s, sims], 1)
         best_i = np.concatenate([best_i, np.broadcast_to(np.arange(s, s + len(block)), sims.shape)], 1)
@@ -70,12 +73,39 @@ def _faiss() -> Any:
     return faiss
 
 
+def _key(index: Index) -> dict[str, int]:
+    st = (index.folder / "embeddings.npy").stat()
+    return {"rows": len(index.embeddings), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def unit_rows(index: Index, mean: np.ndarray) -> np.ndarray:
+    """The index's embeddings centred and scaled to unit length, computed once and kept beside the index
+    (``unit.npy``, memory-mapped) while the embeddings are unchanged: exact search is then one product."""
+    path, key_path = index.folder / "unit.npy", index.folder / "unit.json"
+    key = {**_key(index), "mean": hashlib.sha256(mean.tobytes()).hexdigest()[:16]}
+    try:
+        if json.loads(key_path.read_text()) == key:
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        pass
+
+    def write(tmp: str) -> None:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=index.embeddings.shape)
+        for s in range(0, len(index.embeddings), CHUNK):
+            out[s : s + CHUNK] = _unit(np.asarray(index.embeddings[s : s + CHUNK], np.float32) - mean)
+        out.flush()
+        del out
+
+    atomic_write(path, write)
+    atomic_write(key_path, lambda tmp: Path(tmp).write_text(json.dumps(key)))
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
 def hnsw_index(index: Index, mean: np.ndarray, progress: bool = False) -> Any:
     """The HNSW graph of ``index`` (inner product of centred unit vectors), loaded or built and saved."""
     faiss = _faiss()
     path, key_path = index.folder / "hnsw.faiss", index.folder / "hnsw.json"
-    st = (index.folder / "embeddings.npy").stat()
-    key = {"rows": len(index.embeddings), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "m": HNSW_M}
+    key = {**_key(index), "m": HNSW_M}
     try:
         if json.loads(key_path.read_text()) == key:
             return faiss.read_index(str(path))
@@ -146,7 +176,9 @@ def search(
             graph.hnsw.efSearch = max(128, 2 * k)
             sims, found = graph.search(np.ascontiguousarray(qvecs, np.float32), k)
             method = "hnsw"
-    if method == "exact":
+    if method == "exact" and emb is idx.embeddings:
+        found, sims = exact_top_k(unit_rows(idx, mean), None, qvecs, k)
+    elif method == "exact":
         found, sims = exact_top_k(emb, mean, qvecs, k)
     results = [
         {"query": q, "rank": r + 1, "file": files[int(found[i, r])], "cosine": round(float(sims[i, r]), 4)}
@@ -236,7 +268,7 @@ def merge(indexes: list[str], out: str = "runs/index", overwrite: bool = False) 
             rows.append(row)
     first = parts[0]
     assert first is not None
-    with run_folder(target, "embed", ("embed.json", "embeddings.npy", "index.csv", "hnsw.faiss", "hnsw.json"),
+    with run_folder(target, "embed", ("embed.json", *INDEX_FILES),
                     overwrite) as folder:  # fmt: skip
         width = first.embeddings.shape[1]
         write_index(folder, rows, np.stack(embs) if embs else np.zeros((0, width), np.float32))
