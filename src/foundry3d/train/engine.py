@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
@@ -65,6 +65,9 @@ class EngineConfig:
 
     steps: int = 1000
     batch_size: int = 32  # global batch (all processes together)
+    # micro-batches per step: each process's share of the batch runs forward/backward in this many parts and
+    # their gradients add up (the memory of batch_size / accumulate, the optimisation of batch_size)
+    accumulate: int = 1
     lr: float = 1e-3
     min_lr: float = 1e-6
     warmup_steps: int = 100
@@ -86,6 +89,11 @@ class EngineConfig:
     def validate(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+        if self.accumulate < 1 or self.batch_size % self.accumulate:
+            raise ValueError(
+                f"accumulate={self.accumulate} must be >= 1 and divide batch_size={self.batch_size} "
+                "(each micro-batch gets an equal share)"
+            )
         if self.warmup_steps < 0 or self.log_every < 1 or self.ckpt_every < 1:
             raise ValueError("warmup_steps must be >= 0; log_every and ckpt_every >= 1")
         if self.lr <= 0 or self.min_lr < 0:
@@ -414,8 +422,11 @@ def _fit(
     info: DistInfo,
     device: torch.device,
 ) -> dict[str, Any]:
-    if cfg.batch_size % info.world_size:
-        raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {info.world_size} processes")
+    if cfg.batch_size % (info.world_size * cfg.accumulate):
+        raise EngineError(
+            f"engine.batch_size={cfg.batch_size} is not divisible by {info.world_size} process(es) x "
+            f"engine.accumulate={cfg.accumulate} micro-batches"
+        )
     amp = autocast_dtype(cfg.precision, device)  # before the run folder is touched: a setting we cannot run
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     ckpt_path = prepare_run_dir(run_dir, to_dict(config), resume, overwrite, info)
@@ -467,16 +478,8 @@ def _fit(
             batch = task.batch(batch_indices(n, cfg.batch_size, cfg.seed, step), gen, device)
             batch = {k: _shard(v, info.rank, info.world_size) for k, v in batch.items()}
             model.train()
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                loss, metrics = model(**batch, generator=gen)
-            loss = loss.float()
-            if not all_finite(loss, info):  # every rank stops together when any rank diverges
-                where = f"{loop.last_good}" if loop.last_good is not None else "none (no checkpoint written yet)"
-                raise TrainingDiverged(
-                    f"loss became {loss.item()} at step {step}; stopping. Last good checkpoint: {where}"
-                )
             optim.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            loss, metrics = _accumulate(model, batch, gen, cfg.accumulate, amp, device, scaler, info, loop, step)
             if cfg.grad_clip:
                 scaler.unscale_(optim)
                 metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(task.module.parameters(), cfg.grad_clip)
@@ -494,6 +497,44 @@ def _fit(
             h.close()
         logger.close()
     return loop.summary
+
+
+def _accumulate(
+    model: nn.Module,
+    batch: dict[str, Any],
+    gen: torch.Generator,
+    parts: int,
+    amp: torch.dtype | None,
+    device: torch.device,
+    scaler: torch.amp.GradScaler,
+    info: DistInfo,
+    loop: Loop,
+    step: int,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Forward and backward over ``parts`` micro-batches of this process's batch; the mean loss and metrics.
+    Gradients are synchronised across processes once, on the last micro-batch."""
+    total: Tensor | None = None
+    sums: dict[str, Tensor] = {}
+    for part in range(parts):
+        micro = {k: _shard(v, part, parts) for k, v in batch.items()}
+        last = part == parts - 1
+        sync = contextlib.nullcontext() if last or not isinstance(model, DistributedDataParallel) else model.no_sync()
+        with sync:
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                loss, metrics = model(**micro, generator=gen)
+            loss = loss.float()
+            if not all_finite(loss, info):  # every rank stops together when any rank diverges
+                where = f"{loop.last_good}" if loop.last_good is not None else "none (no checkpoint written yet)"
+                raise TrainingDiverged(
+                    f"loss became {loss.item()} at step {step}; stopping. Last good checkpoint: {where}"
+                )
+            scaler.scale(loss / parts).backward()
+        total = loss.detach() / parts if total is None else total + loss.detach() / parts
+        for k, v in metrics.items():
+            v = torch.as_tensor(v).detach().float() / parts
+            sums[k] = v if k not in sums else sums[k] + v
+    assert total is not None
+    return total, sums
 
 
 @dataclass
