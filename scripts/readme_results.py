@@ -7,7 +7,8 @@
 ``/usr/bin/time -v``); it and ``--machine`` are stored in ``docs/quickstart/run.json`` with the run.
 Reads (whatever exists): docs/quickstart/ (a quickstart run's stages/ and report.json, copied by
 ``--copy-quickstart RUN``), docs/teacher_tiny2_run/ (the embedded teacher's record), docs/study/
-(``foundry3d study paper``), docs/edge/ (bench.json, fast_ops.json, edge.json). Writes the block between
+(``foundry3d study paper``), docs/edge/ (bench.json, fast_ops.json, edge.json, search_scale.json),
+docs/e2e_cgal/ (a user's folder end to end). Writes the block between
 the README's RESULTS markers through ``scripts/readme_results.md.j2``.
 """
 
@@ -238,6 +239,17 @@ def light_tokenizer_table(path: Path) -> Table | None:
     return t
 
 
+def yourdata_context(docs: Path) -> dict[str, Any] | None:
+    """benchmarks/e2e_folder.py's record (a user's folder end to end) and benchmarks/search_scale.py's."""
+    e2e, scale = docs / "e2e_cgal" / "record.json", docs / "edge" / "search_scale.json"
+    if not e2e.exists() and not scale.exists():
+        return None
+    return {
+        "e2e": json.loads(e2e.read_text()) if e2e.exists() else None,
+        "scale": json.loads(scale.read_text()) if scale.exists() else None,
+    }
+
+
 def study_context(docs: Path) -> dict[str, Any] | None:
     s = docs / "study" / "study.json"
     if not s.exists():
@@ -289,6 +301,7 @@ def main() -> None:
         teacher=teacher_context(docs, args.teacher),
         study=study_context(docs),
         edge=edge_context(docs),
+        yourdata=yourdata_context(docs),
         format_gain=format_gain,
     )
     results = docs / "results.md"  # every table, relative to docs/
