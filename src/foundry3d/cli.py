@@ -131,7 +131,11 @@ VERB_TABLE: dict[str, tuple[str, str, str]] = {
 }
 EXAMPLES: dict[str, list[str]] = {
     "quickstart": ["foundry3d quickstart", "foundry3d quickstart --full --out runs/full"],
-    "pretrain": ["foundry3d pretrain --config pretrain/tiny3 --out runs/teacher", "foundry3d pretrain --show-config"],
+    "pretrain": [
+        "foundry3d pretrain --config pretrain/tiny3 --out runs/teacher",
+        "foundry3d pretrain --data folder:/scans --out runs/my_teacher",
+        "foundry3d pretrain --show-config",
+    ],
     "distill": [
         "foundry3d distill --teacher embedded --supertokens 16 --out runs/s16",
         "foundry3d distill --data folder:/scans --out runs/mine",

@@ -171,3 +171,15 @@ def test_a_class_of_one_file_is_a_one_line_eval_error(tmp_path, cache):
     assert set(load_dataset(f"folder:{root}").labels().tolist()) <= {0}
     with pytest.raises(EvalError, match="needs at least 2 classes"):
         evaluate("random:test", tasks=[f"svm:folder:{root}"], out=tmp_path / "e", overrides=["progress=false"])
+
+
+def test_pretrain_on_a_folder(scans, tmp_path):
+    import foundry3d
+
+    out = foundry3d.pretrain(
+        data=f"folder:{scans}", out=tmp_path / "pre",
+        overrides=["model.variant=test", "data.num_points=256", "engine.steps=2", "engine.batch_size=4",
+                   "engine.progress=false", "engine.tensorboard=false", "probe.enabled=false"],
+    )  # fmt: skip
+    cfg = json.loads((tmp_path / "pre" / "release" / "config.json").read_text())["meta"]
+    assert cfg["datasets"] == [f"folder:{scans}"] and out["release"]

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from foundry3d.config import from_dict, load_config, to_dict
+from foundry3d.config import from_dict, load_config, parse_override, to_dict
 from foundry3d.data.registry import load_dataset
 from foundry3d.data.transforms import AugmentConfig, Sampling, augment, collate
 from foundry3d.files import user_path
@@ -116,6 +116,7 @@ def pretrain(
     out: str | Path = "runs/pretrain",
     resume: bool = False,
     overwrite: bool = False,
+    data: list[str] | str | None = None,
 ) -> dict[str, Any]:
     """Point-JEPA self-supervised pretraining of a point-cloud backbone (a teacher).
 
@@ -125,7 +126,12 @@ def pretrain(
         out: run directory.
         resume: continue the run in ``out`` from its last checkpoint.
         overwrite: replace the run in ``out`` (only a foundry3d run folder is ever cleared).
+        data: dataset specs to pretrain on instead of the recipe's, e.g. folder:/scans (labels are not used;
+            never a test split).
     """
+    if data is not None:
+        ov = dict(overrides) if isinstance(overrides, dict) else dict(map(parse_override, overrides or []))
+        overrides = {**ov, "data.datasets": [data] if isinstance(data, str) else list(data)}
     cfg = load_config(PretrainConfig, config, overrides)
     seed_all(cfg.engine.seed)
     task = PretrainTask(cfg, user_path(out))
