@@ -63,3 +63,27 @@ def test_a_point_mae_file_is_not_taken_for_point_bert():
 
     with pytest.raises(CheckpointError, match="not a Point-BERT checkpoint"):
         convert_point_bert({"base_model": dict(OfficialPointMAE().state_dict())}, num_heads=2)
+
+
+@pytest.mark.parametrize("case", ["point-bert", "act"])
+def test_full_size_vit_s_through_the_command_line(case, tmp_path):
+    """The official ViT-S sizes (mini-PointNet 128/256/512 -> 256, width 384, 12 blocks, 6 heads), converted by
+    `foundry3d convert` from a .pth file, against the re-stated official forward in float64."""
+    from foundry3d.cli import main
+
+    cls, source, wrap = CASES[case]
+    kw = {"widths": (128, 256, 512), "dim": 384, "depth": 12, "heads": 6, "pos_hidden": 128}
+    if case == "point-bert":
+        kw["channels"] = 256
+    torch.manual_seed(0)
+    ref = randomise(cls(**kw), 7).eval()
+    torch.save(wrap(dict(ref.state_dict())), tmp_path / "official.pth")
+    assert main(["convert", str(tmp_path / "official.pth"), "--source", source, "--out", str(tmp_path / "rel")]) == 0
+    model = foundry3d.load(tmp_path / "rel").double()
+    cloud = torch.randn(2, 1024, 3, generator=torch.Generator().manual_seed(1)).double()
+    cloud = cloud / cloud.norm(dim=-1).amax(1)[:, None, None]
+    patches, centres, _ = group_points(cloud, 64, model.cfg.group_size)
+    with torch.no_grad():
+        ours = model.forward_features(cloud)["tokens"]
+        theirs = ref.double()(patches, centres)
+    assert ours.shape == (2, 64, 384) and torch.allclose(ours, theirs, atol=1e-9), (ours - theirs).abs().max()

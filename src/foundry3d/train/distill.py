@@ -41,7 +41,7 @@ from foundry3d.models.hub import create_student, load, load_teacher, model_hash
 from foundry3d.models.occupancy import occupancy
 from foundry3d.models.student import Student, StudentArch
 from foundry3d.ops.fps import farthest_point_sample
-from foundry3d.train.engine import EngineConfig, Task, check_training_data, fit, seed_all
+from foundry3d.train.engine import EngineConfig, Hook, Loop, Task, check_training_data, fit, seed_all
 from foundry3d.train.probe import Probe, ProbeSection, probe_datasets
 
 
@@ -116,6 +116,13 @@ def _student_for(teacher: PointTransformer, st: StudentSection) -> Student:
     if student.cfg.supertokens != st.supertokens:
         raise DistillError(f"student.supertokens={st.supertokens} but {st.start_from} has {student.cfg.supertokens}")
     return student.train()
+
+
+class SuperTokenInit(Hook):
+    """Before the first step (and before the step-0 evaluation), the SuperTokens from the data."""
+
+    def on_start(self, loop: Loop) -> None:
+        loop.task.init_supertokens()  # type: ignore[attr-defined]
 
 
 def _foreign_settings(cfg: DistillConfig, teacher: ForeignTeacher) -> None:
@@ -266,9 +273,10 @@ class DistillTask(Task):
         frac = step / max(1, self.cfg.engine.steps - 1)
         return self.cfg.loss.tau_start + (self.cfg.loss.tau_end - self.cfg.loss.tau_start) * frac
 
+    def hooks(self) -> list[Hook]:
+        return [SuperTokenInit()]
+
     def batch(self, indices: np.ndarray, generator: torch.Generator, device: torch.device) -> dict[str, Any]:
-        if not self._initialised:
-            self._init_supertokens(generator)
         if self.cfg.data.cache_views:
             idx = torch.as_tensor(indices)
             out = {k: self.views()[k][idx].to(device) for k in ("tokens", "centres", "targets")}
@@ -317,8 +325,10 @@ class DistillTask(Task):
                 out.append({**g, "params": mine, "lr_scale": scale})
         return out
 
-    def _init_supertokens(self, generator: torch.Generator) -> None:
+    def init_supertokens(self) -> None:
         """SuperTokens initialised from data: farthest-point picks among centred training tokens."""
+        if self._initialised:  # a continued or resumed student keeps its SuperTokens
+            return
         self._initialised = True
         st = self.module.student
         if self.cfg.student.init != "data" or _learned_supertokens(st) is None:

@@ -173,6 +173,11 @@ class Task:
         """Write release artefacts at the end of training; returns a summary."""
         return {}
 
+    def hooks(self) -> list[Hook]:
+        """The task's own hooks (e.g. an initialisation from data before the first step), run after the
+        engine's metrics, evaluation and checkpoint hooks and before the release is written."""
+        return []
+
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of ``precision`` on ``device`` (None: fp32). bf16 on a CPU without bf16
@@ -463,7 +468,7 @@ def _fit(
     logger = RunLogger(run_dir, info, cfg.tensorboard)
     logger.truncate_after(start)
     loop = Loop(task, cfg, info, run_dir, config, optim, logger, start, ckpt_path, scaler)
-    hooks: list[Hook] = [MetricsHook(), EvalHook(), CheckpointHook()]
+    hooks: list[Hook] = [MetricsHook(), *task.hooks(), EvalHook(), CheckpointHook(), ReleaseHook()]
     n = task.num_samples()
     try:
         for h in hooks:
@@ -486,7 +491,7 @@ def _fit(
             scaler.step(optim)
             scaler.update()
             extra = task.after_step(step + 1, cfg.steps)
-            vals = {"loss": float(loss.detach()), "lr": lr, **{k: float(v) for k, v in metrics.items()}, **extra}
+            vals = {"loss": loss, "lr": lr, **metrics, **extra}  # tensors stay on the device until logged
             for h in hooks:
                 h.on_step(loop, step + 1, vals)
         for h in hooks:
@@ -555,11 +560,12 @@ class Loop:
 
 
 class Hook:
-    """Called by the loop: once at the start, after every step (``done`` steps so far), at the end."""
+    """Called by the loop: once at the start, after every step (``done`` steps so far; ``vals`` the step's loss
+    and metrics, tensors still on the device, and its learning rate), at the end."""
 
     def on_start(self, loop: Loop) -> None: ...
 
-    def on_step(self, loop: Loop, done: int, vals: dict[str, float]) -> None: ...
+    def on_step(self, loop: Loop, done: int, vals: dict[str, Any]) -> None: ...
 
     def on_end(self, loop: Loop) -> None: ...
 
@@ -574,13 +580,15 @@ class MetricsHook(Hook):
         self.n, self.t0 = 0, time.time()
         self.bar = _progress(loop.cfg, loop.info, loop.start)
 
-    def on_step(self, loop: Loop, done: int, vals: dict[str, float]) -> None:
-        for k, v in vals.items():
+    def on_step(self, loop: Loop, done: int, vals: dict[str, Any]) -> None:
+        for k, v in vals.items():  # summed in float64 where they are: no host sync until a row is logged
+            v = v.detach().double() if isinstance(v, Tensor) else v
             self.acc[k] = self.acc.get(k, 0.0) + v
         self.n += 1
         if done % loop.cfg.log_every == 0 or done == loop.cfg.steps:
             keys = sorted(self.acc)
-            mean = all_reduce_mean(torch.tensor([self.acc[k] / self.n for k in keys], dtype=torch.float64), loop.info)
+            means = [float(self.acc[k]) / self.n for k in keys]
+            mean = all_reduce_mean(torch.tensor(means, dtype=torch.float64), loop.info)
             row = dict(zip(keys, mean.tolist()))
             row["samples_per_s"] = self.n * loop.cfg.batch_size / max(1e-9, time.time() - self.t0)
             loop.logger.log(done, "train", row)
@@ -597,20 +605,27 @@ class MetricsHook(Hook):
 
 class EvalHook(Hook):
     """The task's evaluation at step 0 (a curve from the initial weights), every ``eval_every`` steps,
-    and at the end, where the task also writes its release and the run its summary."""
+    and at the end (its numbers open the run's summary)."""
 
     def on_start(self, loop: Loop) -> None:
         if loop.cfg.eval_every and loop.start == 0:
             _evaluate(loop.task, 0, loop.info, loop.logger)
 
-    def on_step(self, loop: Loop, done: int, vals: dict[str, float]) -> None:
+    def on_step(self, loop: Loop, done: int, vals: dict[str, Any]) -> None:
         if loop.cfg.eval_every and done % loop.cfg.eval_every == 0 and done != loop.cfg.steps:
             _evaluate(loop.task, done, loop.info, loop.logger)
 
     def on_end(self, loop: Loop) -> None:
+        if loop.cfg.steps > loop.start or not (loop.run_dir / "release").exists():
+            loop.summary = _evaluate(loop.task, loop.cfg.steps, loop.info, loop.logger)
+
+
+class ReleaseHook(Hook):
+    """At the end: the task writes its release and the run its summary (a finished run resumed: read back)."""
+
+    def on_end(self, loop: Loop) -> None:
         run_dir = loop.run_dir
         if loop.cfg.steps > loop.start or not (run_dir / "release").exists():
-            loop.summary = _evaluate(loop.task, loop.cfg.steps, loop.info, loop.logger)
             if loop.info.is_main:
                 loop.summary.update(loop.task.finalize(run_dir))
                 write_text(run_dir / "summary.json", json.dumps(to_dict(loop.summary), indent=2) + "\n")
@@ -621,7 +636,7 @@ class EvalHook(Hook):
 class CheckpointHook(Hook):
     """The training state every ``ckpt_every`` steps and at the last step (atomic writes)."""
 
-    def on_step(self, loop: Loop, done: int, vals: dict[str, float]) -> None:
+    def on_step(self, loop: Loop, done: int, vals: dict[str, Any]) -> None:
         if done % loop.cfg.ckpt_every == 0 or done == loop.cfg.steps:
             loop.last_good = _checkpoint(loop.task, loop.optim, done, loop.config, loop.run_dir, loop.info, loop.scaler)
 
