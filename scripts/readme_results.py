@@ -239,6 +239,49 @@ def light_tokenizer_table(path: Path) -> Table | None:
     return t
 
 
+def candidate_context(docs: Path, name: str = "tiny3") -> Table | None:
+    """The validation curve of the teacher run in progress (docs/teacher_<name>_run/val: each snapshot and its
+    floor scored by ``foundry3d eval ... splits=val``, the evaluation's own protocol)."""
+    val = docs / f"teacher_{name}_run" / "val"
+    steps = sorted(p.name for p in val.glob("step_*")) if val.is_dir() else []
+    if not steps:
+        return None
+    rows, tasks = [], None
+    for s in steps:
+        model = json.loads((val / s / "results.json").read_text())["tasks"]
+        floor = json.loads((val / f"floor_{s}" / "results.json").read_text())["tasks"]
+        tasks = tasks or list(model)
+        cells = []
+        for t in tasks:
+            a, f = 100 * model[t]["acc"], 100 * floor[t]["acc"]
+            cells.append(f"{a:.1f} / {f:.1f} ({a - f:+.1f})")
+        rows.append([f"{int(s.split('_')[1]):,}", *cells])
+    assert tasks is not None
+    return Table(
+        f"The `{name}` teacher run in progress: validation accuracy of each snapshot / its floor (gain), splits=val "
+        "(fit -> val, carved from train; C by cross-validation). Held-out test scores only once a snapshot is chosen.",
+        ["step", *(task_label(t) for t in tasks)],
+        rows,
+    )
+
+
+def throughput_table(path: Path) -> tuple[Table, dict[str, Any]] | None:
+    """benchmarks/engine_throughput.py's record: samples/s per recipe, precision, compile and threads."""
+    if not path.exists():
+        return None
+    rec = json.loads(path.read_text())
+    t = Table(
+        f"Training throughput ({rec['machine']}; `{rec['command']}`; samples/s, median [q25, q75] over the measured "
+        "steps, warm-up and compilation excluded)",
+        ["recipe", "setting", "threads", "batch", "samples/s", "steps/s"],
+    )
+    for r in rec["rows"]:
+        s = r["samples_per_s"]
+        t.rows.append([r["recipe"], r["setting"], r["threads"], r["batch"],
+                       f"{s['median']:.1f} [{s['q25']:.1f}, {s['q75']:.1f}]", f"{r['steps_per_s']:.2f}"])  # fmt: skip
+    return t, rec
+
+
 def yourdata_context(docs: Path) -> dict[str, Any] | None:
     """benchmarks/e2e_folder.py's record (a user's folder end to end) and benchmarks/search_scale.py's."""
     e2e, scale = docs / "e2e_cgal" / "record.json", docs / "edge" / "search_scale.json"
@@ -302,6 +345,8 @@ def main() -> None:
         study=study_context(docs),
         edge=edge_context(docs),
         yourdata=yourdata_context(docs),
+        candidate=candidate_context(docs),
+        throughput=throughput_table(docs / "edge" / "engine_throughput.json"),
         format_gain=format_gain,
     )
     results = docs / "results.md"  # every table, relative to docs/

@@ -156,3 +156,12 @@ def test_precision_settings_say_what_this_machine_can_run():
     else:
         with pytest.raises(Foundry3DError, match="no bf16 instructions"):
             autocast_dtype("bf16", cpu)
+
+
+def test_compile_without_a_compiler_is_one_line(tmp_path, monkeypatch):
+    import foundry3d.train.engine as engine
+
+    monkeypatch.setattr(engine.shutil, "which", lambda name: None)
+    monkeypatch.setattr(engine.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(engine.EngineError, match="needs a C\\+\\+ compiler"):
+        engine._compiled(torch.nn.Linear(2, 2))

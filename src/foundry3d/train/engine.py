@@ -14,6 +14,7 @@ depend on the number of processes.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import math
 import random
@@ -85,6 +86,7 @@ class EngineConfig:
     tensorboard: bool = True
     sync_batchnorm: bool = True  # under torchrun: BatchNorm statistics over all processes
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast of the forward pass (fp16: CUDA, with a scaler)
+    compile: bool = False  # torch.compile the training module (inductor; a C++ compiler on CPUs, Triton on GPUs)
 
     def validate(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
@@ -465,6 +467,8 @@ def _fit(
             device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=task.find_unused_parameters,
         )
+    if cfg.compile:
+        model = _compiled(model)
     logger = RunLogger(run_dir, info, cfg.tensorboard)
     logger.truncate_after(start)
     loop = Loop(task, cfg, info, run_dir, config, optim, logger, start, ckpt_path, scaler)
@@ -502,6 +506,19 @@ def _fit(
             h.close()
         logger.close()
     return loop.summary
+
+
+def _compiled(model: nn.Module) -> nn.Module:
+    """``torch.compile(model)``, or one line saying why this platform cannot (checked before any step)."""
+    if not hasattr(torch, "compile"):
+        raise EngineError("engine.compile=true needs torch >= 2.0 (torch.compile)")
+    try:
+        importlib.import_module("torch._inductor.config")  # the default backend
+    except ImportError as e:
+        raise EngineError(f"engine.compile=true: the inductor backend is unavailable here ({e}); set it false") from e
+    if shutil.which("cc") is None and shutil.which("gcc") is None and not torch.cuda.is_available():
+        raise EngineError("engine.compile=true on a CPU needs a C++ compiler (cc/gcc) on PATH; set it false")
+    return torch.compile(model)
 
 
 def _accumulate(
