@@ -282,6 +282,10 @@ def throughput_table(path: Path) -> tuple[Table, dict[str, Any]] | None:
     return t, rec
 
 
+def _json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def yourdata_context(docs: Path) -> dict[str, Any] | None:
     """benchmarks/e2e_folder.py's record (a user's folder end to end) and benchmarks/search_scale.py's."""
     e2e, scale = docs / "e2e_cgal" / "record.json", docs / "edge" / "search_scale.json"
@@ -347,6 +351,7 @@ def main() -> None:
         yourdata=yourdata_context(docs),
         candidate=candidate_context(docs),
         throughput=throughput_table(docs / "edge" / "engine_throughput.json"),
+        tokenizer=_json(docs / "edge" / "tokenizer_speed.json"),
         format_gain=format_gain,
     )
     results = docs / "results.md"  # every table, relative to docs/
