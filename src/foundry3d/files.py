@@ -259,6 +259,15 @@ def holds_record(name: str, key: str) -> Callable[[Path], bool]:
 _HELD: dict[str, tuple[int, int]] = {}  # real path -> (fd, depth): a process may re-enter its own lock
 
 
+def drop_inherited_locks() -> None:
+    """In a forked child (a data-loading worker): close the lock files it inherited, so that a killed parent's
+    folders are free again as soon as the parent is gone, not when its workers notice."""
+    for fd, _ in list(_HELD.values()):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
 @contextlib.contextmanager
 def folder_lock(folder: str | Path) -> Iterator[None]:
     """Hold the run folder's lock; a second process gets a one-line error naming the holder."""

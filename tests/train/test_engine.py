@@ -66,11 +66,15 @@ def test_run_dir_is_protected(tmp_path):
     pretrain(overrides=[*TINY, "engine.steps=5"], out=tmp_path / "run", overwrite=True)
 
 
-def test_sigkill_then_resume_gives_the_same_weights(tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigkill_then_resume_gives_the_same_weights(tmp_path, workers):
+    """Killed and resumed, with batches built in the training process or in 2 worker processes: the same
+    weights and log as one uninterrupted run without workers."""
     steps = ["engine.steps=60", "engine.ckpt_every=10"]
     ref = cli("pretrain", "--out", str(tmp_path / "ref"), *TINY, *steps)
     assert ref.wait(timeout=300) == 0
     run = tmp_path / "killed"
+    steps.append(f"engine.workers={workers}")
     p = cli("pretrain", "--out", str(run), *TINY, *steps, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = run / "checkpoints" / "last.pt"
     deadline = time.time() + 120

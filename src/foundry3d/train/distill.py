@@ -276,6 +276,10 @@ class DistillTask(Task):
     def hooks(self) -> list[Hook]:
         return [SuperTokenInit()]
 
+    def prepare_batches(self) -> None:
+        if self.cfg.data.cache_views:
+            self.views()  # built once here, read by every worker
+
     def batch(self, indices: np.ndarray, generator: torch.Generator, device: torch.device) -> dict[str, Any]:
         if self.cfg.data.cache_views:
             idx = torch.as_tensor(indices)

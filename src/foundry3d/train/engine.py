@@ -38,6 +38,7 @@ from foundry3d.errors import Foundry3DError
 from foundry3d.files import (
     LOCK,
     MARKER,
+    drop_inherited_locks,
     folder_lock,
     read_marker,
     refuse_protected,
@@ -87,10 +88,15 @@ class EngineConfig:
     sync_batchnorm: bool = True  # under torchrun: BatchNorm statistics over all processes
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast of the forward pass (fp16: CUDA, with a scaler)
     compile: bool = False  # torch.compile the training module (inductor; a C++ compiler on CPUs, Triton on GPUs)
+    # processes that build batches ahead of the step (reading, sampling, augmenting); 0: in the training
+    # process. Each step's batch is a function of (seed, step) wherever it is built: runs are identical either way
+    workers: int = 0
 
     def validate(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
         if self.accumulate < 1 or self.batch_size % self.accumulate:
             raise ValueError(
                 f"accumulate={self.accumulate} must be >= 1 and divide batch_size={self.batch_size} "
@@ -174,6 +180,9 @@ class Task:
     def finalize(self, run_dir: Path) -> dict[str, Any]:
         """Write release artefacts at the end of training; returns a summary."""
         return {}
+
+    def prepare_batches(self) -> None:
+        """Build, in the training process, what every batch reads (called before worker processes start)."""
 
     def hooks(self) -> list[Hook]:
         """The task's own hooks (e.g. an initialisation from data before the first step), run after the
@@ -477,15 +486,14 @@ def _fit(
     try:
         for h in hooks:
             h.on_start(loop)
+        batches = StepBatches(task, cfg, n, info, device).iterate(start)
         for step in range(start, cfg.steps):
             lr = lr_at(step, cfg)
             for g in optim.param_groups:
                 g["lr"] = lr * g.get("lr_scale", 1.0)
             torch.manual_seed(step_seed(cfg.seed, step, 1 + info.rank))  # dropout, drop path
-            gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, 0))  # shared by all ranks
             task.before_step(step)
-            batch = task.batch(batch_indices(n, cfg.batch_size, cfg.seed, step), gen, device)
-            batch = {k: _shard(v, info.rank, info.world_size) for k, v in batch.items()}
+            batch, gen = next(batches)
             model.train()
             optim.zero_grad(set_to_none=True)
             loss, metrics = _accumulate(model, batch, gen, cfg.accumulate, amp, device, scaler, info, loop, step)
@@ -506,6 +514,54 @@ def _fit(
             h.close()
         logger.close()
     return loop.summary
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """The batch of each step, as a dataset indexed by step: built in the training process (``workers=0``) or
+    ahead of time in worker processes by a DataLoader. Either way a step's batch and the state of the generator
+    the step goes on with are functions of (seed, step) alone, so ``--resume`` and ``workers`` change nothing."""
+
+    def __init__(self, task: Task, cfg: EngineConfig, n: int, info: DistInfo, device: torch.device) -> None:
+        self.task, self.cfg, self.n, self.info, self.device = task, cfg, n, info, device
+
+    def __len__(self) -> int:
+        return self.cfg.steps
+
+    def __getitem__(self, step: int) -> tuple[dict[str, Any], torch.Tensor]:
+        """(this process's share of the batch, on the CPU; the generator's state after building it)."""
+        gen = torch.Generator().manual_seed(step_seed(self.cfg.seed, step, 0))  # shared by all ranks
+        self.task.before_step(step)
+        batch = self.task.batch(batch_indices(self.n, self.cfg.batch_size, self.cfg.seed, step), gen, _CPU)
+        batch = {k: _shard(v, self.info.rank, self.info.world_size) for k, v in batch.items()}
+        return batch, gen.get_state()
+
+    def iterate(self, start: int) -> Iterator[tuple[dict[str, Any], torch.Generator]]:
+        """(batch on the device, generator) of every step from ``start``."""
+        if self.cfg.workers == 0:
+            items: Any = (self[step] for step in range(start, self.cfg.steps))
+        else:
+            self.task.prepare_batches()  # what workers must share rather than build each (e.g. cached views)
+            items = torch.utils.data.DataLoader(
+                self,
+                sampler=range(start, self.cfg.steps),
+                batch_size=None,
+                num_workers=self.cfg.workers,
+                prefetch_factor=2,
+                multiprocessing_context="fork",
+                timeout=900,  # a worker that hangs stops the run instead of the run waiting for ever
+                worker_init_fn=_worker_init,
+            )
+        for batch, state in items:
+            gen = torch.Generator()
+            gen.set_state(state)
+            yield {k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in batch.items()}, gen
+
+
+_CPU = torch.device("cpu")
+
+
+def _worker_init(worker_id: int) -> None:
+    drop_inherited_locks()  # a killed run's folder is free at once for --resume
 
 
 def _compiled(model: nn.Module) -> nn.Module:
@@ -697,8 +753,3 @@ def _progress(cfg: EngineConfig, info: DistInfo, start: int) -> Any:
     if not (cfg.progress and info.is_main):
         return None
     return tqdm(total=cfg.steps, initial=start, desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
-
-
-def iterate_batches(n: int, batch_size: int) -> Iterator[slice]:
-    for s in range(0, n, batch_size):
-        yield slice(s, min(n, s + batch_size))
