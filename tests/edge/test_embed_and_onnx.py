@@ -122,3 +122,19 @@ def test_load_embed_and_onnx_give_one_embedding_for_raw_units(student, tmp_path)
     assert np.abs(api - scaled).max() < 1e-4
     with pytest.warns(UnnormalizedInputWarning, match="unit sphere"):
         model.forward_features(torch.from_numpy(raw)[None])
+
+
+def test_export_keeps_a_dynamic_batch_whatever_the_eval_chunk_size(student, tmp_path):
+    """The tokenizer's eval chunking compares the patch count with chunk_groups; in export that comparison must
+    not become a guard that fixes the batch to the example's (2 clouds x g patches == chunk_groups here)."""
+    pytest.importorskip("onnxruntime")
+    from foundry3d.edge.export import export_onnx
+    from foundry3d.edge.onnx_runtime import OnnxPointModel
+
+    model = foundry3d.load(student)
+    model.tokenizer.chunk_groups = 2 * model.groups_for(512)
+    export_onnx(model, tmp_path / "s.onnx", num_points=512)
+    graph = OnnxPointModel(tmp_path / "s.onnx")
+    for b in (1, 3):
+        x = np.random.default_rng(b).normal(size=(b, 512, 3)).astype(np.float32)
+        assert graph(x)["global"].shape[0] == b

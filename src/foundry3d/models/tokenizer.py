@@ -99,7 +99,9 @@ class PointTokenizer(nn.Module):
         )
         b = points.shape[0]
         flat = patches.reshape(b * g, self.group_size, 3)
-        if self.training or flat.shape[0] <= self.chunk_groups or torch.compiler.is_exporting():
+        if (
+            self.training or torch.compiler.is_exporting() or flat.shape[0] <= self.chunk_groups
+        ):  # no shape guard in export
             tokens = self.embed(flat)
         else:  # bounded memory: no per-point activation exists for all groups at once (eval BatchNorm)
             tokens = torch.cat([self.embed(c) for c in flat.split(self.chunk_groups)])
