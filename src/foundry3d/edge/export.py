@@ -232,7 +232,13 @@ def verify_onnx(wrapper: nn.Module, path: Path, shapes: list[tuple[int, int]], a
         x = torch.randn(b, n, 3, generator=g) * (40.0 if wrapper.normalize else 1.0)  # raw units when normalising
         with torch.no_grad():
             ref = dict(zip(names, (t.numpy() for t in wrapper(x))))
-        got = dict(zip(names, sess.run(None, {"points": x.numpy()})))
+        try:
+            got = dict(zip(names, sess.run(None, {"points": x.numpy()})))
+        except Exception as e:  # onnxruntime's own error types: the graph does not take this input
+            raise ExportError(
+                f"the exported graph does not run on clouds of shape {(b, n, 3)} ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:200]}): nothing written"
+            ) from e
         row: dict[str, Any] = {"shape": [b, n, 3]}
         for key in ("tokens", "global"):
             if key in ref:
