@@ -168,3 +168,20 @@ def test_supertoken_position_options(teacher, cloud):
         members = (idx == k).nonzero().flatten()
         want = pos[members].mean(0) if mode == "mean_pe" else s.pos_embed(centres[0, members].mean(0))
         assert torch.allclose(captured["x"][0, k] - merged[0, k], want, atol=1e-5)
+
+
+def test_kmeans_xyz_groups_tokens_by_where_they_sit_not_by_what_they_say(cloud):
+    import foundry3d
+    from foundry3d.models.hub import create_student
+
+    torch.manual_seed(0)
+    st = create_student(foundry3d.create_model("test"), kind="kmeans_xyz", supertokens=4).eval()
+    with torch.no_grad():
+        tokens, centres, _ = st.tokenize(cloud / cloud.norm(dim=-1).amax(1)[:, None, None])
+        a = st.forward_tokens(tokens, centres)["assignment"]
+        b = st.forward_tokens(torch.randn_like(tokens), centres)["assignment"]  # other features, same places
+    assert torch.equal(a, b) and a.shape == tokens.shape[:2] and int(a.max()) < 4
+    # the clusters are spatial: tokens sharing a SuperToken sit closer together than tokens that do not
+    d = torch.cdist(centres, centres)
+    same = a[:, :, None] == a[:, None, :]
+    assert d[same].mean() < d[~same].mean()

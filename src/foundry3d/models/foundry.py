@@ -16,7 +16,8 @@
 The student keeps its own (copied) tokenizer and positional MLP: it runs without the teacher.
 Merges are one-hot matmuls and un-merges gathers-by-matmul (no scatter_reduce), so the model
 exports to ONNX. The paper's two ablations are the same model with another assignment:
-``kind="kmeans"`` (k-means on each cloud's tokens) and ``kind="fps"`` (nearest of s FPS centres);
+``kind="kmeans"`` (k-means on each cloud's tokens), ``kind="kmeans_xyz"`` (k-means on each cloud's patch
+centres) and ``kind="fps"`` (nearest of s FPS centres);
 neither has learnable SuperTokens, q or k.
 """
 
@@ -90,6 +91,8 @@ class DSO(nn.Module):
             return self.assign(self.logits(tokens, weight), tau, noise)
         if self.mode == "kmeans":
             index = kmeans_assign(tokens, self.s, self.kmeans_iters, weight)
+        elif self.mode == "kmeans_xyz":  # clusters of the patch centres: where a token sits, not what it says
+            index = kmeans_assign(centres, self.s, self.kmeans_iters, weight)
         else:
             index = fps_assign(centres, self.s)
         cam = F.one_hot(index, self.s).to(tokens.dtype)
@@ -107,8 +110,8 @@ class DSO(nn.Module):
         """Merge: SuperTokens (B, s, d), their positions (B, s, d), CAM (B, c, s), index (B, c),
         member counts (B, s) and soft assignment (B, c, s). ``weight`` (B, c) is 1 for tokens that
         are compressed (0 for gate bypass; straight-through in training)."""
-        if self.mode == "fps" and centres is None:
-            raise ValueError("the fps assignment needs the patch centres")
+        if self.mode in ("fps", "kmeans_xyz") and centres is None:
+            raise ValueError(f"the {self.mode} assignment needs the patch centres")
         cam, index, soft = self.route(tokens, centres, weight, tau, noise)  # type: ignore[arg-type]
         cam = cam * weight.unsqueeze(-1)
         count = cam.detach().sum(1)  # exact member counts (forward value of the one-hot)
@@ -143,7 +146,7 @@ class FoundryStudent(Student):
         super().__init__(cfg)
         d = self.tcfg.dim
         self.gate = Gate(d, cfg.gate_hidden) if cfg.gate else None
-        mode = {"foundry": "learned", "kmeans": "kmeans", "fps": "fps"}[cfg.kind]
+        mode = {"foundry": "learned", "kmeans": "kmeans", "kmeans_xyz": "kmeans_xyz", "fps": "fps"}[cfg.kind]
         self.dso = DSO(d, cfg.supertokens, cfg.similarity, cfg.centre_keys, mode)
         self.dso.kmeans_iters = cfg.kmeans_iters
 

@@ -71,6 +71,7 @@ for _cls in (FoundryStudent, MLPStudent, MimicStudent, PatchMergerStudent, ToMeS
     STUDENTS.register(_cls.student_kind, _cls)
 STUDENTS.register("kmeans", FoundryStudent, note="DSO with k-means assignment")
 STUDENTS.register("fps", FoundryStudent, note="DSO with nearest-FPS-centre assignment")
+STUDENTS.register("kmeans_xyz", FoundryStudent, note="DSO with k-means of the patch centres (xyz)")
 STUDENTS.register("tome_dso", ToMeStudent, note="DSO, then ToMe inside the blocks")
 assert set(STUDENTS.names()) == set(STUDENT_KINDS)
 
