@@ -185,3 +185,54 @@ def test_kmeans_xyz_groups_tokens_by_where_they_sit_not_by_what_they_say(cloud):
     d = torch.cdist(centres, centres)
     same = a[:, :, None] == a[:, None, :]
     assert d[same].mean() < d[~same].mean()
+
+
+def test_fps_presample_encodes_only_the_picked_tokens(cloud):
+    import foundry3d
+    from foundry3d.models.assign import fps_pick_assign
+    from foundry3d.models.hub import create_student
+    from foundry3d.ops.group import gather_points
+
+    torch.manual_seed(0)
+    st = create_student(foundry3d.create_model("test"), kind="fps_presample", supertokens=4).eval()
+    with torch.no_grad():
+        tokens, centres, _ = st.tokenize(cloud / cloud.norm(dim=-1).amax(1)[:, None, None])
+        pos = st.pos_embed(centres)
+        merged, pos_s, _, index, count, _ = st.dso(tokens, pos, torch.ones(tokens.shape[:2]), centres=centres)
+        pick, want = fps_pick_assign(centres, 4)
+    assert torch.equal(merged, gather_points(st.dso.v(tokens), pick)) and torch.equal(pos_s, gather_points(pos, pick))
+    assert torch.equal(index, want) and bool((count >= 1).all())  # every kept token is its own slot's member
+    other = tokens.clone()
+    keep = torch.zeros(tokens.shape[:2], dtype=torch.bool).scatter_(1, pick, True)
+    other[~keep] = torch.randn_like(other[~keep])  # the dropped tokens never reach the encoder
+    with torch.no_grad():
+        m2 = st.dso(other, pos, torch.ones(tokens.shape[:2]), centres=centres)[0]
+    assert torch.equal(m2, merged)
+
+
+def test_kmeans_static_fits_one_codebook_on_training_tokens_and_keeps_it(tmp_path):
+    import foundry3d
+    from foundry3d.models.checkpoint import save_release
+    from foundry3d.ops.knn import square_distance
+
+    torch.manual_seed(0)
+    teacher = save_release(foundry3d.create_model("test"), tmp_path / "teacher")
+    ov = [
+        "data.datasets=[synthetic:train@4]",
+        "data.num_points=256",
+        "probe.enabled=false",
+        "engine.steps=3",
+        "engine.batch_size=4",
+        "engine.progress=false",
+        "engine.tensorboard=false",
+        "student.kind=kmeans_static",
+    ]
+    run = foundry3d.distill(teacher=str(teacher), supertokens=4, overrides=ov, out=tmp_path / "run")  # fmt: skip
+    st = foundry3d.load(run["release"])
+    book = st.dso.codebook
+    assert book.shape == (4, st.tcfg.dim) and float(book.abs().sum()) > 0 and len(torch.unique(book, dim=0)) == 4
+    x = torch.randn(2, 256, 3)
+    with torch.no_grad():
+        tokens, centres, _ = st.tokenize(x / x.norm(dim=-1).amax(1)[:, None, None])
+        got = st.forward_tokens(tokens, centres)["assignment"]
+    assert torch.equal(got, square_distance(tokens, book.expand(2, -1, -1)).argmin(-1))  # nearest codeword

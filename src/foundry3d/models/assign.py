@@ -1,4 +1,5 @@
-"""Non-learned token-to-bin assignments for the KMeans- and FPS-student ablations.
+"""Non-learned token-to-bin assignments for the KMeans- and FPS-student ablations (per cloud, static
+codebook, presampling).
 
 Both return hard assignments (B, c) with values in [0, s) computed without gradient, from which
 the student builds the same one-hot CAM as DSO. Everything is batched PyTorch (exportable loops).
@@ -16,9 +17,15 @@ from foundry3d.ops.knn import square_distance
 
 @torch.no_grad()
 def kmeans_assign(x: Tensor, k: int, iters: int = 10, weight: Tensor | None = None) -> Tensor:
-    """k-means on each cloud's tokens (B, c, d): k-means++ seeding (deterministic: the farthest
-    candidate by D^2, starting from the token nearest the mean), then ``iters`` Lloyd steps.
-    Returns the cluster of each token (B, c). Empty clusters keep their previous centre."""
+    """The cluster (B, c) of each token of ``x`` (B, c, d) after :func:`kmeans_fit` on each cloud."""
+    return square_distance(x.float(), kmeans_fit(x, k, iters, weight)).argmin(-1)
+
+
+@torch.no_grad()
+def kmeans_fit(x: Tensor, k: int, iters: int = 10, weight: Tensor | None = None) -> Tensor:
+    """k-means centres (B, k, d) of each set of points ``x`` (B, c, d): k-means++ seeding (deterministic: the
+    farthest candidate by D^2, starting from the point nearest the mean), then ``iters`` Lloyd steps.
+    Empty clusters keep their previous centre."""
     b, c, _ = x.shape
     x = x.float()
     w = torch.ones(b, c, dtype=x.dtype, device=x.device) if weight is None else weight.float()
@@ -38,11 +45,18 @@ def kmeans_assign(x: Tensor, k: int, iters: int = 10, weight: Tensor | None = No
         count = onehot.sum(1)
         new = onehot.transpose(1, 2) @ x / count.clamp_min(1.0).unsqueeze(-1)
         cen = torch.where((count > 0).unsqueeze(-1), new, cen)
-    return square_distance(x, cen).argmin(-1)
+    return cen
 
 
 @torch.no_grad()
 def fps_assign(centres: Tensor, k: int) -> Tensor:
     """``k`` farthest-point-sampled patch centres per cloud; each token goes to the nearest one in xyz."""
+    return fps_pick_assign(centres, k)[1]
+
+
+@torch.no_grad()
+def fps_pick_assign(centres: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """(the ``k`` FPS-picked tokens (B, k), the nearest picked token's slot of every token (B, c)); a picked
+    token is its own nearest, so every slot has a member."""
     pick = farthest_point_sample(centres.float(), k)
-    return square_distance(centres.float(), gather_points(centres.float(), pick)).argmin(-1)
+    return pick, square_distance(centres.float(), gather_points(centres.float(), pick)).argmin(-1)

@@ -17,7 +17,9 @@ The student keeps its own (copied) tokenizer and positional MLP: it runs without
 Merges are one-hot matmuls and un-merges gathers-by-matmul (no scatter_reduce), so the model
 exports to ONNX. The paper's two ablations are the same model with another assignment:
 ``kind="kmeans"`` (k-means on each cloud's tokens), ``kind="kmeans_xyz"`` (k-means on each cloud's patch
-centres) and ``kind="fps"`` (nearest of s FPS centres);
+centres), ``kind="kmeans_static"`` (the nearest of s codewords fitted once on training tokens: the paper's
+"static" KMeans), ``kind="fps"`` (nearest of s FPS centres) and ``kind="fps_presample"`` (only the s
+FPS-picked tokens reach the encoder; every token reads back its nearest kept one);
 neither has learnable SuperTokens, q or k.
 """
 
@@ -29,8 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from foundry3d.models.assign import fps_assign, kmeans_assign
+from foundry3d.models.assign import fps_assign, fps_pick_assign, kmeans_assign
 from foundry3d.models.student import CAU, FoundryConfig, Student
+from foundry3d.ops.group import gather_points
+from foundry3d.ops.knn import square_distance
 
 __all__ = ["CAU", "DSO", "FoundryConfig", "FoundryStudent", "Gate"]
 
@@ -55,6 +59,8 @@ class DSO(nn.Module):
             self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))  # learned temperature (cosine)
             nn.init.eye_(self.q.weight)
             nn.init.eye_(self.k.weight)
+        if mode == "kmeans_static":  # one codebook of s token centres, fitted once on training tokens (no gradient)
+            self.register_buffer("codebook", torch.zeros(supertokens, dim))
         self.similarity = similarity
         self.centre_keys = centre_keys
         self.kmeans_iters = 10
@@ -85,18 +91,25 @@ class DSO(nn.Module):
 
     def route(
         self, tokens: Tensor, centres: Tensor, weight: Tensor, tau: float, noise: bool
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """CAM (B, c, s), index (B, c) and soft assignment (B, c, s) of the chosen mode."""
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """CAM (B, c, s), index (B, c), soft assignment (B, c, s) of the chosen mode, and (fps_presample) the
+        kept tokens (B, s)."""
+        pick = None
         if self.mode == "learned":
-            return self.assign(self.logits(tokens, weight), tau, noise)
+            return (*self.assign(self.logits(tokens, weight), tau, noise), None)
         if self.mode == "kmeans":
             index = kmeans_assign(tokens, self.s, self.kmeans_iters, weight)
         elif self.mode == "kmeans_xyz":  # clusters of the patch centres: where a token sits, not what it says
             index = kmeans_assign(centres, self.s, self.kmeans_iters, weight)
+        elif self.mode == "kmeans_static":  # the nearest codeword of one codebook fitted on training tokens
+            index = square_distance(tokens.float(), self.codebook.float().unsqueeze(0).expand(len(tokens), -1, -1))
+            index = index.argmin(-1)
+        elif self.mode == "fps_presample":
+            pick, index = fps_pick_assign(centres, self.s)
         else:
             index = fps_assign(centres, self.s)
         cam = F.one_hot(index, self.s).to(tokens.dtype)
-        return cam, index, cam
+        return cam, index, cam, pick
 
     def forward(
         self,
@@ -110,14 +123,17 @@ class DSO(nn.Module):
         """Merge: SuperTokens (B, s, d), their positions (B, s, d), CAM (B, c, s), index (B, c),
         member counts (B, s) and soft assignment (B, c, s). ``weight`` (B, c) is 1 for tokens that
         are compressed (0 for gate bypass; straight-through in training)."""
-        if self.mode in ("fps", "kmeans_xyz") and centres is None:
+        if self.mode in ("fps", "kmeans_xyz", "fps_presample") and centres is None:
             raise ValueError(f"the {self.mode} assignment needs the patch centres")
-        cam, index, soft = self.route(tokens, centres, weight, tau, noise)  # type: ignore[arg-type]
+        cam, index, soft, pick = self.route(tokens, centres, weight, tau, noise)  # type: ignore[arg-type]
         cam = cam * weight.unsqueeze(-1)
         count = cam.detach().sum(1)  # exact member counts (forward value of the one-hot)
         denom = count.clamp_min(1.0).unsqueeze(-1)
-        merged = cam.transpose(1, 2) @ self.v(tokens) / denom
-        pos_s = cam.transpose(1, 2) @ pos / denom
+        if pick is not None:  # fps_presample: keep the s picked tokens, drop the others before the encoder
+            merged, pos_s = gather_points(self.v(tokens), pick), gather_points(pos, pick)
+        else:
+            merged = cam.transpose(1, 2) @ self.v(tokens) / denom
+            pos_s = cam.transpose(1, 2) @ pos / denom
         empty = (count == 0).unsqueeze(-1)
         fallback = self.supertokens.unsqueeze(0).expand_as(merged) if self.mode == "learned" else 0.0 * merged
         merged = torch.where(empty, fallback, merged)
@@ -146,7 +162,8 @@ class FoundryStudent(Student):
         super().__init__(cfg)
         d = self.tcfg.dim
         self.gate = Gate(d, cfg.gate_hidden) if cfg.gate else None
-        mode = {"foundry": "learned", "kmeans": "kmeans", "kmeans_xyz": "kmeans_xyz", "fps": "fps"}[cfg.kind]
+        mode = {"foundry": "learned", "kmeans": "kmeans", "kmeans_xyz": "kmeans_xyz", "kmeans_static": "kmeans_static",
+                "fps": "fps", "fps_presample": "fps_presample"}[cfg.kind]  # fmt: skip
         self.dso = DSO(d, cfg.supertokens, cfg.similarity, cfg.centre_keys, mode)
         self.dso.kmeans_iters = cfg.kmeans_iters
 

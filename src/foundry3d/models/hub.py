@@ -72,6 +72,8 @@ for _cls in (FoundryStudent, MLPStudent, MimicStudent, PatchMergerStudent, ToMeS
 STUDENTS.register("kmeans", FoundryStudent, note="DSO with k-means assignment")
 STUDENTS.register("fps", FoundryStudent, note="DSO with nearest-FPS-centre assignment")
 STUDENTS.register("kmeans_xyz", FoundryStudent, note="DSO with k-means of the patch centres (xyz)")
+STUDENTS.register("kmeans_static", FoundryStudent, note="DSO with one codebook fitted once on training tokens")
+STUDENTS.register("fps_presample", FoundryStudent, note="only the s FPS-picked tokens reach the encoder")
 STUDENTS.register("tome_dso", ToMeStudent, note="DSO, then ToMe inside the blocks")
 assert set(STUDENTS.names()) == set(STUDENT_KINDS)
 

@@ -21,9 +21,13 @@ from foundry3d.models.base import PointModel
 from foundry3d.models.checkpoint import weights_hash
 from foundry3d.models.encoder import Block, run_blocks
 
-StudentKind = Literal["foundry", "kmeans", "kmeans_xyz", "fps", "mlp", "mimic", "patchmerger", "tome", "tome_dso"]
+StudentKind = Literal[
+    "foundry", "kmeans", "kmeans_xyz", "kmeans_static", "fps", "fps_presample", "mlp", "mimic", "patchmerger",
+    "tome", "tome_dso",
+]  # fmt: skip
 STUDENT_KINDS: tuple[str, ...] = (
-    "foundry", "kmeans", "kmeans_xyz", "fps", "mlp", "mimic", "patchmerger", "tome", "tome_dso"
+    "foundry", "kmeans", "kmeans_xyz", "kmeans_static", "fps", "fps_presample", "mlp", "mimic", "patchmerger",
+    "tome", "tome_dso",
 )  # fmt: skip
 
 

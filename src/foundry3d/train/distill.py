@@ -34,6 +34,7 @@ from foundry3d.data.registry import load_dataset
 from foundry3d.data.transforms import AugmentConfig, Sampling, augment, collate, normalize
 from foundry3d.errors import Foundry3DError
 from foundry3d.files import atomic_write
+from foundry3d.models.assign import kmeans_fit
 from foundry3d.models.backbone import PointTransformer
 from foundry3d.models.checkpoint import save_release
 from foundry3d.models.foreign import ForeignTeacher, register_module
@@ -335,6 +336,9 @@ class DistillTask(Task):
             return
         self._initialised = True
         st = self.module.student
+        if getattr(getattr(st, "dso", None), "mode", "") == "kmeans_static":
+            self._fit_codebook()
+            return
         if self.cfg.student.init != "data" or _learned_supertokens(st) is None:
             return
         self.module.train()  # a frozen tokenizer tokenizes in eval mode here too (running statistics)
@@ -353,6 +357,17 @@ class DistillTask(Task):
             pick = farthest_point_sample(unit[None], st.cfg.supertokens)[0]
             # q is the identity at init, so S = chosen keys makes them the initial bin prototypes
             st.dso.supertokens.copy_(keys[pick])
+
+    def _fit_codebook(self) -> None:
+        """kmeans_static: s codewords by k-means over the tokens of 256 training clouds, fitted once."""
+        st = self.module.student
+        self.module.train()  # a frozen tokenizer tokenizes in eval mode here too (running statistics)
+        with torch.no_grad():
+            idx = np.random.default_rng(self.cfg.engine.seed).permutation(len(self.dataset))[:256]
+            b = collate([self.dataset[int(i)] for i in idx], self.cfg.data.num_points, "first")
+            tokens, _, _ = st.tokenize(b["points"], self.cfg.data.num_groups)
+            flat = tokens.reshape(1, -1, tokens.shape[-1])
+            st.dso.codebook.copy_(kmeans_fit(flat, st.cfg.supertokens, st.dso.kmeans_iters)[0])
 
     def state_dict(self) -> dict[str, Any]:  # the teacher is frozen: not saved, only named by its hash
         return {"module": self.module.student.state_dict(), "teacher_hash": model_hash(self.module.teacher)}
