@@ -134,6 +134,7 @@ EXAMPLES: dict[str, list[str]] = {
     "pretrain": [
         "foundry3d pretrain --config pretrain/tiny3 --out runs/teacher",
         "foundry3d pretrain --data folder:/scans --out runs/my_teacher",
+        "torchrun --nproc_per_node=8 -m foundry3d.cli pretrain --config pretrain/vit_s --out runs/vit_s",
         "foundry3d pretrain --show-config",
     ],
     "distill": [

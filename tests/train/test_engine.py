@@ -169,3 +169,29 @@ def test_compile_without_a_compiler_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(engine.torch.cuda, "is_available", lambda: False)
     with pytest.raises(engine.EngineError, match="needs a C\\+\\+ compiler"):
         engine._compiled(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("verb", ["pretrain", "distill"])
+def test_the_gpu_recipes_run_on_the_cpu_with_the_test_variant(verb, tmp_path):
+    """pretrain/vit_s and distill/vit_s as shipped (batch, schedule, workers), shrunk to a few steps of the `test`
+    variant on generated shapes; fp32 (bf16 needs a CPU or GPU that has it)."""
+    from foundry3d.config import load_config
+    from foundry3d.train.distill import DistillConfig, distill
+
+    small = ["data.datasets=[synthetic:train@4]", "data.num_points=256", "engine.steps=2", "engine.batch_size=8",
+             "engine.warmup_steps=1", "engine.precision=fp32", "engine.workers=2", "probe.enabled=false",
+             "engine.progress=false", "engine.tensorboard=false"]  # fmt: skip
+    if verb == "pretrain":
+        out = pretrain(config="pretrain/vit_s", overrides=[*small, "model.variant=test", "jepa.predictor_dim=16",
+                                                            "jepa.predictor_heads=2"], out=tmp_path / "r")  # fmt: skip
+    else:
+        teacher = tmp_path / "teacher"
+        torch.manual_seed(0)
+        import foundry3d
+        from foundry3d.models.checkpoint import save_release
+
+        save_release(foundry3d.create_model("test"), teacher)
+        out = distill(config="distill/vit_s", teacher=str(teacher), overrides=small, out=tmp_path / "r")
+        cfg = load_config(DistillConfig, "distill/vit_s", None)
+        assert cfg.engine.batch_size == 256 and cfg.student.supertokens == 16 and cfg.engine.workers == 8
+    assert (tmp_path / "r" / "release" / "model.safetensors").is_file() and out["release"]
