@@ -6,7 +6,8 @@ the same held-out evaluation; each cell carries its 95 % CI, the encoder gain ke
 bootstrap against teacher and floor) and the model's FLOPs per cloud. Tables:
 
 1. universal (Foundry, s = 16) vs task experts (logit KD), every model on every task;
-2. the SuperToken ablation: foundry / kmeans / fps / mlp / mimic at s = 16;
+2. the SuperToken ablation: foundry / kmeans / fps / mlp / mimic at s = 16 (and, named in kinds=[...], the paper's
+   likely baselines kmeans_static, kmeans_xyz, fps_presample);
 3. the number of SuperTokens s;
 4. the gate: threshold r and top-k bypass at deployment, one gated student;
 5. token merging: training-free ToMe / PiToMe on the teacher at the s = 16 student's FLOPs, and

@@ -26,7 +26,21 @@ def study_tables(record: dict[str, Any]) -> list[Table]:
             f"2. SuperToken ablation at s = {s}",
             comp,
             tasks,
-            pick([f"{k} s={s}" for k in ("foundry", "kmeans", "fps", "mlp", "mimic")]),
+            pick(
+                [
+                    f"{k} s={s}"
+                    for k in (
+                        "foundry",
+                        "kmeans",
+                        "kmeans_xyz",
+                        "kmeans_static",
+                        "fps",
+                        "fps_presample",
+                        "mlp",
+                        "mimic",
+                    )
+                ]
+            ),
             flops,
         ),
         comparison_table(
