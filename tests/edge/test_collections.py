@@ -164,3 +164,14 @@ def test_hnsw_path_agrees_with_exact_search(student, tmp_path, monkeypatch):
     exact = search(str(folder), [str(q)], top_k=10, exact=True, out=str(tmp_path / "e"), progress=False)
     assert (folder / "hnsw.faiss").is_file() and ann[0]["file"] == "f7.npy"
     assert len({r["file"] for r in ann} & {r["file"] for r in exact}) >= 8  # recall@10 on this toy index
+
+
+def test_a_resumed_folder_never_gives_a_new_file_an_earlier_files_output_name(student, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    rng = np.random.default_rng(4)
+    np.save(tmp_path / "a" / "scan.v2.npy", rng.normal(size=(300, 3)))
+    embed([str(tmp_path / "a")], model=student, out=str(tmp_path / "o"), point_features=True, progress=False)
+    np.save(tmp_path / "b" / "scan.v2.npy", rng.normal(size=(300, 3)))  # another file, the same stem
+    s = embed([str(tmp_path / "b")], model=student, out=str(tmp_path / "o"), progress=False)
+    assert s["outputs"][str(tmp_path / "b" / "scan.v2.npy")].endswith("scan.v2_2.npz")

@@ -313,9 +313,10 @@ def _embed_files(
                 rows.append({**r, "row": len(embs)})
                 embs.append(np.asarray(prev.embeddings[int(r["row"])], np.float32))
     done = {r["file"]: r for r in rows}
-    rows = [r for r in rows if r["file"] not in set(files)]  # this run's files are listed in its order
+    listed = set(files)
+    rows = [r for r in rows if r["file"] not in listed]  # this run's files are listed in its order
     written = sorted({*earlier, *(str(folder / r["output"]) for r in rows)})
-    used = {Path(w).name.split(".")[0] for w in earlier} | {Path(r["output"]).stem for r in done.values()}
+    used = {_output_name(w) for w in earlier} | {_output_name(r["output"]) for r in done.values()}
     failed, seconds, notes, outputs = {}, {}, {}, {}
     reused = 0
     last_flush = time.time()
@@ -401,6 +402,11 @@ def _embed_files(
             f"the other {len(files) - len(failed)} are in {folder}"
         )
     return summary
+
+
+def _output_name(path: str) -> str:
+    """The name an output was written under: ``a.b.npz`` and ``a.b.points.npy`` are both ``a.b``."""
+    return Path(path).name.removesuffix(".npz").removesuffix(".points.npy")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
