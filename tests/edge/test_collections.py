@@ -173,5 +173,7 @@ def test_a_resumed_folder_never_gives_a_new_file_an_earlier_files_output_name(st
     np.save(tmp_path / "a" / "scan.v2.npy", rng.normal(size=(300, 3)))
     embed([str(tmp_path / "a")], model=student, out=str(tmp_path / "o"), point_features=True, progress=False)
     np.save(tmp_path / "b" / "scan.v2.npy", rng.normal(size=(300, 3)))  # another file, the same stem
-    s = embed([str(tmp_path / "b")], model=student, out=str(tmp_path / "o"), progress=False)
+    # another model: the earlier rows are not reused, but their files stay and keep their names
+    s = embed([str(tmp_path / "b")], model="random:test", out=str(tmp_path / "o"), progress=False)
+    assert (tmp_path / "o" / "scan.v2.points.npy").is_file()
     assert s["outputs"][str(tmp_path / "b" / "scan.v2.npy")].endswith("scan.v2_2.npz")
