@@ -26,7 +26,7 @@ from typing import Annotated, Any, Union
 
 import tyro
 
-from foundry3d.errors import Foundry3DError
+from foundry3d.errors import Foundry3DError, environment_error
 from foundry3d.registry import Registry
 from foundry3d.version import __version__
 
@@ -379,6 +379,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()
         return 0
+    except OSError as e:  # a read-only folder, a full disk: the user's situation, one line; others are bugs
+        err = environment_error(e)
+        if err is None or os.environ.get("FOUNDRY3D_DEBUG"):
+            raise
+        print(f"foundry3d {verb}: error: {err} (FOUNDRY3D_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"foundry3d {verb}: interrupted", file=sys.stderr)
         return 130

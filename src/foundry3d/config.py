@@ -17,14 +17,10 @@ from typing import Any, TypeVar, Union, get_args, get_origin
 
 import yaml
 
-from foundry3d.errors import Foundry3DError
+from foundry3d.errors import ConfigError
 from foundry3d.files import write_text
 
 T = TypeVar("T")
-
-
-class ConfigError(Foundry3DError, ValueError):
-    """A config file, key or value that does not fit the recipe."""
 
 
 def _check_value(tp: Any, value: Any, where: str) -> Any:
@@ -119,8 +115,6 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     if callable(validate):
         try:
             validate()
-        except ConfigError:
-            raise
         except (ValueError, TypeError) as e:  # a setting out of range: one line naming the section
             raise ConfigError(f"{where + ': ' if where else ''}{e}") from e
     return obj

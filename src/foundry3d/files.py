@@ -20,6 +20,7 @@ complete; they get the permissions of an ordinary file under the user's umask.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -30,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from foundry3d.errors import Foundry3DError
+from foundry3d.errors import Foundry3DError, disk_full, environment_error
 
 MARKER = ".foundry3d-run"
 LOCK = ".foundry3d-lock"
@@ -121,7 +122,14 @@ def atomic_write(path: str | Path, write: Callable[[str], None], check: Callable
     clean_stale(path.parent, path.name)
     tmp = temp_path(path, ".tmp" + path.suffix)  # the real suffix last: some writers choose the format by it
     try:
-        write(str(tmp))
+        try:
+            write(str(tmp))
+        except OSError as e:
+            raise (environment_error(e, path) or e) from e
+        except Exception as e:  # torch (RuntimeError) and safetensors report a full disk without an errno
+            if disk_full(path.parent):
+                raise environment_error(OSError(errno.ENOSPC, "full", str(path))) from e  # type: ignore[misc]
+            raise
         if check is not None:
             check(str(tmp))
         with open(tmp, "rb") as f:

@@ -42,6 +42,7 @@ from foundry3d.data.debian import download_package, extract_members, iter_member
 from foundry3d.data.gamemesh import read_g3d, read_pie, read_pmd
 from foundry3d.data.mesh import MeshError, normalize_unit_sphere, sample_labelled_surface, shape_seed
 from foundry3d.data.store import DatasetWriter, cache_dir, dataset_dir, is_complete
+from foundry3d.errors import InputError
 
 CORPUS_VERSION = "1"
 
@@ -259,7 +260,7 @@ def build_corpus(
     """
 
     if points < 2048:
-        raise ValueError(f"points={points}: store at least 2048 points per shape (1024/2048-point protocols)")
+        raise InputError(f"points={points}: store at least 2048 points per shape (1024/2048-point protocols)")
     if deb is not None:
         raise DatasetError("the corpus comes from several packages: pass debs={package: path} (Python) instead of deb")
     known = {s.package: s for s in SOURCES}

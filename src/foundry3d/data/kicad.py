@@ -24,6 +24,7 @@ from foundry3d.data.debian import download_package, iter_members, package_versio
 from foundry3d.data.mesh import MeshError, normalize_unit_sphere, sample_labelled_surface, shape_seed
 from foundry3d.data.store import DatasetWriter, cache_dir, dataset_dir, is_complete
 from foundry3d.data.vrml import VRMLError, read_mesh
+from foundry3d.errors import InputError
 
 # (library folder patterns, class) in the order the classes are numbered.
 LIBRARY_CLASSES: list[tuple[list[str], str]] = [
@@ -124,7 +125,7 @@ def build_kicad(
     build goes to a separate ``kicad-subset`` folder.
     """
     if points < 2048:
-        raise ValueError(f"points={points}: store at least 2048 points per shape (1024/2048-point protocols)")
+        raise InputError(f"points={points}: store at least 2048 points per shape (1024/2048-point protocols)")
     subset = libraries is not None or limit_per_library is not None
     final = dataset_dir("kicad-subset" if subset else "kicad", KICAD_VERSION, root)
     if is_complete(final) and not force:

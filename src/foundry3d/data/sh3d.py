@@ -24,6 +24,7 @@ from foundry3d.data.building import base_meta, parallel_map, split_or_all
 from foundry3d.data.debian import download_package, extract_members, package_version
 from foundry3d.data.mesh import MeshError, normalize_unit_sphere, sample_labelled_surface, shape_seed
 from foundry3d.data.store import DatasetWriter, cache_dir, dataset_dir, is_complete
+from foundry3d.errors import InputError
 
 CLASSES = [
     "chair",
@@ -278,7 +279,7 @@ def build_sh3d16(
     goes to a separate ``sh3d16-subset`` folder so that it is never taken for the full set.
     """
     if points < 2048:
-        raise ValueError(f"points={points}: store at least 2048 points per shape (1024/2048-point protocols)")
+        raise InputError(f"points={points}: store at least 2048 points per shape (1024/2048-point protocols)")
     name = "sh3d16" if limit is None else f"sh3d16-subset{limit}"
     final = dataset_dir(name, SH3D_VERSION, root)
     if is_complete(final) and not force:

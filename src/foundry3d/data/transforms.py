@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from foundry3d.data.base import Sample
+from foundry3d.errors import InputError
 from foundry3d.ops.fps import farthest_point_sample
 
 Sampling = Literal["first", "random", "fps"]
@@ -41,7 +42,7 @@ def subsample_indices(n_have: int, n_want: int, method: Sampling, generator: tor
             return torch.arange(n_want)
         if method == "random":
             return torch.randperm(n_have, generator=generator)[:n_want]
-        raise ValueError("fps subsampling is batched: use subsample_batch")
+        raise InputError("fps subsampling is batched: use subsample_batch")
     extra = torch.randint(n_have, (n_want - n_have,), generator=generator)
     return torch.cat([torch.arange(n_have), extra])
 

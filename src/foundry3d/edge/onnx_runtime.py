@@ -51,7 +51,10 @@ class OnnxPointModel:
         self.meta = meta
 
     def check(self, points: np.ndarray) -> np.ndarray:
-        x = np.asarray(points)
+        try:
+            x = np.asarray(points)
+        except ValueError as e:  # a ragged list of clouds
+            raise OnnxModelError(f"points must have shape (B, N, 3) with as many points in every cloud: {e}") from e
         if x.dtype.kind not in "fiu":
             raise OnnxModelError(f"points must be real numbers (float or int), got an array of {x.dtype}")
         if x.ndim != 3 or x.shape[-1] != 3:

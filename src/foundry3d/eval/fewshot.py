@@ -20,6 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from foundry3d.data.fewshot import Episode, sample_folds
+from foundry3d.errors import ConfigError
 from foundry3d.eval.metrics import mean_std
 
 
@@ -35,12 +36,12 @@ class FewShotConfig:
 
     def validate(self) -> None:
         if self.way < 2 or self.shot < 1 or self.query < 1 or self.folds < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"fewshot needs way >= 2, shot >= 1, query >= 1 and folds >= 1, got way={self.way} "
                 f"shot={self.shot} query={self.query} folds={self.folds}"
             )
         if not (math.isfinite(self.C) and self.C > 0):
-            raise ValueError(f"fewshot.C must be a finite number > 0, got {self.C}")
+            raise ConfigError(f"fewshot.C must be a finite number > 0, got {self.C}")
 
 
 def classify_fold(xs: np.ndarray, ys: np.ndarray, xq: np.ndarray, yq: np.ndarray, C: float) -> float:

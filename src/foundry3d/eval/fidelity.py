@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from foundry3d.data.base import PointCloudDataset
+from foundry3d.errors import InputError
 from foundry3d.models.features import tokenized
 
 
@@ -51,7 +52,7 @@ def fidelity_protocol(
         yhats.append(model.forward_tokens(mine["tokens"][sl], mine["centres"][sl])["tokens"].float())
     y, y_hat = torch.cat(ys), torch.cat(yhats)
     if y.shape != y_hat.shape:
-        raise ValueError(f"model tokens {tuple(y_hat.shape)} and teacher tokens {tuple(y.shape)} differ in shape")
+        raise InputError(f"model tokens {tuple(y_hat.shape)} and teacher tokens {tuple(y.shape)} differ in shape")
     mean = y.mean((0, 1), keepdim=True)
     arr = fidelity_arrays(y_hat, y, mean)
     r2 = float(1.0 - arr["sse"].sum() / max(1e-12, arr["sst"].sum()))

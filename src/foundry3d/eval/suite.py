@@ -31,7 +31,7 @@ from foundry3d.data.base import DatasetError
 from foundry3d.data.benchmarks.modelnet import load_fewshot_fold
 from foundry3d.data.registry import load_dataset, parse_spec
 from foundry3d.data.transforms import Sampling
-from foundry3d.errors import Foundry3DError
+from foundry3d.errors import ConfigError, Foundry3DError
 from foundry3d.eval.fewshot import FewShotConfig, fewshot_from_features, fewshot_from_folds
 from foundry3d.eval.fidelity import FidelityConfig, fidelity_protocol
 from foundry3d.eval.finetune import FinetuneConfig, finetune_protocol
@@ -60,11 +60,11 @@ class SVMConfig:
 
     def validate(self) -> None:
         if self.num_points < 32:
-            raise ValueError(f"svm.num_points must be >= 32 (at least one patch), got {self.num_points}")
+            raise ConfigError(f"svm.num_points must be >= 32 (at least one patch), got {self.num_points}")
         if not self.grid or not all(math.isfinite(c) and c > 0 for c in self.grid):
-            raise ValueError(f"svm.grid must be a non-empty list of finite C values > 0, got {self.grid}")
+            raise ConfigError(f"svm.grid must be a non-empty list of finite C values > 0, got {self.grid}")
         if self.cv_max_samples is not None and self.cv_max_samples < 10:
-            raise ValueError(f"svm.cv_max_samples must be >= 10 (or null), got {self.cv_max_samples}")
+            raise ConfigError(f"svm.cv_max_samples must be >= 10 (or null), got {self.cv_max_samples}")
 
 
 @dataclass
@@ -84,9 +84,9 @@ class EvalConfig:
 
     def validate(self) -> None:
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1 (or null for all cores), got {self.threads}")
+            raise ConfigError(f"threads must be >= 1 (or null for all cores), got {self.threads}")
 
 
 # The settings each protocol reads (a result is reused only if all of them are unchanged).

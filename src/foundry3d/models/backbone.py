@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from foundry3d.config import from_dict
+from foundry3d.errors import ConfigError
 from foundry3d.models.base import PointModel, check_cloud, pool_tokens, resolve_indices
 from foundry3d.models.encoder import TransformerEncoder
 
@@ -48,17 +49,17 @@ class BackboneConfig:
     extra: dict = field(default_factory=dict)  # free-form provenance (source checkpoint, ...)
 
     def validate(self) -> None:
-        if self.dim % self.num_heads:
-            raise ValueError(f"dim={self.dim} must be divisible by num_heads={self.num_heads}")
         for k in ("num_points", "num_groups", "group_size", "dim", "num_heads"):
             if getattr(self, k) < 1:
-                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+                raise ConfigError(f"{k} must be >= 1, got {getattr(self, k)}")
+        if self.dim % self.num_heads:  # after the >= 1 checks: num_heads=0 is a setting, not a ZeroDivisionError
+            raise ConfigError(f"dim={self.dim} must be divisible by num_heads={self.num_heads}")
         if self.depth < 0:
-            raise ValueError(f"depth must be >= 0, got {self.depth}")
+            raise ConfigError(f"depth must be >= 0, got {self.depth}")
         if self.tokenizer_channels is not None and self.tokenizer_channels < 1:
-            raise ValueError(f"tokenizer_channels must be >= 1 (or null), got {self.tokenizer_channels}")
+            raise ConfigError(f"tokenizer_channels must be >= 1 (or null), got {self.tokenizer_channels}")
         if self.group_size > self.num_points:
-            raise ValueError(f"group_size={self.group_size} exceeds num_points={self.num_points}")
+            raise ConfigError(f"group_size={self.group_size} exceeds num_points={self.num_points}")
 
 
 class PointTransformer(PointModel):

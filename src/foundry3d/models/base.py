@@ -16,31 +16,32 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from foundry3d.config import to_dict
+from foundry3d.errors import InputError
 from foundry3d.models.tokenizer import PointTokenizer, PositionalEmbedding
 
 
 def check_cloud(points: Tensor, min_points: int, name: str = "points") -> Tensor:
     """Validate a batch of clouds (B, N, 3): shape, floating dtype, finiteness, enough points."""
     if not isinstance(points, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (B, N, 3), got {type(points).__name__}")
+        raise InputError(f"{name} must be a torch.Tensor of shape (B, N, 3), got {type(points).__name__}")
     if points.dim() != 3 or points.shape[-1] != 3:
-        raise ValueError(f"{name} must have shape (B, N, 3), got {tuple(points.shape)}")
+        raise InputError(f"{name} must have shape (B, N, 3), got {tuple(points.shape)}")
     if points.shape[0] < 1:
-        raise ValueError(f"{name} is an empty batch (0 clouds)")
+        raise InputError(f"{name} is an empty batch (0 clouds)")
     if not points.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {points.dtype}")
+        raise InputError(f"{name} must be a floating-point tensor, got dtype {points.dtype}")
     if points.shape[1] < min_points:
-        raise ValueError(
+        raise InputError(
             f"{name} has {points.shape[1]} points per cloud, fewer than the {min_points} the model needs "
             f"(group size / number of groups)"
         )
     if not (torch.jit.is_tracing() or torch.compiler.is_exporting()):
         if not bool(torch.isfinite(points).all()):
             bad = (~torch.isfinite(points)).any(-1).any(-1).nonzero().flatten().tolist()
-            raise ValueError(f"{name} contains NaN or inf values (clouds {bad[:10]} of the batch)")
+            raise InputError(f"{name} contains NaN or inf values (clouds {bad[:10]} of the batch)")
         big = float(points.detach().abs().amax()) if points.numel() else 0.0
         if big > 1e15:  # squared distances in FPS/kNN would overflow float32
-            raise ValueError(
+            raise InputError(
                 f"{name} has coordinates up to {big:.3g}: beyond 1e15 squared distances overflow; "
                 f"centre and rescale the cloud first"
             )
@@ -94,13 +95,13 @@ def resolve_indices(indices: list[int] | int | None, depth: int) -> list[int]:
         return [depth - 1]
     if isinstance(indices, int):
         if not 1 <= indices <= depth:
-            raise ValueError(f"cannot take the last {indices} blocks of a {depth}-block encoder")
+            raise InputError(f"cannot take the last {indices} blocks of a {depth}-block encoder")
         return list(range(depth - indices, depth))
     out = []
     for i in indices:
         j = i + depth if i < 0 else i
         if not 0 <= j < depth:
-            raise ValueError(f"block index {i} is out of range for a {depth}-block encoder")
+            raise InputError(f"block index {i} is out of range for a {depth}-block encoder")
         out.append(j)
     return out
 
@@ -205,7 +206,7 @@ class PointModel(nn.Module):
         """
         arr = points.detach().cpu().numpy() if isinstance(points, Tensor) else np.asarray(points)
         if arr.dtype.kind not in "fiu" or arr.ndim not in (2, 3) or arr.shape[-1] != 3:
-            raise ValueError(f"points must be real (N, 3) or (B, N, 3) coordinates, got {arr.dtype} {arr.shape}")
+            raise InputError(f"points must be real (N, 3) or (B, N, 3) coordinates, got {arr.dtype} {arr.shape}")
         batch = arr if arr.ndim == 3 else arr[None]
         x = torch.from_numpy(np.stack([normalize_cloud(c)[0] for c in batch]))
         was = self.training

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from foundry3d.errors import InputError
 from foundry3d.models.backbone import PointTransformer
 from foundry3d.models.base import PointModel
 from foundry3d.models.foundry import DSO
@@ -128,7 +129,7 @@ class ToMeStudent(Student):
         out: dict[str, Any] = {"centers": centres}
         if self.dso is not None:
             if self.cfg.supertokens > c:
-                raise ValueError(f"supertokens={self.cfg.supertokens} exceeds the {c} tokens of the input")
+                raise InputError(f"supertokens={self.cfg.supertokens} exceeds the {c} tokens of the input")
             x, xpos, cam, index, count, soft = self.dso(tokens, pos, tokens.new_ones(b, c), tau, noise, centres)
             out.update(assignment=index, counts=count, occupancy=(count > 0).sum(1), soft_assignment=soft)
         r = schedule(x.shape[1], len(self.blocks), self.cfg.tome_r)
@@ -151,7 +152,7 @@ class MergedBackbone(PointModel):
 
     def __init__(self, backbone: PointTransformer, method: str = "tome", r: int | None = None) -> None:
         if method not in ("tome", "pitome"):
-            raise ValueError(f"merging method must be 'tome' or 'pitome', got {method!r}")
+            raise InputError(f"merging method must be 'tome' or 'pitome', got {method!r}")
         nn.Module.__init__(self)
         self.backbone = backbone
         self.tcfg = backbone.cfg

@@ -48,7 +48,9 @@ def weights_hash(state: dict[str, torch.Tensor]) -> str:
 def model_kind(model: nn.Module) -> str:
     kind = getattr(model, "kind", None)
     if not isinstance(kind, str):
-        raise TypeError(f"{type(model).__name__} has no release kind")
+        raise CheckpointError(
+            f"{type(model).__name__} has no release kind: only foundry3d backbones and students are saved as releases"
+        )
     return kind
 
 

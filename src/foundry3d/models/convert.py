@@ -187,8 +187,8 @@ def _checked(sd: dict[str, Any]) -> dict[str, Any]:
     """Every tensor dense and backed by the bytes its shape claims: the config is read off these shapes, so
     a stride-0 view claiming 4e8 rows in a 250 KB file must not size the model we build."""
     for key, v in sd.items():
-        if not isinstance(v, Tensor):
-            continue
+        if not isinstance(v, Tensor):  # the config is read off these entries' shapes: only tensors belong here
+            raise CheckpointError(f"{key}: expected a tensor in the state dict, got {type(v).__name__}")
         if v.layout != torch.strided or v.is_meta:
             raise CheckpointError(f"{key}: expected a dense tensor, got a {v.layout} / meta tensor")
         claimed = v.numel() * v.element_size()

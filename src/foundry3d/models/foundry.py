@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from foundry3d.errors import InputError
 from foundry3d.models.assign import fps_assign, fps_pick_assign, kmeans_assign
 from foundry3d.models.student import CAU, FoundryConfig, Student
 from foundry3d.ops.group import gather_points
@@ -124,7 +125,7 @@ class DSO(nn.Module):
         member counts (B, s) and soft assignment (B, c, s). ``weight`` (B, c) is 1 for tokens that
         are compressed (0 for gate bypass; straight-through in training)."""
         if self.mode in ("fps", "kmeans_xyz", "fps_presample") and centres is None:
-            raise ValueError(f"the {self.mode} assignment needs the patch centres")
+            raise InputError(f"the {self.mode} assignment needs the patch centres")
         cam, index, soft, pick = self.route(tokens, centres, weight, tau, noise)  # type: ignore[arg-type]
         cam = cam * weight.unsqueeze(-1)
         count = cam.detach().sum(1)  # exact member counts (forward value of the one-hot)
@@ -183,9 +184,9 @@ class FoundryStudent(Student):
         b, c, _ = tokens.shape
         s = self.cfg.supertokens
         if s > c:
-            raise ValueError(f"supertokens={s} exceeds the {c} tokens of the input (use more groups or fewer s)")
+            raise InputError(f"supertokens={s} exceeds the {c} tokens of the input (use more groups or fewer s)")
         if (r is not None or keep is not None) and self.gate is None:
-            raise ValueError("r/keep only apply to students distilled with a gate (student.gate=true)")
+            raise InputError("r/keep only apply to students distilled with a gate (student.gate=true)")
         pos = self.pos_embed(centres)
 
         # 1. gate: which tokens are compressed (weight 1) and which bypass DSO (weight 0)
@@ -195,7 +196,7 @@ class FoundryStudent(Student):
             weight = tokens.new_ones(b, c)
         elif keep is not None:
             if not 0 <= keep <= c:
-                raise ValueError(f"keep must be in [0, {c}], got {keep}")
+                raise InputError(f"keep must be in [0, {c}], got {keep}")
             bypass_idx = (-pi).topk(keep, dim=1).indices if keep else None  # the lowest-pi tokens bypass
             weight = torch.ones_like(pi)
             if bypass_idx is not None:
@@ -203,7 +204,7 @@ class FoundryStudent(Student):
         else:
             r = self.cfg.gate_threshold if r is None else r
             if not 0.0 <= r <= 1.0:
-                raise ValueError(f"gate threshold r must be in [0, 1], got {r}")
+                raise InputError(f"gate threshold r must be in [0, 1], got {r}")
             hard = (pi > r).to(tokens.dtype)
             weight = hard - pi.detach() + pi if self.training else hard
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from foundry3d.errors import ConfigError
 from foundry3d.models.backbone import PointTransformer
 from foundry3d.models.encoder import TransformerEncoder
 from foundry3d.models.tokenizer import PositionalEmbedding
@@ -45,11 +46,11 @@ class JEPAConfig:
         for name in ("target_ratio", "context_ratio"):
             lo, hi = getattr(self, name)
             if not 0.0 < lo <= hi <= 1.0:
-                raise ValueError(f"{name} must satisfy 0 < low <= high <= 1, got {(lo, hi)}")
+                raise ConfigError(f"{name} must satisfy 0 < low <= high <= 1, got {(lo, hi)}")
         if not 0.0 <= self.ema_start <= self.ema_end <= 1.0:
-            raise ValueError(f"need 0 <= ema_start <= ema_end <= 1, got {self.ema_start}, {self.ema_end}")
+            raise ConfigError(f"need 0 <= ema_start <= ema_end <= 1, got {self.ema_start}, {self.ema_end}")
         if self.num_targets < 1:
-            raise ValueError("num_targets must be >= 1")
+            raise ConfigError("num_targets must be >= 1")
 
 
 class Predictor(nn.Module):

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from torch import Tensor, nn
 
 from foundry3d.config import from_dict
+from foundry3d.errors import ConfigError, InputError
 from foundry3d.models.backbone import BackboneConfig, PointTransformer
 from foundry3d.models.base import PointModel
 from foundry3d.models.checkpoint import weights_hash
@@ -56,20 +57,18 @@ class StudentArch:
     tome_r: int | None = None  # kind=tome/tome_dso: tokens merged per block (None: as many as halve the tokens)
 
     def validate(self) -> None:
-        if self.kind not in STUDENT_KINDS:
-            raise ValueError(f"unknown student kind {self.kind!r}; kinds: {', '.join(STUDENT_KINDS)}")
         if self.supertokens < 1:
-            raise ValueError(f"supertokens must be >= 1, got {self.supertokens}")
+            raise ConfigError(f"supertokens must be >= 1, got {self.supertokens}")
         if not 0.0 <= self.gate_threshold <= 1.0:
-            raise ValueError(f"gate threshold r must be in [0, 1], got {self.gate_threshold}")
+            raise ConfigError(f"gate threshold r must be in [0, 1], got {self.gate_threshold}")
         if self.gate and self.kind != "foundry":
-            raise ValueError(f"the gate belongs to the foundry student; kind={self.kind!r} has none")
+            raise ConfigError(f"the gate belongs to the foundry student; kind={self.kind!r} has none")
         if self.kmeans_iters < 1:
-            raise ValueError(f"kmeans_iters must be >= 1, got {self.kmeans_iters}")
+            raise ConfigError(f"kmeans_iters must be >= 1, got {self.kmeans_iters}")
         if self.tome_r is not None and self.tome_r < 0:
-            raise ValueError(f"tome_r must be >= 0, got {self.tome_r}")
+            raise ConfigError(f"tome_r must be >= 0, got {self.tome_r}")
         if self.tokenizer_widths is not None and (self.tokenizer != "narrow" or min(self.tokenizer_widths) < 1):
-            raise ValueError("tokenizer_widths needs tokenizer=narrow and three positive widths")
+            raise ConfigError("tokenizer_widths needs tokenizer=narrow and three positive widths")
 
 
 @dataclass
@@ -83,7 +82,7 @@ class FoundryConfig(StudentArch):
     def validate(self) -> None:
         super().validate()
         if not self.teacher:
-            raise ValueError("FoundryConfig.teacher must hold the teacher's backbone config")
+            raise ConfigError("FoundryConfig.teacher must hold the teacher's backbone config")
 
     @property
     def teacher_config(self) -> BackboneConfig:
@@ -96,7 +95,7 @@ class FoundryConfig(StudentArch):
         blocks = list(range(0, depth, 2)) if self.blocks is None else list(self.blocks)
         bad = [b for b in blocks if not 0 <= b < depth]
         if bad:
-            raise ValueError(f"student blocks {bad} do not exist in the {depth}-block teacher")
+            raise InputError(f"student blocks {bad} do not exist in the {depth}-block teacher")
         return blocks
 
 
@@ -175,5 +174,5 @@ def student_from_config(cfg: dict | FoundryConfig, classes: dict[str, type[Stude
     """Build a student of the kind its config names (``classes``: kind -> class)."""
     c = cfg if isinstance(cfg, FoundryConfig) else from_dict(FoundryConfig, cfg)
     if c.kind not in classes:
-        raise ValueError(f"unknown student kind {c.kind!r}; kinds: {', '.join(sorted(classes))}")
+        raise InputError(f"unknown student kind {c.kind!r}; kinds: {', '.join(sorted(classes))}")
     return classes[c.kind](copy.deepcopy(c))

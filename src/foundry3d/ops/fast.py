@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from foundry3d.errors import InputError
+
 FAST_MIN_POINTS = int(os.environ.get("FOUNDRY3D_FAST_MIN_POINTS", "16384"))  # bucket FPS from here on
 LIBRARY_OPS = os.environ.get("FOUNDRY3D_LIBRARY_OPS", "1") != "0"
 
@@ -53,7 +55,7 @@ def fps_fast(points: Tensor, k: int) -> Tensor:
     pts = np.ascontiguousarray(points.detach().float().numpy())
     n = pts.shape[1]
     if not 1 <= k <= n:
-        raise ValueError(f"cannot sample k={k} farthest points from a cloud of {n} points")
+        raise InputError(f"cannot sample k={k} farthest points from a cloud of {n} points")
     if n < FAST_MIN_POINTS:  # plain FPS from index 0: identical to the PyTorch reference
         return torch.from_numpy(np.stack([np.asarray(fpsample.fps_sampling(p, k, start_idx=0), np.int64) for p in pts]))
     h = max(3, min(9, int(np.log2(max(2, n // 512)))))  # buckets of about 2^h points

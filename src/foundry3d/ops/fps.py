@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from foundry3d.errors import InputError
+
 
 def farthest_point_sample(
     points: Tensor,
@@ -25,21 +27,21 @@ def farthest_point_sample(
     FPS is prefix-consistent: the first ``m`` of ``k`` samples are the ``m``-sample FPS.
     """
     if points.dim() != 3 or points.shape[-1] < 1:
-        raise ValueError(f"points must have shape (B, N, D), got {tuple(points.shape)}")
+        raise InputError(f"points must have shape (B, N, D), got {tuple(points.shape)}")
     b, n = points.shape[:2]
     if not 1 <= k <= n:
-        raise ValueError(f"cannot sample k={k} farthest points from a cloud of {n} points")
+        raise InputError(f"cannot sample k={k} farthest points from a cloud of {n} points")
     pts = points.detach().float()  # indices carry no gradient (and out= ops refuse autograd inputs)
     if isinstance(start, Tensor):
         if start.shape != (b,) or start.dtype != torch.long or bool((start < 0).any() | (start >= n).any()):
-            raise ValueError(f"start tensor must be (B,)={b} long indices in [0, {n})")
+            raise InputError(f"start tensor must be (B,)={b} long indices in [0, {n})")
         far = start.to(points.device)
     elif start == "random":
         far = torch.randint(n, (b,), generator=generator, device="cpu").to(points.device)
     elif isinstance(start, int) and 0 <= start < n:
         far = torch.full((b,), start, dtype=torch.long, device=points.device)
     else:
-        raise ValueError(f"start must be a point index in [0, {n}) or 'random', got {start!r}")
+        raise InputError(f"start must be a point index in [0, {n}) or 'random', got {start!r}")
     d = pts.shape[-1]
     idx = torch.empty(b, k, dtype=torch.long, device=points.device)
     min_d = torch.full((b, n), float("inf"), device=points.device)

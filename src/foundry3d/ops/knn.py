@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from foundry3d.errors import InputError
+
 DEFAULT_MAX_ELEMENTS = 1 << 24  # 16M float32 distances (64 MB) per chunk
 
 
@@ -30,13 +32,13 @@ def knn(
     Neighbours come back sorted by distance (nearest first).
     """
     if query.dim() != 3 or points.dim() != 3 or query.shape[0] != points.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"query (B, M, 3) and points (B, N, 3) must share B; got {tuple(query.shape)} and {tuple(points.shape)}"
         )
     b, m, _ = query.shape
     n = points.shape[1]
     if not 1 <= k <= n:
-        raise ValueError(f"cannot take k={k} neighbours among {n} points")
+        raise InputError(f"cannot take k={k} neighbours among {n} points")
     chunk = max(1, max_elements // max(1, b * n))
     if chunk >= m:
         d, i = square_distance(query, points).topk(k, dim=-1, largest=False, sorted=True)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from foundry3d.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -42,7 +44,7 @@ def resolve_device(name: str, info_local_rank: int = 0) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' requested but no CUDA device is available")
+            raise ConfigError("engine.device=cuda: no CUDA device is available here (expected auto or cpu)")
         torch.cuda.set_device(info_local_rank)
         return torch.device("cuda", info_local_rank)
     return torch.device(name)

@@ -18,6 +18,7 @@ import importlib
 import json
 import math
 import random
+import re
 import shutil
 import sys
 import time
@@ -34,7 +35,7 @@ from tqdm.auto import tqdm
 
 from foundry3d.config import read_yaml, save_yaml, to_dict
 from foundry3d.data.registry import parse_spec
-from foundry3d.errors import Foundry3DError
+from foundry3d.errors import ConfigError, Foundry3DError, InputError
 from foundry3d.files import (
     LOCK,
     MARKER,
@@ -94,18 +95,20 @@ class EngineConfig:
 
     def validate(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+            raise ConfigError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
         if self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
+            raise ConfigError(f"workers must be >= 0, got {self.workers}")
         if self.accumulate < 1 or self.batch_size % self.accumulate:
-            raise ValueError(
+            raise ConfigError(
                 f"accumulate={self.accumulate} must be >= 1 and divide batch_size={self.batch_size} "
                 "(each micro-batch gets an equal share)"
             )
         if self.warmup_steps < 0 or self.log_every < 1 or self.ckpt_every < 1:
-            raise ValueError("warmup_steps must be >= 0; log_every and ckpt_every >= 1")
+            raise ConfigError("warmup_steps must be >= 0; log_every and ckpt_every >= 1")
         if self.lr <= 0 or self.min_lr < 0:
-            raise ValueError("lr must be > 0 and min_lr >= 0")
+            raise ConfigError("lr must be > 0 and min_lr >= 0")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
 
 
 def check_training_data(datasets: list[str], num_points: int, cache_views: int = 0) -> None:
@@ -115,13 +118,13 @@ def check_training_data(datasets: list[str], num_points: int, cache_views: int =
             base, star, times = part.rpartition("*")
             split = parse_spec(base if star and times.isdigit() else part)[1]
             if split == "test":
-                raise ValueError(
+                raise InputError(
                     f"data.datasets: {part} is a test split; training never reads one (use train, pool, fit or val)"
                 )
     if num_points < 32:
-        raise ValueError(f"data.num_points must be >= 32 (at least one patch), got {num_points}")
+        raise InputError(f"data.num_points must be >= 32 (at least one patch), got {num_points}")
     if cache_views < 0:
-        raise ValueError(f"data.cache_views must be >= 0, got {cache_views}")
+        raise InputError(f"data.cache_views must be >= 0, got {cache_views}")
 
 
 NO_DECAY = {"mask_token", "supertokens", "queries", "cls_token"}  # learned tokens, never weight-decayed
@@ -238,7 +241,7 @@ def batch_indices(num_samples: int, batch_size: int, seed: int, step: int) -> np
     """Indices of the global batch at ``step``: epoch-wise permutations, last partial batch dropped."""
     per_epoch = num_samples // batch_size
     if per_epoch < 1:
-        raise ValueError(f"batch_size={batch_size} exceeds the {num_samples} samples of the dataset")
+        raise InputError(f"batch_size={batch_size} exceeds the {num_samples} samples of the dataset")
     epoch, pos = divmod(step, per_epoch)
     perm = np.random.default_rng([seed, epoch]).permutation(num_samples)
     return perm[pos * batch_size : (pos + 1) * batch_size]
@@ -248,7 +251,7 @@ def _shard(value: Any, rank: int, world: int) -> Any:
     if isinstance(value, torch.Tensor) and value.dim() > 0:
         n = value.shape[0]
         if n % world:
-            raise ValueError(f"global batch {n} is not divisible by the {world} processes")
+            raise InputError(f"global batch {n} is not divisible by the {world} processes")
         per = n // world
         return value[rank * per : (rank + 1) * per]
     return value

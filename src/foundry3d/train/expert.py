@@ -30,6 +30,7 @@ from foundry3d.config import load_config, parse_override, to_dict
 from foundry3d.data.base import DatasetError
 from foundry3d.data.registry import load_dataset, parse_spec
 from foundry3d.data.transforms import AugmentConfig, augment, collate
+from foundry3d.errors import ConfigError
 from foundry3d.models.checkpoint import save_release
 from foundry3d.models.heads import Classifier, Segmenter
 from foundry3d.models.hub import create_student, load_teacher
@@ -73,9 +74,9 @@ class ExpertConfig:
     def validate(self) -> None:
         kind, sep, name = self.task.partition(":")
         if kind not in ("cls", "seg") or not sep or not name:
-            raise ValueError(f"expert task must be cls:DATASET or seg:DATASET, got {self.task!r}")
+            raise ConfigError(f"expert task must be cls:DATASET or seg:DATASET, got {self.task!r}")
         if not 0.0 <= self.kd.alpha <= 1.0 or self.kd.temperature <= 0:
-            raise ValueError("kd.alpha must be in [0, 1] and kd.temperature > 0")
+            raise ConfigError("kd.alpha must be in [0, 1] and kd.temperature > 0")
 
     @property
     def kind(self) -> Literal["cls", "seg"]:

@@ -18,6 +18,7 @@ import torch
 from foundry3d.config import from_dict, load_config, parse_override, to_dict
 from foundry3d.data.registry import load_dataset
 from foundry3d.data.transforms import AugmentConfig, Sampling, augment, collate
+from foundry3d.errors import ConfigError
 from foundry3d.files import user_path
 from foundry3d.models.checkpoint import load_train_state, save_release
 from foundry3d.models.hub import create_model
@@ -59,7 +60,7 @@ class PretrainConfig:
 
     def validate(self) -> None:
         if self.snapshot_every < 0:
-            raise ValueError(f"snapshot_every must be >= 0 (0: none), got {self.snapshot_every}")
+            raise ConfigError(f"snapshot_every must be >= 0 (0: none), got {self.snapshot_every}")
 
 
 class PretrainTask(Task):
