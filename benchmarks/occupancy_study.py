@@ -20,8 +20,8 @@ from foundry3d.eval.occupancy import occupancy
 
 import foundry3d
 from foundry3d.train.distill import distill
-from foundry3d.train.engine import read_metrics
 from foundry3d.train.probe import Probe, ProbeSection
+from foundry3d.train.runlog import read_metrics
 
 BEST = ["student.similarity=cosine", "student.centre_keys=true", "student.init=data"]
 RECIPE = [  # what else moves retention at a fixed occupancy fix (s = 16)

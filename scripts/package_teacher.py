@@ -26,7 +26,7 @@ from foundry3d.eval.results import comparison, format_score, load_results
 from foundry3d.models.checkpoint import save_release
 from foundry3d.models.hub import load
 from foundry3d.report.tables import task_label
-from foundry3d.train.engine import read_metrics
+from foundry3d.train.runlog import read_metrics
 
 
 def training_hours(rows: list[dict]) -> float:

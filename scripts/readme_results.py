@@ -25,7 +25,7 @@ import jinja2
 from foundry3d.eval.results import comparison, format_gain, format_score
 from foundry3d.report.study_report import study_tables
 from foundry3d.report.tables import Table, task_label
-from foundry3d.train.engine import read_metrics
+from foundry3d.train.runlog import read_metrics
 
 START, END = "<!-- SUMMARY -->", "<!-- /SUMMARY -->"
 SUMMARY = """

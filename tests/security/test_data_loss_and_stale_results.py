@@ -13,7 +13,7 @@ from foundry3d.models.checkpoint import CheckpointError, save_release
 from foundry3d.models.convert import convert
 from foundry3d.models.features import extract
 from foundry3d.train.distill import distill
-from foundry3d.train.engine import RunDirError
+from foundry3d.train.rundir import RunDirError
 
 BASE = [
     "data.datasets=[synthetic:train@6]",

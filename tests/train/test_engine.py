@@ -11,8 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from foundry3d.train.engine import EngineConfig, RunDirError, Task, TrainingDiverged, batch_indices, fit, lr_at
+from foundry3d.train.engine import EngineConfig, Task, TrainingDiverged, batch_indices, lr_at
+from foundry3d.train.loop import fit
 from foundry3d.train.pretrain import pretrain
+from foundry3d.train.rundir import RunDirError
 
 TINY = [
     "model.variant=test",
@@ -163,7 +165,7 @@ def test_precision_settings_say_what_this_machine_can_run():
 
 
 def test_compile_without_a_compiler_is_one_line(tmp_path, monkeypatch):
-    import foundry3d.train.engine as engine
+    import foundry3d.train.loop as engine
 
     monkeypatch.setattr(engine.shutil, "which", lambda name: None)
     monkeypatch.setattr(engine.torch.cuda, "is_available", lambda: False)

@@ -21,7 +21,8 @@ from foundry3d.data.base import PointCloudDataset
 from foundry3d.data.transforms import AugmentConfig, augment, collate, normalize
 from foundry3d.eval.metrics import accuracies
 from foundry3d.models.heads import Classifier
-from foundry3d.train.engine import EngineConfig, Task, fit, seed_all
+from foundry3d.train.engine import EngineConfig, Task, seed_all
+from foundry3d.train.loop import fit
 
 
 @dataclass

@@ -31,7 +31,8 @@ from foundry3d.data.base import ArrayDataset, DatasetError, PartSpec, PointCloud
 from foundry3d.eval.metrics import mean_std, part_mious, shape_iou
 from foundry3d.models.features import tokenized
 from foundry3d.models.heads import PartSegHead, three_nn
-from foundry3d.train.engine import EngineConfig, Task, fit, seed_all
+from foundry3d.train.engine import EngineConfig, Task, seed_all
+from foundry3d.train.loop import fit
 
 
 @dataclass

@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from foundry3d.data.base import DatasetError, PointCloudDataset
 from foundry3d.models.features import tokenized
 from foundry3d.models.heads import interpolate, three_nn
-from foundry3d.train.engine import EngineConfig, Task, fit, seed_all
+from foundry3d.train.engine import EngineConfig, Task, seed_all
+from foundry3d.train.loop import fit
 
 
 @dataclass

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from foundry3d.config import load_config, parse_override, to_dict
 from foundry3d.data.registry import load_dataset
 from foundry3d.data.transforms import AugmentConfig, Sampling, augment, collate, normalize
-from foundry3d.errors import Foundry3DError
+from foundry3d.errors import ConfigError, Foundry3DError
 from foundry3d.files import atomic_write
 from foundry3d.models.assign import kmeans_fit
 from foundry3d.models.backbone import PointTransformer
@@ -42,7 +42,8 @@ from foundry3d.models.hub import create_student, load, load_teacher, model_hash
 from foundry3d.models.occupancy import occupancy
 from foundry3d.models.student import Student, StudentArch
 from foundry3d.ops.fps import farthest_point_sample
-from foundry3d.train.engine import EngineConfig, Hook, Loop, Task, check_training_data, fit, seed_all
+from foundry3d.train.engine import EngineConfig, Hook, Loop, Task, check_training_data, seed_all
+from foundry3d.train.loop import fit
 from foundry3d.train.probe import Probe, ProbeSection, probe_datasets
 
 
@@ -102,6 +103,22 @@ class DistillConfig:
     engine: EngineConfig = field(
         default_factory=lambda: EngineConfig(steps=2000, batch_size=64, lr=5e-4, warmup_steps=100, ckpt_every=250)
     )
+
+    def validate(self) -> None:
+        loss, kind = self.loss, self.student.kind
+        if not (loss.tau_start > 0 and loss.tau_end > 0):
+            raise ConfigError(f"loss.tau_start and loss.tau_end must be > 0, got {loss.tau_start}, {loss.tau_end}")
+        gumbel = loss.tau_start != 1.0 or loss.tau_end != 1.0 or not loss.gumbel_noise
+        if gumbel and kind not in ("foundry", "tome_dso"):
+            raise ConfigError(
+                f"loss.tau_start/tau_end/gumbel_noise set the Gumbel-softmax of a learned assignment, but "
+                f"student.kind={kind} has none (expected kind=foundry or the defaults)"
+            )
+        if loss.tau_start != loss.tau_end and not loss.gumbel_noise:
+            raise ConfigError(
+                f"loss.tau_start={loss.tau_start} -> tau_end={loss.tau_end} anneals the Gumbel noise, but "
+                "loss.gumbel_noise=false: set gumbel_noise=true or one fixed temperature"
+            )
 
 
 def _student_for(teacher: PointTransformer, st: StudentSection) -> Student:

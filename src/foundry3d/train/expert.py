@@ -35,7 +35,8 @@ from foundry3d.models.checkpoint import save_release
 from foundry3d.models.heads import Classifier, Segmenter
 from foundry3d.models.hub import create_student, load_teacher
 from foundry3d.models.student import StudentArch
-from foundry3d.train.engine import EngineConfig, Task, fit, seed_all
+from foundry3d.train.engine import EngineConfig, Task, seed_all
+from foundry3d.train.loop import fit
 
 
 @dataclass

@@ -23,7 +23,8 @@ from foundry3d.files import user_path
 from foundry3d.models.checkpoint import load_train_state, save_release
 from foundry3d.models.hub import create_model
 from foundry3d.models.jepa import JEPAConfig, PointJEPA
-from foundry3d.train.engine import EngineConfig, Task, check_training_data, fit, seed_all
+from foundry3d.train.engine import EngineConfig, Task, check_training_data, seed_all
+from foundry3d.train.loop import fit
 from foundry3d.train.probe import Probe, ProbeSection, probe_datasets
 
 
