@@ -236,3 +236,46 @@ def test_kmeans_static_fits_one_codebook_on_training_tokens_and_keeps_it(tmp_pat
         tokens, centres, _ = st.tokenize(x / x.norm(dim=-1).amax(1)[:, None, None])
         got = st.forward_tokens(tokens, centres)["assignment"]
     assert torch.equal(got, square_distance(tokens, book.expand(2, -1, -1)).argmin(-1))  # nearest codeword
+
+
+@pytest.mark.parametrize("count_grad", [False, True])
+def test_count_grad_makes_the_bin_mean_gradient_that_of_a_true_mean(count_grad):
+    """A bin whose members are identical has mean = every member: moving a member's one-hot weight changes
+    a true mean by (v - mean) / n = 0. With the counts detached the gradient is v / n, not 0."""
+    from foundry3d.models.foundry import DSO
+
+    torch.manual_seed(0)
+    dso = DSO(8, 2, "cosine", centre_keys=False, count_grad=count_grad).train()
+    member = torch.randn(1, 1, 8)
+    tokens = member.expand(1, 6, 8).clone().requires_grad_(False)
+    logits = torch.zeros(1, 6, 2, requires_grad=True)
+    dso.logits = lambda t, w: logits  # every token in one bin (ties go to bin 0), soft weights 1/2
+    merged, _, _, _, count, _ = dso(tokens, torch.zeros(1, 6, 8), torch.ones(1, 6), noise=False)
+    assert count.tolist() == [[6.0, 0.0]]
+    (merged[:, 0] * torch.randn(8)).sum().backward()
+    grad = logits.grad.abs().max().item()
+    assert (grad < 1e-6) if count_grad else (grad > 1e-3), grad
+
+
+def test_masked_empty_bins_are_never_read(teacher, cloud):
+    """empty_bins=mask: whatever an empty SuperToken holds, no output changes (it is no attention key and has
+    no member to route back to); with the fallback it is a key and the outputs move."""
+    moved = {}
+    for mode in ("fallback", "mask"):
+        torch.manual_seed(0)
+        s = FoundryStudent.from_teacher(teacher, supertokens=8, empty_bins=mode).eval()
+        tokens, centres, _ = s.tokenize(cloud)
+        real = s.dso.logits
+
+        def forced(tokens, weight, real=real):  # bins 6 and 7 never win: always empty
+            out = real(tokens, weight).clone()
+            out[..., 6:] = -1e9
+            return out
+
+        s.dso.logits = forced
+        with torch.no_grad():
+            base = s.forward_tokens(tokens, centres)["tokens"]
+            s.dso.supertokens[6:] = 50.0 * torch.randn(2, s.dso.supertokens.shape[1])
+            other = s.forward_tokens(tokens, centres)["tokens"]
+        moved[mode] = (other - base).abs().max().item()
+    assert moved["mask"] == 0.0 and moved["fallback"] > 1e-3, moved

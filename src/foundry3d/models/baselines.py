@@ -111,7 +111,11 @@ class ToMeStudent(Student):
     def __init__(self, cfg: FoundryConfig) -> None:
         super().__init__(cfg)
         d = self.tcfg.dim
-        self.dso = DSO(d, cfg.supertokens, cfg.similarity, cfg.centre_keys) if cfg.kind == "tome_dso" else None
+        self.dso = (
+            DSO(d, cfg.supertokens, cfg.similarity, cfg.centre_keys, count_grad=cfg.count_grad)
+            if cfg.kind == "tome_dso"
+            else None
+        )
 
     def forward_tokens(
         self,

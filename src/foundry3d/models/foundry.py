@@ -5,7 +5,8 @@
       ▼
     DSO   logits = sim(q(S), k(T)) (B, c, s) on tokens *before* positional encoding;
           CAM = one-hot argmax over the s SuperTokens (straight-through Gumbel-softmax in training)
-          S_in = CAM^T v(T) / count      (an empty SuperToken falls back to its learnable vector)
+          S_in = CAM^T v(T) / count      (an empty SuperToken falls back to its learnable vector, or is
+                                          masked out of attention with empty_bins=mask)
           P_s  = CAM^T P / count         (SuperToken position = mean of its members' embeddings)
       ▼
     encoder: L blocks copied from the teacher, run on [S_in ; bypass tokens] only
@@ -46,9 +47,18 @@ class DSO(nn.Module):
     ``mode="learned"`` is Foundry's DSO (learnable SuperTokens S, q/k similarity, straight-through
     Gumbel-softmax); ``"kmeans"`` and ``"fps"`` replace the assignment by a non-learned one."""
 
-    def __init__(self, dim: int, supertokens: int, similarity: str, centre_keys: bool, mode: str = "learned") -> None:
+    def __init__(
+        self,
+        dim: int,
+        supertokens: int,
+        similarity: str,
+        centre_keys: bool,
+        mode: str = "learned",
+        count_grad: bool = False,
+    ) -> None:
         super().__init__()
         self.mode = mode
+        self.count_grad = count_grad
         self.s = supertokens
         self.v = nn.Linear(dim, dim)
         nn.init.eye_(self.v.weight)
@@ -129,7 +139,8 @@ class DSO(nn.Module):
         cam, index, soft, pick = self.route(tokens, centres, weight, tau, noise)  # type: ignore[arg-type]
         cam = cam * weight.unsqueeze(-1)
         count = cam.detach().sum(1)  # exact member counts (forward value of the one-hot)
-        denom = count.clamp_min(1.0).unsqueeze(-1)
+        # the mean's divisor: detached (a member's gradient v / n) or through the one-hot ((v - mean) / n)
+        denom = (cam.sum(1) if self.count_grad else count).clamp_min(1.0).unsqueeze(-1)
         if pick is not None:  # fps_presample: keep the s picked tokens, drop the others before the encoder
             merged, pos_s = gather_points(self.v(tokens), pick), gather_points(pos, pick)
         else:
@@ -165,7 +176,7 @@ class FoundryStudent(Student):
         self.gate = Gate(d, cfg.gate_hidden) if cfg.gate else None
         mode = {"foundry": "learned", "kmeans": "kmeans", "kmeans_xyz": "kmeans_xyz", "kmeans_static": "kmeans_static",
                 "fps": "fps", "fps_presample": "fps_presample"}[cfg.kind]  # fmt: skip
-        self.dso = DSO(d, cfg.supertokens, cfg.similarity, cfg.centre_keys, mode)
+        self.dso = DSO(d, cfg.supertokens, cfg.similarity, cfg.centre_keys, mode, cfg.count_grad)
         self.dso.kmeans_iters = cfg.kmeans_iters
 
     # ---------------------------------------------------------------------------------- the forward
@@ -214,14 +225,17 @@ class FoundryStudent(Student):
             mean_centre = cam.transpose(1, 2) @ centres / count.clamp_min(1.0).unsqueeze(-1)
             pos_s = torch.where((count > 0).unsqueeze(-1), self.pos_embed(mean_centre), torch.zeros_like(pos_s))
 
-        # 3. encoder on the SuperTokens (plus bypass tokens when gated)
-        x, xpos, mask = merged, pos_s, None
+        # 3. encoder on the SuperTokens (plus bypass tokens when gated); empty_bins=mask: empty bins are not keys
+        filled = count > 0 if self.cfg.empty_bins == "mask" else torch.ones_like(count, dtype=torch.bool)
+        x, xpos, mask = merged, pos_s, None if self.cfg.empty_bins == "fallback" else filled
         if pi is not None and bypass_idx is not None:  # compact top-k bypass
             x = torch.cat([merged, _gather(tokens, bypass_idx)], 1)
             xpos = torch.cat([pos_s, _gather(pos, bypass_idx)], 1)
+            if mask is not None:
+                mask = torch.cat([filled, torch.ones_like(bypass_idx, dtype=torch.bool)], 1)
         elif pi is not None:  # fixed-size: every token has a bypass slot, masked when compressed
             x, xpos = torch.cat([merged, tokens], 1), torch.cat([pos_s, pos], 1)
-            mask = torch.cat([torch.ones_like(count, dtype=torch.bool), weight.detach() < 0.5], 1)
+            mask = torch.cat([filled, weight.detach() < 0.5], 1)
         x, hidden = self.encode(x, xpos, mask, indices)
 
         # 4. CAU: route back to the c token positions, add the token residual, map to the teacher width

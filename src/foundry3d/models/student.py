@@ -26,6 +26,8 @@ StudentKind = Literal[
     "foundry", "kmeans", "kmeans_xyz", "kmeans_static", "fps", "fps_presample", "mlp", "mimic", "patchmerger",
     "tome", "tome_dso",
 ]  # fmt: skip
+# the kinds built by FoundryStudent: tokens merged into s bins by one assignment, read back by CAU
+SUPERTOKEN_KINDS = ("foundry", "kmeans", "kmeans_xyz", "kmeans_static", "fps", "fps_presample")
 STUDENT_KINDS: tuple[str, ...] = (
     "foundry", "kmeans", "kmeans_xyz", "kmeans_static", "fps", "fps_presample", "mlp", "mimic", "patchmerger",
     "tome", "tome_dso",
@@ -55,6 +57,13 @@ class StudentArch:
     tokenizer: Literal["copy", "narrow"] = "copy"
     tokenizer_widths: tuple[int, int, int] | None = None  # narrow: (c1, c2, c3); None = half the teacher's
     tome_r: int | None = None  # kind=tome/tome_dso: tokens merged per block (None: as many as halve the tokens)
+    # Details the paper leaves open (issue: the SuperToken question), as options chosen on validation:
+    # member counts in the gradient of the bin mean (True: the straight-through gradient of a member's one-hot
+    # entry is (v - mean) / n, as for a true mean; False: v / n, the counts detached)
+    count_grad: bool = False
+    # empty SuperTokens: "fallback" takes the learnable SuperToken vector into attention, "mask" keeps empty
+    # bins out of attention (no token reads them back anyway: CAU routes members only)
+    empty_bins: Literal["fallback", "mask"] = "fallback"
 
     def validate(self) -> None:
         if self.supertokens < 1:
@@ -67,6 +76,12 @@ class StudentArch:
             raise ConfigError(f"kmeans_iters must be >= 1, got {self.kmeans_iters}")
         if self.tome_r is not None and self.tome_r < 0:
             raise ConfigError(f"tome_r must be >= 0, got {self.tome_r}")
+        if self.count_grad and self.kind not in ("foundry", "tome_dso"):
+            raise ConfigError(f"count_grad needs a learned assignment (kind=foundry); kind={self.kind!r} has none")
+        if self.empty_bins == "mask" and self.kind not in SUPERTOKEN_KINDS:
+            raise ConfigError(
+                f"empty_bins=mask needs a SuperToken student ({', '.join(SUPERTOKEN_KINDS)}), got {self.kind!r}"
+            )
         if self.tokenizer_widths is not None and (self.tokenizer != "narrow" or min(self.tokenizer_widths) < 1):
             raise ConfigError("tokenizer_widths needs tokenizer=narrow and three positive widths")
 
