@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from foundry3d.eval.results import over_seeds, paired_over_seeds, primary
 from foundry3d.eval.suite import evaluate
 from foundry3d.files import atomic_write
 from foundry3d.quickstart import DISTILL_COMMON, QUICK
@@ -60,34 +61,6 @@ def _recipe(steps: int) -> list[str]:
         "engine.progress=false",
         "student.supertokens=16",
     ]
-
-
-def _metric(task: dict[str, Any], name: str) -> tuple[float, np.ndarray]:
-    """(score, per-item rows) of one task result: accuracy (rows: 0/1 or episode scores), or the token R^2 of
-    the fidelity task (rows: each item's squared error and total sum of squares)."""
-    if name.startswith("fidelity"):
-        items = task["per_item"]
-        return float(task["r2"]), np.stack([np.asarray(items["sse"], float), np.asarray(items["sst"], float)], 1)
-    return float(task["acc"]), np.asarray(task["per_item"]["score"], dtype=float)
-
-
-def _stat(rows: np.ndarray) -> float:
-    """The task's score of a set of per-item rows: mean accuracy, or R^2 = 1 - sum(sse) / sum(sst)."""
-    return float(1.0 - rows[:, 0].sum() / rows[:, 1].sum()) if rows.ndim == 2 else float(rows.mean())
-
-
-def _paired(a: list[np.ndarray], b: list[np.ndarray], rng: np.random.Generator, n: int = 2000) -> list[float]:
-    """Mean over seeds of (score of a - score of b) on the same items (seed k of a with seed k of b), and its
-    95 % CI from resampling the items (the same resample for a and b) within each seed."""
-    point = float(np.mean([_stat(x) - _stat(y) for x, y in zip(a, b)]))
-    boot = np.empty(n)
-    for i in range(n):
-        d = []
-        for x, y in zip(a, b):
-            pick = rng.integers(0, len(x), len(x))
-            d.append(_stat(x[pick]) - _stat(y[pick]))
-        boot[i] = np.mean(d)
-    return [point, float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))]
 
 
 def main() -> None:
@@ -122,7 +95,7 @@ def main() -> None:
             )
             scores[rung][seed] = res["tasks"]
             seconds[name] = round(time.time() - t1, 1)
-            print(f"{name}: " + ", ".join(f"{t} {_metric(v, t)[0]:.4f}" for t, v in res["tasks"].items()), flush=True)
+            print(f"{name}: " + ", ".join(f"{t} {primary(v, t.split(':')[0]):.4f}" for t, v in res["tasks"].items()))
     record = _summarise(scores, a, seconds, time.time() - t0)
     atomic_write(a.record, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1) + "\n"))
     print(f"wrote {a.record}")
@@ -131,34 +104,22 @@ def main() -> None:
 def _summarise(
     scores: dict[str, dict[int, dict[str, Any]]], a: argparse.Namespace, seconds: dict[str, float], total: float
 ) -> dict[str, Any]:
-    rng = np.random.default_rng(0)
     seeds = sorted(set.intersection(*(set(v) for v in scores.values())))
-    mlp_r2 = {s: _metric(scores["mlp"][s]["fidelity:kicad33"], "fidelity")[0] for s in seeds} if "mlp" in scores else {}
     rows: dict[str, Any] = {}
     for rung, per_seed in scores.items():
         row: dict[str, Any] = {"overrides": RUNGS[rung]}
         for task in TASKS:
-            vals = [_metric(per_seed[s][task], task)[0] for s in seeds]
-            row[task] = {
-                "mean": float(np.mean(vals)),
-                "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
-                "seeds": vals,
-            }
+            proto = task.split(":")[0]
+            runs = [per_seed[s][task] for s in seeds]
+            row[task] = over_seeds(proto, runs)
             if rung != "today" and "today" in scores:
-                a_items = [_metric(per_seed[s][task], task)[1] for s in seeds]
-                b_items = [_metric(scores["today"][s][task], task)[1] for s in seeds]
-                if all(len(x) and len(x) == len(y) for x, y in zip(a_items, b_items)):
-                    row[task]["minus_today"] = _paired(a_items, b_items, rng)
-        if mlp_r2:
-            ctx = [
-                (_metric(per_seed[s]["fidelity:kicad33"], "fidelity")[0] - mlp_r2[s]) / (1 - mlp_r2[s]) for s in seeds
-            ]
-            row["context_r2"] = {
-                "mean": float(np.mean(ctx)),
-                "sd": float(np.std(ctx, ddof=1)) if len(ctx) > 1 else 0.0,
-                "seeds": ctx,
-            }
+                row[task]["minus_today"] = paired_over_seeds(proto, runs, [scores["today"][s][task] for s in seeds])
         rows[rung] = row
+    if "mlp" in rows:  # the share of the cross-token part of the teacher's output each rung recovers
+        ref = rows["mlp"]["fidelity:kicad33"]["seeds"]
+        for row in rows.values():
+            ctx = [(r - m) / (1 - m) for r, m in zip(row["fidelity:kicad33"]["seeds"], ref)]
+            row["context_r2"] = {"mean": float(np.mean(ctx)), "sd": float(np.std(ctx, ddof=1)), "seeds": ctx}
     return {
         "what": "DSO options on validation (fit -> val), quickstart s=16 student",
         "command": "python benchmarks/supertoken_ladder.py "

@@ -28,12 +28,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from foundry3d.config import load_config
 from foundry3d.edge.flops import count_flops
 from foundry3d.errors import Foundry3DError
-from foundry3d.eval.results import comparison
+from foundry3d.eval.results import comparison, over_seeds, paired_over_seeds
 from foundry3d.eval.suite import evaluate
 from foundry3d.files import atomic_write, holds_record, run_folder
 from foundry3d.models.hub import load_teacher, model_hash, resolve
@@ -68,6 +69,9 @@ class StudyConfig:
     kinds: list[str] = field(
         default_factory=lambda: ["foundry", "kmeans", "fps", "mlp", "mimic", "patchmerger", "tome", "tome_dso"]
     )
+    # engine.seed of the compared students: every kind of the ablation is distilled once per seed, so the
+    # differences between kinds carry the training noise (the SuperToken question needs >= 3)
+    seeds: list[int] = field(default_factory=lambda: [1])
     sweep: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
     gate_r: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 0.9, 1.0])
     gate_keep: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
@@ -120,6 +124,11 @@ def _students(cfg: StudyConfig) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for kind in cfg.kinds:
         out[f"{kind} s={s}"] = {"student.kind": kind, "student.supertokens": s}
+        for seed in cfg.seeds[1:]:  # the first seed is the plain run every other table reads
+            out[f"{kind} s={s} seed={seed}"] = {"student.kind": kind, "student.supertokens": s, "engine.seed": seed}
+    if len(cfg.seeds) > 1:
+        for ov in out.values():
+            ov.setdefault("engine.seed", cfg.seeds[0])
     for k in cfg.sweep:
         out.setdefault(f"foundry s={k}", {"student.kind": "foundry", "student.supertokens": k})
     if cfg.gate_r or cfg.gate_keep:
@@ -200,7 +209,7 @@ def _run(out: Path, name: str, cfg: StudyConfig, teacher: Any, finger: dict[str,
             overrides_list.append(f"data.datasets=[{', '.join(cfg.data)}]")
         distill(teacher=cfg.teacher, overrides=overrides_list, out=run, resume=run.exists())
         seconds[f"distill {sname}"] = round(time.time() - t1, 1)
-        group = "gate" if "gate" in sname else "student"
+        group = "gate" if "gate" in sname else "seed" if " seed=" in sname else "student"
         models[sname] = {"spec": str(run / "release"), "group": group, "kind": ov["student.kind"]}
     # gated student at every r and top-k
     gated = next((n for n in models if "gate" in n), None)
@@ -243,6 +252,7 @@ def _run(out: Path, name: str, cfg: StudyConfig, teacher: Any, finger: dict[str,
         results["teacher"], results["floor"], {k: v for k, v in results.items() if k not in ("teacher", "floor")}
     )
     record = {
+        "seeds": seed_table(cfg, results),
         "study": name,
         "config": asdict(cfg),
         "teacher": {"spec": cfg.teacher, "hash": model_hash(teacher), "name": teacher.cfg.name},
@@ -257,6 +267,34 @@ def _run(out: Path, name: str, cfg: StudyConfig, teacher: Any, finger: dict[str,
     atomic_write(out / "study.json", lambda tmp: Path(tmp).write_text(text))
     paths = write_study_report(out, record)
     return {"study": str(out / "study.json"), **paths}
+
+
+def seed_table(cfg: StudyConfig, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Every ablation kind over the study's seeds, per task: mean, spread and each seed's value, the paired
+    difference to Foundry's DSO (same items, same seeds) with its 95 % CI, and the context R^2 of the token
+    fidelity task, (R^2 - R^2_mlp) / (1 - R^2_mlp): the share of the cross-token part of the teacher's output
+    a kind recovers (mlp mixes nothing across tokens). Empty with one seed."""
+    if len(cfg.seeds) < 2:
+        return {}
+    s = cfg.supertokens
+    names = {k: [f"{k} s={s}", *(f"{k} s={s} seed={x}" for x in cfg.seeds[1:])] for k in cfg.kinds}
+    names = {k: v for k, v in names.items() if all(n in results for n in v)}
+    table: dict[str, Any] = {"seeds": cfg.seeds, "tasks": {}}
+    for task in cfg.tasks:
+        proto = task.split(":", 1)[0]
+        runs = {k: [results[n]["tasks"][task] for n in v] for k, v in names.items() if task in results[v[0]]["tasks"]}
+        rows: dict[str, Any] = {}
+        for kind, rs in runs.items():
+            rows[kind] = over_seeds(proto, rs)
+            if kind != "foundry" and "foundry" in runs:
+                rows[kind]["minus_foundry"] = paired_over_seeds(proto, rs, runs["foundry"])
+        if proto == "fidelity" and "mlp" in rows:
+            ref = rows["mlp"]["seeds"]
+            for row in rows.values():
+                ctx = [(r - m) / (1 - m) for r, m in zip(row["seeds"], ref)]
+                row["context_r2"] = {"mean": float(np.mean(ctx)), "sd": float(np.std(ctx, ddof=1)), "seeds": ctx}
+        table["tasks"][task] = rows
+    return table
 
 
 def _without_items(comp: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from foundry3d.eval.fidelity import fidelity_arrays
-from foundry3d.eval.results import bootstrap_ci, gain_kept, statistic
+from foundry3d.eval.results import ResultsError, bootstrap_ci, gain_kept, over_seeds, paired_over_seeds, statistic
 from foundry3d.eval.sceneseg import confusion, miou
 
 
@@ -71,3 +71,20 @@ def test_scene_miou_on_a_known_confusion():
     assert miou(conf) == pytest.approx((0.6 + 2 / 3 + 0.5) / 3)
     stat = statistic("sceneseg")
     assert stat({"confusion": np.stack([conf, conf])}, np.array([0, 1])) == pytest.approx(miou(conf))
+
+
+def test_seeds_are_paired_and_their_spread_is_reported():
+    rng = np.random.default_rng(3)
+    base = [(rng.random(500) < 0.7).astype(int) for _ in range(3)]  # three seeds of one kind
+    better = [np.maximum(b, (rng.random(500) < 0.2).astype(int)) for b in base]  # fixes some of its errors
+    a = [{**_res(x), "acc": x.mean()} for x in better]
+    b = [{**_res(x), "acc": x.mean()} for x in base]
+    spread = over_seeds("svm", a)
+    assert spread["mean"] == pytest.approx(np.mean([x.mean() for x in better]))
+    assert spread["sd"] == pytest.approx(np.std([x.mean() for x in better], ddof=1))
+    d, lo, hi = paired_over_seeds("svm", a, b)
+    assert d == pytest.approx(np.mean([x.mean() - y.mean() for x, y in zip(better, base)]))
+    assert 0 < lo < d < hi  # paired: the items both get right cancel, so the gain is resolved
+    assert paired_over_seeds("svm", b, b) == [0.0, 0.0, 0.0]
+    with pytest.raises(ResultsError, match="same non-zero number"):
+        paired_over_seeds("svm", a, b[:2])

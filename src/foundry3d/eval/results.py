@@ -155,6 +155,42 @@ def gain_kept(
     return out
 
 
+def over_seeds(proto: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The headline of one model kind trained with several seeds: mean, sample standard deviation (the
+    training noise the test-item CIs do not cover) and each seed's value."""
+    vals = [primary(r, proto) for r in runs]
+    if any(v is None for v in vals):
+        raise ResultsError(f"{proto}: a seed's result has no {PRIMARY[proto]}")
+    arr = np.asarray(vals, dtype=float)
+    return {"mean": float(arr.mean()), "sd": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0, "seeds": arr.tolist()}
+
+
+def paired_over_seeds(
+    proto: str, a: list[dict[str, Any]], b: list[dict[str, Any]], seed: int = 0, n: int = BOOTSTRAP
+) -> list[float]:
+    """[mean over seeds of (a - b), 95 % CI]: ``a[k]`` and ``b[k]`` are two kinds trained with the k-th seed and
+    scored on the same items; the interval resamples the items within each seed, the same resample for a and
+    b, so it covers the test items while the seeds are paired (training noise shows in the spread)."""
+    if len(a) != len(b) or not a:
+        raise ResultsError(f"{proto}: paired seeds need the same non-zero number of runs, got {len(a)} and {len(b)}")
+    f = statistic(proto)
+    pairs = [(per_item(x), per_item(y)) for x, y in zip(a, b)]
+    for x, y in pairs:
+        if _n_items(x) != _n_items(y):
+            raise ResultsError(f"{proto}: paired runs were scored on different items")
+    point = float(np.mean([f(x, np.arange(_n_items(x))) - f(y, np.arange(_n_items(y))) for x, y in pairs]))
+    rng = np.random.default_rng(seed)
+    boot = np.empty(n)
+    for j in range(n):
+        d = []
+        for x, y in pairs:
+            i = rng.integers(0, _n_items(x), _n_items(x))
+            d.append(f(x, i) - f(y, i))
+        boot[j] = np.mean(d)
+    lo, hi = np.percentile(boot, [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2])
+    return [point, float(lo), float(hi)]
+
+
 def format_gain(g: dict[str, Any]) -> str:
     if not g["headroom"]:
         return "no headroom"

@@ -169,7 +169,7 @@ def gain_vs_flops(comp: dict[str, Any], tasks: list[str], models: dict[str, Any]
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for name, m in models.items():
-        if name in ("teacher", "floor") or "flops" not in m:
+        if name in ("teacher", "floor") or "flops" not in m or m.get("group") == "seed":
             continue
         gains = [p[1] for t in tasks for p in _gain_points(comp, t, [name])]
         if not gains:

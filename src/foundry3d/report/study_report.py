@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from foundry3d.report.plots import gain_vs_flops, gain_vs_s
-from foundry3d.report.tables import Table, comparison_table, headroom_notes
+from foundry3d.report.tables import Table, comparison_table, headroom_notes, seed_table
 from foundry3d.report.templates import write_pair
 
 
@@ -69,6 +69,8 @@ def study_tables(record: dict[str, Any]) -> list[Table]:
             flops,
         ),
     ]
+    if record.get("seeds"):
+        tables.insert(2, seed_table(f"2b. SuperToken ablation at s = {s} over seeds (training noise)", record["seeds"]))
     tables[0].notes = headroom_notes(comp, tasks)
     return [t for t in tables if len(t.rows) > 2]  # a part the study's config left out has no table
 
