@@ -29,7 +29,7 @@ def test_vit_s_shape_matches_the_paper():
 def test_forward_api(cloud):
     m = foundry3d.create_model("test").eval()
     f = m.forward_features(cloud)
-    assert f["tokens"].shape == (2, 16, 32) and f["centers"].shape == (2, 16, 3)
+    assert f["tokens"].shape == (2, 16, 32) and f["centres"].shape == (2, 16, 3)
     inter = m.forward_intermediates(cloud, indices=[0, -1], norm=True)
     assert len(inter["intermediates"]) == 2
     assert torch.allclose(inter["tokens"], f["tokens"], atol=1e-6)

@@ -87,7 +87,7 @@ def embed_points(
     res = {
         "global": model.forward_head(out)[0].numpy(),
         "tokens": tokens[0].numpy(),
-        "centres": (out["centers"][0].numpy() * scale + centre).astype(np.float32),
+        "centres": (out["centres"][0].numpy() * scale + centre).astype(np.float32),
         "centre": centre.astype(np.float64),
         "scale": np.float64(scale),
         "model_points": np.int64(x.shape[1]),
@@ -95,7 +95,7 @@ def embed_points(
     if "assignment" in out:
         res["assignment"] = out["assignment"][0].numpy()
     if point_features is not None:
-        cen = out["centers"]
+        cen = out["centres"]
         starts = range(0, n, chunk)
         for s in tqdm(starts, desc="per-point features", unit="chunk", disable=not progress or n <= chunk):
             q = torch.from_numpy(x_all[s : s + chunk])[None]

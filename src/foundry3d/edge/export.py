@@ -58,7 +58,7 @@ class _Exportable(nn.Module):
             scale = x.norm(dim=-1).amax(1).clamp_min(1e-30)[:, None, None]
             x = x / scale
         out = self.model.forward_features(x, num_groups=self.num_groups)
-        centres = out["centers"] * scale + centre if self.normalize else out["centers"]
+        centres = out["centres"] * scale + centre if self.normalize else out["centres"]
         res = [out["tokens"], centres]
         if "assignment" in self.names:
             res.append(out["assignment"])

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from foundry3d.config import from_dict
 from foundry3d.errors import ConfigError
-from foundry3d.models.base import PointModel, check_cloud, pool_tokens, resolve_indices
+from foundry3d.models.base import PointModel, TokenOutput, check_cloud, pool_tokens, resolve_indices
 from foundry3d.models.encoder import TransformerEncoder
 
 
@@ -93,9 +93,7 @@ class PointTransformer(PointModel):
     def num_blocks(self) -> int:
         return len(self.encoder.blocks)
 
-    def forward_tokens(
-        self, tokens: Tensor, centres: Tensor, indices: list[int] | None = None
-    ) -> dict[str, Tensor | list[Tensor]]:
+    def forward_tokens(self, tokens: Tensor, centres: Tensor, indices: list[int] | None = None) -> TokenOutput:
         """Everything after the tokenizer (lets models that share a tokenizer share its work)."""
         pos = self.pos_embed(centres)
         if self.cfg.cls_token:  # the prefix token takes part in attention, then leaves the outputs
@@ -106,7 +104,7 @@ class PointTransformer(PointModel):
         cls = None
         if self.cfg.cls_token:
             cls, out, hidden = out[:, 0], out[:, 1:], [h[:, 1:] for h in hidden]
-        res: dict[str, Tensor | list[Tensor]] = {"tokens": out, "centers": centres}
+        res: TokenOutput = {"tokens": out, "centres": centres}
         if cls is not None:
             res["cls"] = cls
         if indices is not None:

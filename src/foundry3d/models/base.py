@@ -8,7 +8,7 @@ happens after the tokenizer). Everything else lives here once: input checks, gro
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -18,6 +18,24 @@ from torch import Tensor, nn
 from foundry3d.config import to_dict
 from foundry3d.errors import InputError
 from foundry3d.models.tokenizer import PointTokenizer, PositionalEmbedding
+
+
+class TokenOutput(TypedDict, total=False):
+    """What ``forward_tokens`` / ``forward_features`` of every model and student kind return: one spelling
+    for every key (the ONNX outputs, ``embed`` files and caches use the same names)."""
+
+    tokens: Tensor  # (B, c, D) output tokens
+    centres: Tensor  # (B, c, 3) patch centres, in the model's normalised units
+    assignment: Tensor  # (B, c) SuperToken of each token (-1: bypassed by the gate)
+    occupancy: Tensor  # (B,) non-empty SuperTokens per cloud
+    counts: Tensor  # (B, s) members of each SuperToken
+    soft_assignment: Tensor  # (B, c, s) the assignment's softmax (its training gradient)
+    compressed: Tensor  # (B, c) whether a token went through a SuperToken
+    gate_scores: Tensor  # (B, c) the gate's pi (gated students)
+    merged_tokens: Tensor  # (B,) tokens left after merging (ToMe kinds)
+    mask: Tensor  # (B, c) valid tokens, when some are padding
+    cls: Tensor  # (B, D) the prefix (class) token's output, for backbones that have one (Point-BERT, ACT)
+    intermediates: list[Tensor]  # one (B, c, D) per requested block
 
 
 def check_cloud(points: Tensor, min_points: int, name: str = "points") -> Tensor:
@@ -153,10 +171,10 @@ class PointModel(nn.Module):
         check_cloud(points, max(g, self.tcfg.group_size))
         return self.tokenizer(points.to(self.pos_embed[0].weight.dtype), g, fps_start, generator, centres)
 
-    def forward_tokens(self, tokens: Tensor, centres: Tensor, **kwargs: Any) -> dict[str, Any]:
+    def forward_tokens(self, tokens: Tensor, centres: Tensor, **kwargs: Any) -> TokenOutput:
         raise NotImplementedError
 
-    def forward_features(self, points: Tensor, num_groups: int | None = None, **kwargs: Any) -> dict[str, Any]:
+    def forward_features(self, points: Tensor, num_groups: int | None = None, **kwargs: Any) -> TokenOutput:
         """Output tokens (B, c, D) and centres (B, c, 3) (plus what the model adds)."""
         tokens, centres, _ = self.tokenize(points, num_groups)
         return self.forward_tokens(tokens, centres, **kwargs)
@@ -172,7 +190,7 @@ class PointModel(nn.Module):
         norm: bool = False,
         num_groups: int | None = None,
         **kwargs: Any,
-    ) -> dict[str, Any]:
+    ) -> TokenOutput:
         """Final tokens plus the outputs of blocks ``indices`` at every token position (a backbone's
         blocks before its final norm; a student's blocks routed back to the c tokens + residual).
 
@@ -187,7 +205,7 @@ class PointModel(nn.Module):
             out["intermediates"] = [F.layer_norm(h, h.shape[-1:]) for h in out["intermediates"]]
         return out
 
-    def forward_head(self, features: dict[str, Tensor] | Tensor) -> Tensor:
+    def forward_head(self, features: TokenOutput | dict[str, Tensor] | Tensor) -> Tensor:
         """Pooled global feature: concat[max, mean] over tokens (B, 2D) (Point-JEPA's pooling)."""
         tokens = features["tokens"] if isinstance(features, dict) else features
         mask = features.get("mask") if isinstance(features, dict) else None

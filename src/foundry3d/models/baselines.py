@@ -27,14 +27,15 @@ from torch import Tensor, nn
 
 from foundry3d.errors import InputError
 from foundry3d.models.backbone import PointTransformer
-from foundry3d.models.base import PointModel
+from foundry3d.models.base import PointModel, TokenOutput
 from foundry3d.models.foundry import DSO
 from foundry3d.models.merging import merged_blocks, schedule
 from foundry3d.models.student import FoundryConfig, Student
 
 
-def _intermediates(indices: list[int] | None, value: Tensor) -> list[Tensor] | None:
-    return None if indices is None else [value for _ in indices]
+def _intermediates(indices: list[int], value: Tensor) -> list[Tensor]:
+    """The same tensor at every requested block (a kind whose blocks are not separable per token)."""
+    return [value for _ in indices]
 
 
 class MLPStudent(Student):
@@ -44,10 +45,10 @@ class MLPStudent(Student):
 
     def forward_tokens(
         self, tokens: Tensor, centres: Tensor, indices: list[int] | None = None, **_: Any
-    ) -> dict[str, Any]:
+    ) -> TokenOutput:
         pos = self.pos_embed(centres)
         y = self.cau(torch.zeros_like(tokens), tokens, pos)
-        out: dict[str, Any] = {"tokens": y, "centers": centres}
+        out: TokenOutput = {"tokens": y, "centres": centres}
         if indices is not None:
             out["intermediates"] = _intermediates(indices, tokens + pos)
         return out
@@ -60,10 +61,10 @@ class MimicStudent(Student):
 
     def forward_tokens(
         self, tokens: Tensor, centres: Tensor, indices: list[int] | None = None, **_: Any
-    ) -> dict[str, Any]:
+    ) -> TokenOutput:
         pos = self.pos_embed(centres)
         x, hidden = self.encode(tokens, pos, None, indices)
-        out: dict[str, Any] = {"tokens": self.cau(x, tokens, pos), "centers": centres}
+        out: TokenOutput = {"tokens": self.cau(x, tokens, pos), "centres": centres}
         if indices is not None:
             order = {b: i for i, b in enumerate(sorted(set(indices)))}
             out["intermediates"] = [hidden[order[i]] + tokens + pos for i in indices]
@@ -83,7 +84,7 @@ class PatchMergerStudent(Student):
 
     def forward_tokens(
         self, tokens: Tensor, centres: Tensor, indices: list[int] | None = None, **_: Any
-    ) -> dict[str, Any]:
+    ) -> TokenOutput:
         pos = self.pos_embed(centres)
         xn = self.merge_norm(tokens)
         weights = F.softmax(xn @ self.queries.T / math.sqrt(xn.shape[-1]), dim=1)  # (B, c, s): over tokens
@@ -91,9 +92,9 @@ class PatchMergerStudent(Student):
         pos_s = weights.transpose(1, 2) @ pos
         x, hidden = self.encode(merged, pos_s, None, indices)
         back = weights / weights.sum(-1, keepdim=True).clamp_min(1e-12)  # each token over the s outputs
-        out: dict[str, Any] = {
+        out: TokenOutput = {
             "tokens": self.cau(back @ x, tokens, pos),
-            "centers": centres,
+            "centres": centres,
             "assignment": weights.argmax(-1),
             "soft_assignment": weights,
         }
@@ -125,17 +126,17 @@ class ToMeStudent(Student):
         noise: bool = True,
         indices: list[int] | None = None,
         **_: Any,
-    ) -> dict[str, Any]:
+    ) -> TokenOutput:
         b, c, _ = tokens.shape
         pos = self.pos_embed(centres)
         x, xpos = tokens, pos
         cam = None
-        out: dict[str, Any] = {"centers": centres}
+        out: TokenOutput = {"centres": centres}
         if self.dso is not None:
             if self.cfg.supertokens > c:
                 raise InputError(f"supertokens={self.cfg.supertokens} exceeds the {c} tokens of the input")
             x, xpos, cam, index, count, soft = self.dso(tokens, pos, tokens.new_ones(b, c), tau, noise, centres)
-            out.update(assignment=index, counts=count, occupancy=(count > 0).sum(1), soft_assignment=soft)
+            out.update({"assignment": index, "counts": count, "occupancy": (count > 0).sum(1), "soft_assignment": soft})
         r = schedule(x.shape[1], len(self.blocks), self.cfg.tome_r)
         z, source = merged_blocks(self.blocks, x, xpos, r, "tome", self.tcfg.pos_every_layer)
         routed = source.transpose(1, 2) @ self.norm(z)  # un-merge to the tokens entering the blocks
@@ -175,12 +176,12 @@ class MergedBackbone(PointModel):
 
     def forward_tokens(
         self, tokens: Tensor, centres: Tensor, indices: list[int] | None = None, **_: Any
-    ) -> dict[str, Any]:
+    ) -> TokenOutput:
         enc = self.backbone.encoder
         r = schedule(tokens.shape[1], len(enc.blocks), self.r)
         z, source = merged_blocks(enc.blocks, tokens, self.pos_embed(centres), r, self.method, enc.pos_every_layer)
         y = source.transpose(1, 2) @ enc.norm(z)
-        out: dict[str, Any] = {"tokens": y, "centers": centres}
+        out: TokenOutput = {"tokens": y, "centres": centres}
         if indices is not None:
             out["intermediates"] = _intermediates(indices, y)
         return out

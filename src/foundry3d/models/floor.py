@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from foundry3d.models.backbone import PointTransformer
-from foundry3d.models.base import PointModel
+from foundry3d.models.base import PointModel, TokenOutput
 
 
 class Floor(PointModel):
@@ -36,9 +36,9 @@ class Floor(PointModel):
 
     def forward_tokens(
         self, tokens: Tensor, centres: Tensor, indices: list[int] | None = None, **_: object
-    ) -> dict[str, Tensor | list[Tensor]]:
+    ) -> TokenOutput:
         x = tokens + self.pos_embed(centres)
-        out: dict[str, Tensor | list[Tensor]] = {"tokens": F.layer_norm(x, x.shape[-1:]), "centers": centres}
+        out: TokenOutput = {"tokens": F.layer_norm(x, x.shape[-1:]), "centres": centres}
         if indices is not None:
             out["intermediates"] = [x for _ in indices]
         return out

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from foundry3d.errors import InputError
 from foundry3d.models.assign import fps_assign, fps_pick_assign, kmeans_assign
+from foundry3d.models.base import TokenOutput
 from foundry3d.models.student import CAU, FoundryConfig, Student
 from foundry3d.ops.group import gather_points
 from foundry3d.ops.knn import square_distance
@@ -46,6 +47,12 @@ class DSO(nn.Module):
 
     ``mode="learned"`` is Foundry's DSO (learnable SuperTokens S, q/k similarity, straight-through
     Gumbel-softmax); ``"kmeans"`` and ``"fps"`` replace the assignment by a non-learned one."""
+
+    supertokens: nn.Parameter  # learned mode only, like q, k and logit_scale
+    q: nn.Linear
+    k: nn.Linear
+    logit_scale: nn.Parameter
+    codebook: Tensor  # kmeans_static only
 
     def __init__(
         self,
@@ -189,7 +196,7 @@ class FoundryStudent(Student):
         tau: float = 1.0,
         indices: list[int] | None = None,
         noise: bool = True,
-    ) -> dict[str, Tensor | list[Tensor]]:
+    ) -> TokenOutput:
         """Everything after the tokenizer. ``r``: gate threshold (tokens with pi > r are compressed);
         ``keep``: instead of a threshold, let the ``keep`` lowest-scoring tokens bypass (compact)."""
         b, c, _ = tokens.shape
@@ -249,9 +256,9 @@ class FoundryStudent(Student):
 
         y = self.cau(route(x), tokens, pos)
         assignment = torch.where(weight.detach() > 0.5, index, torch.full_like(index, -1))
-        out: dict[str, Tensor | list[Tensor]] = {
+        out: TokenOutput = {
             "tokens": y,
-            "centers": centres,
+            "centres": centres,
             "assignment": assignment,  # SuperToken of each token, -1 where the gate bypassed it
             "occupancy": (count > 0).sum(1),  # non-empty SuperTokens per cloud
             "counts": count,

@@ -98,5 +98,5 @@ class Segmenter(nn.Module):
     def logits(self, points: Tensor, category: Tensor, num_groups: int | None = None) -> Tensor:
         out = self.backbone.forward_features(points, num_groups or self.backbone.groups_for(points.shape[1]))
         tokens = nn.functional.layer_norm(out["tokens"], out["tokens"].shape[-1:])
-        idx, w = three_nn(points, out["centers"])
+        idx, w = three_nn(points, out["centres"])
         return self.head(tokens, idx, w, points, category)

@@ -43,7 +43,7 @@ def supertoken_figures(
             for j, i in enumerate(picks):
                 pts = b["points"][j].numpy()
                 clouds.append(pts)
-                colors.append(supertoken_colors(pts, f["centers"][j].numpy(), f["assignment"][j].numpy()))
+                colors.append(supertoken_colors(pts, f["centres"][j].numpy(), f["assignment"][j].numpy()))
                 titles.append(f"{ds.classes[int(labels[i])]} ({int(f['occupancy'][j])}/{s} used)")
         render_grid(
             clouds,

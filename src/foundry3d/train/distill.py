@@ -21,7 +21,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from foundry3d.models.assign import kmeans_fit
 from foundry3d.models.backbone import PointTransformer
 from foundry3d.models.checkpoint import save_release
 from foundry3d.models.foreign import ForeignTeacher, register_module
+from foundry3d.models.foundry import FoundryStudent
 from foundry3d.models.hub import create_student, load, load_teacher, model_hash
 from foundry3d.models.occupancy import occupancy
 from foundry3d.models.student import Student, StudentArch
@@ -124,7 +125,7 @@ class DistillConfig:
 def _student_for(teacher: PointTransformer, st: StudentSection) -> Student:
     """Continue from an existing student: it must have been built for a teacher of this width."""
     assert st.start_from is not None
-    student = load(st.start_from, expect_kind="student")
+    student = cast(Student, load(st.start_from, expect_kind="student"))
     want = student.cfg.teacher_config
     if want.dim != teacher.cfg.dim or want.depth < max(student.cfg.student_blocks(), default=0) + 1:
         raise DistillError(
@@ -168,6 +169,9 @@ def teacher_targets(teacher: PointTransformer, tokens: Tensor, centres: Tensor, 
 
 class Distiller(nn.Module):
     """Student + frozen teacher; ``forward`` returns (loss, metrics) for the engine."""
+
+    student: Student
+    teacher: PointTransformer
 
     def __init__(self, student: Student, teacher: PointTransformer, cfg: DistillConfig) -> None:
         super().__init__()
@@ -245,6 +249,7 @@ class Distiller(nn.Module):
 
 class DistillTask(Task):
     find_unused_parameters = False
+    module: Distiller
 
     def __init__(self, cfg: DistillConfig, run_dir: Path) -> None:
         self.cfg = cfg
@@ -352,7 +357,7 @@ class DistillTask(Task):
         if self._initialised:  # a continued or resumed student keeps its SuperTokens
             return
         self._initialised = True
-        st = self.module.student
+        st = cast(FoundryStudent, self.module.student)  # the kinds with a DSO (others return below)
         if getattr(getattr(st, "dso", None), "mode", "") == "kmeans_static":
             self._fit_codebook()
             return
@@ -377,7 +382,7 @@ class DistillTask(Task):
 
     def _fit_codebook(self) -> None:
         """kmeans_static: s codewords by k-means over the tokens of 256 training clouds, fitted once."""
-        st = self.module.student
+        st = cast(FoundryStudent, self.module.student)
         self.module.train()  # a frozen tokenizer tokenizes in eval mode here too (running statistics)
         with torch.no_grad():
             idx = np.random.default_rng(self.cfg.engine.seed).permutation(len(self.dataset))[:256]
