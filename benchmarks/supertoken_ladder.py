@@ -101,6 +101,25 @@ def main() -> None:
     print(f"wrote {a.record}")
 
 
+def _choose(rows: dict[str, Any]) -> tuple[str, str]:
+    """The rung to make the default, by a rule fixed before the numbers: its token R^2 is better than today's
+    (paired CI above 0), no validation task is worse (every paired CI reaches 0 or above), and among such rungs
+    the highest mean context R^2; none: today's DSO stays."""
+    rule = (
+        "better token R^2 than today's DSO (paired 95 % CI above 0), no validation task worse (every paired CI "
+        "reaches 0), then the highest mean context R^2; otherwise today's DSO stays"
+    )
+    ok = []
+    for rung, row in rows.items():
+        if rung in ("today", "mlp"):
+            continue
+        fid = row["fidelity:kicad33"].get("minus_today")
+        worse = any(row[t]["minus_today"][2] < 0 for t in TASKS if "minus_today" in row[t])
+        if fid and fid[1] > 0 and not worse:
+            ok.append((row.get("context_r2", {}).get("mean", 0.0), rung))
+    return (max(ok)[1] if ok else "today"), rule
+
+
 def _summarise(
     scores: dict[str, dict[int, dict[str, Any]]], a: argparse.Namespace, seconds: dict[str, float], total: float
 ) -> dict[str, Any]:
@@ -120,8 +139,11 @@ def _summarise(
         for row in rows.values():
             ctx = [(r - m) / (1 - m) for r, m in zip(row["fidelity:kicad33"]["seeds"], ref)]
             row["context_r2"] = {"mean": float(np.mean(ctx)), "sd": float(np.std(ctx, ddof=1)), "seeds": ctx}
+    chosen, rule = _choose(rows)
     return {
         "what": "DSO options on validation (fit -> val), quickstart s=16 student",
+        "chosen": chosen,
+        "rule": rule,
         "command": "python benchmarks/supertoken_ladder.py "
         + " ".join([f"--seeds {' '.join(map(str, a.seeds))}", f"--steps {a.steps}", f"--teacher {a.teacher}"]),
         "seeds": seeds,
