@@ -114,7 +114,9 @@ def temp_path(path: Path, suffix: str = ".tmp") -> Path:
     return Path(tmp)
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None], check: Callable[[str], None] | None = None) -> None:
+def atomic_write(
+    path: str | Path, write: Callable[[str], object], check: Callable[[str], object] | None = None
+) -> None:
     """Call ``write(tmp_path)`` (then ``check(tmp_path)``, which raises if the file is not right) and move the
     finished file onto ``path``. A kill, a full disk or a failed check leaves ``path`` as it was."""
     path = Path(path)

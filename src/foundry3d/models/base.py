@@ -33,7 +33,6 @@ class TokenOutput(TypedDict, total=False):
     compressed: Tensor  # (B, c) whether a token went through a SuperToken
     gate_scores: Tensor  # (B, c) the gate's pi (gated students)
     merged_tokens: Tensor  # (B,) tokens left after merging (ToMe kinds)
-    mask: Tensor  # (B, c) valid tokens, when some are padding
     cls: Tensor  # (B, D) the prefix (class) token's output, for backbones that have one (Point-BERT, ACT)
     intermediates: list[Tensor]  # one (B, c, D) per requested block
 
@@ -97,14 +96,9 @@ def normalize_cloud(points: np.ndarray, chunk: int = 1_000_000) -> tuple[np.ndar
 UNNORMALIZED = 3.0  # a coordinate beyond this (unit-sphere clouds, augmented up to ~1.5) means raw units
 
 
-def pool_tokens(tokens: Tensor, mask: Tensor | None = None) -> Tensor:
-    """concat[max, mean] over the token axis, ignoring tokens where ``mask`` is False."""
-    if mask is None:
-        return torch.cat([tokens.amax(1), tokens.mean(1)], dim=-1)
-    m = mask.unsqueeze(-1).to(tokens.dtype)
-    mx = tokens.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)
-    mean = (tokens * m).sum(1) / m.sum(1).clamp_min(1.0)
-    return torch.cat([mx, mean], dim=-1)
+def pool_tokens(tokens: Tensor) -> Tensor:
+    """concat[max, mean] over the token axis (every model's outputs hold one token per patch, none padding)."""
+    return torch.cat([tokens.amax(1), tokens.mean(1)], dim=-1)
 
 
 def resolve_indices(indices: list[int] | int | None, depth: int) -> list[int]:
@@ -208,8 +202,7 @@ class PointModel(nn.Module):
     def forward_head(self, features: TokenOutput | dict[str, Tensor] | Tensor) -> Tensor:
         """Pooled global feature: concat[max, mean] over tokens (B, 2D) (Point-JEPA's pooling)."""
         tokens = features["tokens"] if isinstance(features, dict) else features
-        mask = features.get("mask") if isinstance(features, dict) else None
-        return pool_tokens(tokens, mask)
+        return pool_tokens(tokens)
 
     def forward(self, points: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(points))

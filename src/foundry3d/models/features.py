@@ -101,7 +101,7 @@ def extract(
     feats = []
     for s in range(0, len(data["tokens"]), batch_size):
         out = model.forward_tokens(data["tokens"][s : s + batch_size], data["centres"][s : s + batch_size])
-        feats.append(pool_tokens(out["tokens"], out.get("mask")).float().numpy())
+        feats.append(pool_tokens(out["tokens"]).float().numpy())
     return {"features": np.concatenate(feats), "labels": data["labels"].numpy()}
 
 

@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from foundry3d.config import from_dict, load_config, parse_override, to_dict
+from foundry3d.config import load_config, parse_override, to_dict
 from foundry3d.data.registry import load_dataset
 from foundry3d.data.transforms import AugmentConfig, Sampling, augment, collate
 from foundry3d.errors import ConfigError
 from foundry3d.files import user_path
-from foundry3d.models.checkpoint import load_train_state, save_release
+from foundry3d.models.checkpoint import save_release
 from foundry3d.models.hub import create_model
 from foundry3d.models.jepa import JEPAConfig, PointJEPA
 from foundry3d.train.engine import EngineConfig, Task, check_training_data, seed_all
@@ -138,19 +138,3 @@ def pretrain(
     seed_all(cfg.engine.seed)
     task = PretrainTask(cfg, user_path(out))
     return fit(task, cfg.engine, out, to_dict(cfg), resume=resume, overwrite=overwrite)
-
-
-def release_from_checkpoint(run: str | Path, out: str | Path) -> Path:
-    """Release the online backbone of a pretraining run's last checkpoint (e.g. of a run in progress)."""
-    state = load_train_state(Path(run) / "checkpoints" / "last.pt")
-    cfg = from_dict(PretrainConfig, state["config"])
-    model = PointJEPA(create_model(cfg.model.variant, **cfg.model.options), cfg.jepa)
-    model.load_state_dict(state["task"]["module"])
-    meta = {
-        "recipe": "point-jepa pretraining (snapshot)",
-        "variant": cfg.model.variant,
-        "steps": int(state["step"]),
-        "datasets": cfg.data.datasets,
-        "config": state["config"],
-    }
-    return save_release(model.backbone, out, meta)
