@@ -21,7 +21,7 @@ from foundry3d.data.kicadboards import BOARDS_VERSION, SCENE_CLASSES
 from foundry3d.data.sh3d import SH3D_VERSION
 from foundry3d.data.store import dataset_dir, is_complete, load_array, read_meta
 
-EMBEDDED = {
+BUILT_DATASETS = {
     "sh3d16": ("sh3d16", SH3D_VERSION, "foundry3d data build sh3d16"),
     "kicad33": ("kicad", KICAD_VERSION, "foundry3d data build kicad"),
     "kicadparts": ("kicad", KICAD_VERSION, "foundry3d data build kicad"),
@@ -51,8 +51,8 @@ def carve_val(train: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nda
     return np.sort(fit), np.sort(val)
 
 
-def embedded_path(name: str, root: str | Path | None = None) -> Path:
-    folder, version, command = EMBEDDED[name]
+def built_dataset_path(name: str, root: str | Path | None = None) -> Path:
+    folder, version, command = BUILT_DATASETS[name]
     path = dataset_dir(folder, version, root)
     if not is_complete(path):
         raise DatasetError(
@@ -67,7 +67,7 @@ def load_embedded(
 ) -> ArrayDataset:
     if split not in SPLITS[name]:
         raise DatasetError(f"{name} has no split {split!r}; splits: {', '.join(SPLITS[name])}")
-    path = path or embedded_path(name, root)
+    path = path or built_dataset_path(name, root)
     meta = read_meta(path)
     splits = json.loads((path / "splits.json").read_text())
     classes = json.loads((path / "classes.json").read_text())

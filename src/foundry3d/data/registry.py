@@ -15,7 +15,7 @@ import numpy as np
 
 from foundry3d.data.base import ConcatDataset, DatasetError, PointCloudDataset
 from foundry3d.data.benchmarks import BENCHMARKS
-from foundry3d.data.embedded import EMBEDDED, SPLITS, embedded_path, load_embedded
+from foundry3d.data.embedded import BUILT_DATASETS, SPLITS, built_dataset_path, load_embedded
 from foundry3d.data.folder import folder_info, is_folder_spec, load_folder, parse_folder_spec
 from foundry3d.data.store import dataset_dir, is_complete, read_meta
 from foundry3d.data.synthetic import SyntheticShapes
@@ -69,7 +69,7 @@ def load_dataset(spec: str, split: str | None = None, root: str | Path | None = 
     name, s, r = parse_spec(spec)
     split = s or split or "train"
     root = r or root
-    if name in EMBEDDED:
+    if name in BUILT_DATASETS:
         return load_embedded(name, split, root)
     if name == "synthetic":
         if split not in ("train", "test", "pool"):
@@ -97,7 +97,7 @@ def load_dataset(spec: str, split: str | None = None, root: str | Path | None = 
 
 
 def list_names() -> list[str]:
-    return [*sorted(EMBEDDED), "synthetic", *BENCHMARKS.names(), "folder:PATH"]
+    return [*sorted(BUILT_DATASETS), "synthetic", *BENCHMARKS.names(), "folder:PATH"]
 
 
 def list_datasets(root: str | Path | None = None) -> list[dict[str, Any]]:
@@ -107,7 +107,7 @@ def list_datasets(root: str | Path | None = None) -> list[dict[str, Any]]:
         root: dataset cache folder.
     """
     rows = []
-    for name, (folder, version, command) in EMBEDDED.items():
+    for name, (folder, version, command) in BUILT_DATASETS.items():
         path = dataset_dir(folder, version, root)
         rows.append(
             {
@@ -156,8 +156,8 @@ def dataset_info(name: str, root: str | Path | None = None) -> dict[str, Any]:
     base, split, r = parse_spec(name)
     if split is not None:  # one split: its own counts (an unknown split is an error, never ignored)
         return load_dataset(name, root=root).info()
-    if base in EMBEDDED:
-        path = embedded_path(base, r or root)
+    if base in BUILT_DATASETS:
+        path = built_dataset_path(base, r or root)
         meta = read_meta(path)
         out: dict[str, Any] = {
             "name": base,

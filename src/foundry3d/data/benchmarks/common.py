@@ -39,7 +39,7 @@ def load_npy(path: Path) -> np.ndarray:
         raise DatasetError(f"{path} is corrupt or truncated: {e}") from e
 
 
-def check_cloud(points: np.ndarray, path: Path | str) -> np.ndarray:
+def check_point_array(points: np.ndarray, path: Path | str) -> np.ndarray:
     if points.ndim != 2 or points.shape[1] < 3 or not np.isfinite(points[:, :3]).all():
         raise DatasetError(f"{path}: expected an (N, >=3) array of finite coordinates, got {points.shape}")
     return points

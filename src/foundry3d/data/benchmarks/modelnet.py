@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from foundry3d.data.base import ArrayDataset, DatasetError, PointCloudDataset, Sample
-from foundry3d.data.benchmarks.common import check_cloud, pc_normalize, read_lines, register_benchmark, require
+from foundry3d.data.benchmarks.common import check_point_array, pc_normalize, read_lines, register_benchmark, require
 from foundry3d.data.pickles import load_numpy_pickle
 
 LAYOUT = (
@@ -63,7 +63,7 @@ class ModelNetTxt(PointCloudDataset):
             pts = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
         except ValueError as e:
             raise DatasetError(f"{path} is not a comma-separated x,y,z,nx,ny,nz file: {e}") from e
-        check_cloud(pts, path)
+        check_point_array(pts, path)
         return Sample(points=pc_normalize(pts[:, :3]), normals=_normals(pts), label=int(self._labels[i]), name=sid)
 
     def labels(self) -> np.ndarray:
@@ -75,7 +75,7 @@ def _from_dat(root: Path, split: str, classes: list[str]) -> ArrayDataset:
     data = load_numpy_pickle(path)
     if not (isinstance(data, (list, tuple)) and len(data) == 2 and len(data[0]) == len(data[1])):
         raise DatasetError(f"{path}: expected [list of points, list of labels]")
-    pts = np.stack([check_cloud(np.asarray(p, np.float32), path) for p in data[0]])
+    pts = np.stack([check_point_array(np.asarray(p, np.float32), path) for p in data[0]])
     labels = np.array([int(np.asarray(lab).reshape(-1)[0]) for lab in data[1]], np.int64)
     xyz = np.stack([pc_normalize(p[:, :3]) for p in pts])
     return ArrayDataset(
@@ -155,7 +155,7 @@ def load_fewshot_fold(root: Path, way: int, shot: int, fold: int) -> tuple[Array
             raise DatasetError(
                 f"{path}: '{part}' has {len(items)} samples, expected {expected} ({way}-way {shot}-shot)"
             )
-        pts = np.stack([pc_normalize(check_cloud(np.asarray(x[0], np.float32), path)[:, :3]) for x in items])
+        pts = np.stack([pc_normalize(check_point_array(np.asarray(x[0], np.float32), path)[:, :3]) for x in items])
         labels = np.array([int(x[1]) for x in items], np.int64)
         out.append(
             ArrayDataset(

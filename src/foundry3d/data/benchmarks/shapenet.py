@@ -14,7 +14,7 @@ import numpy as np
 
 from foundry3d.data.base import PointCloudDataset, Sample
 from foundry3d.data.benchmarks.common import (
-    check_cloud,
+    check_point_array,
     load_npy,
     pc_normalize,
     read_lines,
@@ -53,7 +53,7 @@ class ShapeNetPC(PointCloudDataset):
         path = self.pc_dir / self.files[i]
         if not path.exists():
             raise FileNotFoundError(f"{path} listed in the split file is missing ({LAYOUT})")
-        pts = check_cloud(load_npy(path).astype(np.float32), path)[:, :3]
+        pts = check_point_array(load_npy(path).astype(np.float32), path)[:, :3]
         return Sample(points=pc_normalize(pts), label=int(self._labels[i]), name=self.files[i])
 
     def labels(self) -> np.ndarray:
