@@ -34,7 +34,7 @@ from foundry3d.quickstart import DISTILL_COMMON, QUICK
 from foundry3d.train.distill import distill
 
 sys.path.insert(0, str(Path(__file__).parent))
-from supertoken_ladder import RUNGS  # the ladder's DSO options, by name
+from supertoken_ladder import RUNGS  # the ladder's DSO options, by name (today: the DSO before the ladder)
 
 KINDS = ["foundry", "kmeans", "kmeans_static", "kmeans_xyz", "fps", "fps_presample", "mlp", "mimic"]
 TASKS = ["svm:sh3d16", "svm:kicad33", "fewshot:kicad33", "fidelity:kicad33"]
@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096])
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--kinds", nargs="+", default=KINDS)
-    ap.add_argument("--chosen", default=None, help="a ladder rung (e.g. all): DSO with those options, as 'dso+'")
+    ap.add_argument("--before", action="store_true", help="also the DSO before the ladder's choice (foundry_before)")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--teacher", default="embedded")
     ap.add_argument("--threads", type=int, default=1)
@@ -71,8 +71,8 @@ def main() -> None:
     check_sizes(a.sizes, stored_points(list(DATASETS.values())))
     torch.set_num_threads(a.threads)
     kinds: dict[str, list[str]] = {k: [f"student.kind={k}"] for k in a.kinds}
-    if a.chosen:
-        kinds = {"dso+": ["student.kind=foundry", *RUNGS[a.chosen]], **kinds}
+    if a.before:
+        kinds = {**kinds, "foundry_before": ["student.kind=foundry", *RUNGS["today"]]}
     out, t0 = Path(a.out), time.time()
     sizes: dict[str, Any] = {}
     for n in a.sizes:
@@ -131,7 +131,7 @@ def main() -> None:
                 f"--kinds {' '.join(a.kinds)}",
                 f"--steps {a.steps}",
             ]
-            + ([f"--chosen {a.chosen}"] if a.chosen else [])
+            + (["--before"] if a.before else [])
         ),
         "supertokens": 16,
         "sizes": sizes,
@@ -157,8 +157,8 @@ def _size_summary(
     wall: float,
 ) -> dict[str, Any]:
     """Teacher and floor (with the headroom: teacher - floor and its CI), then every kind over seeds with its
-    paired difference to DSO ('dso+' when chosen, else 'foundry')."""
-    dso = "dso+" if "dso+" in runs else "foundry"
+    paired difference to DSO (the foundry kind, with the defaults the ladder chose)."""
+    dso = "foundry"
     first = {k: v[seeds[0]] for k, v in runs.items()}
     comp = comparison(refs["teacher"], refs["floor"], first)
     tasks: dict[str, Any] = {}

@@ -177,3 +177,24 @@ def test_accumulation_that_does_not_divide_the_batch_is_one_line(teacher, tmp_pa
     rc = main(["distill", "--teacher", teacher, "--out", str(tmp_path / "r"), *BASE, "engine.accumulate=3"])
     err = capsys.readouterr().err
     assert rc == 2 and "accumulate=3 must be >= 1 and divide batch_size=8" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "kind, extra, want",
+    [
+        ("foundry", [], {"count_grad": True, "empty_bins": "mask", "tau_end": 0.1}),
+        ("foundry", ["loss.gumbel_noise=false"], {"count_grad": True, "empty_bins": "mask", "tau_end": 1.0}),
+        ("foundry", ["student.empty_bins=fallback"], {"count_grad": True, "empty_bins": "fallback", "tau_end": 0.1}),
+        ("kmeans", [], {"count_grad": False, "empty_bins": "fallback", "tau_end": 1.0}),
+    ],
+)
+def test_the_dso_defaults_chosen_on_validation_are_resolved_and_recorded(teacher, tmp_path, kind, extra, want):
+    """Left null, the DSO options take the ladder's choice for a learned assignment and the architecture's
+    defaults otherwise; the run's config and the release hold the resolved values, never null."""
+    over = [*BASE, "engine.steps=2", f"student.kind={kind}", *extra]
+    distill(teacher=teacher, supertokens=4, overrides=over, out=tmp_path)
+    cfg = foundry3d.config.read_yaml(tmp_path / "config.yaml")
+    got = {"count_grad": cfg["student"]["count_grad"], "empty_bins": cfg["student"]["empty_bins"]}
+    assert {**got, "tau_end": cfg["loss"]["tau_end"]} == want
+    student = foundry3d.load(tmp_path / "release")
+    assert (student.cfg.count_grad, student.cfg.empty_bins) == (want["count_grad"], want["empty_bins"])

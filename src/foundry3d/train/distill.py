@@ -57,6 +57,11 @@ class StudentSection(StudentArch):
     """The student's architecture (every field of :class:`StudentArch`) plus how to train it."""
 
     init: Literal["data", "random"] = "data"  # SuperTokens from diverse training tokens, or random
+    # the DSO details chosen on validation (docs/study/ladder.json): null resolves, for a learned assignment, to
+    # the member counts in the gradient and empty SuperTokens masked out of attention; for other kinds to the
+    # architecture's defaults (a release without these keys keeps the behaviour it was trained with)
+    count_grad: bool | None = None  # type: ignore[assignment]
+    empty_bins: Literal["fallback", "mask"] | None = None  # type: ignore[assignment]
     freeze_tokenizer: bool = True
     freeze_blocks: bool = False
     start_from: str | None = None  # an existing student release to continue from (its architecture is kept)
@@ -69,7 +74,8 @@ class LossSection:
     balance: float = 0.0  # weight of the per-cloud SuperToken usage-balancing term
     gate_lambda: float = 1e-3  # L_gate = -gate_lambda * mean(pi)
     tau_start: float = 1.0  # Gumbel-softmax temperature, annealed linearly to tau_end
-    tau_end: float = 1.0
+    # null: 0.1 for a learned assignment with Gumbel noise (chosen on validation), else tau_start (no schedule)
+    tau_end: float | None = None
     gumbel_noise: bool = True  # False: straight-through softmax without noise (training routes like inference)
     dso_lr_scale: float = 1.0  # learning-rate multiplier for SuperTokens, q, k and the temperature
     # A trained (narrow or unfrozen) tokenizer: weight of SmoothL1(student patch tokens, teacher patch
@@ -107,19 +113,35 @@ class DistillConfig:
 
     def validate(self) -> None:
         loss, kind = self.loss, self.student.kind
-        if not (loss.tau_start > 0 and loss.tau_end > 0):
+        if not (loss.tau_start > 0 and (loss.tau_end is None or loss.tau_end > 0)):
             raise ConfigError(f"loss.tau_start and loss.tau_end must be > 0, got {loss.tau_start}, {loss.tau_end}")
-        gumbel = loss.tau_start != 1.0 or loss.tau_end != 1.0 or not loss.gumbel_noise
+        gumbel = loss.tau_start != 1.0 or loss.tau_end not in (None, 1.0) or not loss.gumbel_noise
         if gumbel and kind not in ("foundry", "tome_dso"):
             raise ConfigError(
                 f"loss.tau_start/tau_end/gumbel_noise set the Gumbel-softmax of a learned assignment, but "
                 f"student.kind={kind} has none (expected kind=foundry or the defaults)"
             )
-        if loss.tau_start != loss.tau_end and not loss.gumbel_noise:
+        if loss.tau_end is not None and loss.tau_start != loss.tau_end and not loss.gumbel_noise:
             raise ConfigError(
                 f"loss.tau_start={loss.tau_start} -> tau_end={loss.tau_end} anneals the Gumbel noise, but "
                 "loss.gumbel_noise=false: set gumbel_noise=true or one fixed temperature"
             )
+
+
+LEARNED = ("foundry", "tome_dso")  # kinds whose assignment is learned (SuperTokens, q, k, Gumbel-softmax)
+
+
+def resolve_dso_defaults(cfg: DistillConfig) -> None:
+    """Fill the DSO options left null with the ladder's choice for a learned assignment (Gumbel temperature
+    1 -> 0.1, member counts in the gradient, empty SuperTokens masked) and the architecture's defaults for
+    every other kind."""
+    st, loss, learned = cfg.student, cfg.loss, cfg.student.kind in LEARNED
+    if st.count_grad is None:
+        st.count_grad = learned
+    if st.empty_bins is None:
+        st.empty_bins = "mask" if st.kind == "foundry" else "fallback"
+    if loss.tau_end is None:
+        loss.tau_end = 0.1 if learned and loss.gumbel_noise else loss.tau_start
 
 
 def _student_for(teacher: PointTransformer, st: StudentSection) -> Student:
@@ -254,6 +276,7 @@ class DistillTask(Task):
     def __init__(self, cfg: DistillConfig, run_dir: Path) -> None:
         self.cfg = cfg
         self.run_dir = run_dir
+        resolve_dso_defaults(cfg)  # recorded as resolved in the run's config
         teacher = load_teacher(cfg.teacher)
         st = cfg.student
         if isinstance(teacher, ForeignTeacher):
