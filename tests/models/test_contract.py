@@ -23,17 +23,19 @@ def _student(teacher, kind):
 
 @pytest.mark.parametrize("name", VARIANTS.names())
 def test_every_variant_builds_and_intermediates_agree(name):
-    if name in ("vit_s", "vit_s_mae"):  # same code path as the others, only wider: keep the suite fast
-        cfg = foundry3d.models.variants.variant_config(name)
-        assert cfg.dim == 384 and cfg.depth == 12
-        return
     m = foundry3d.create_model(name).eval()
-    x = torch.randn(2, m.cfg.num_points, 3)
+    x = torch.randn(1, m.cfg.num_points, 3)
+    x = x / x.norm(dim=-1).max()
     with torch.no_grad():
         feats = m.forward_features(x)
         inter = m.forward_intermediates(x, indices=[-1])
+        every = m.forward_intermediates(x)  # timm: indices=None is every block
     assert torch.allclose(m.encoder.norm(inter["intermediates"][0]), feats["tokens"], atol=1e-5)
     assert torch.allclose(inter["tokens"], feats["tokens"])
+    assert len(every["intermediates"]) == m.cfg.depth and torch.equal(
+        every["intermediates"][-1], inter["intermediates"][0]
+    )
+    assert m.num_classes == 0 and torch.equal(m.forward_head(feats, pre_logits=True), m.forward_head(feats))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -46,6 +48,9 @@ def test_student_kind_shapes_and_intermediates(teacher, kind, cloud):
     assert torch.allclose(i["tokens"], f["tokens"], atol=1e-5)  # the same forward pass
     assert i["intermediates"][0].shape == (2, 16, teacher.dim)
     assert s.forward_head(f).shape == (2, 2 * teacher.dim)
+    assert torch.equal(s.forward_head(f, pre_logits=True), s.forward_head(f))
+    with torch.no_grad():
+        assert len(s.forward_intermediates(cloud)["intermediates"]) == s.num_blocks  # timm: None is every block
 
 
 @pytest.mark.parametrize("kind", KINDS)

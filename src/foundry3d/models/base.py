@@ -102,9 +102,10 @@ def pool_tokens(tokens: Tensor) -> Tensor:
 
 
 def resolve_indices(indices: list[int] | int | None, depth: int) -> list[int]:
-    """Block indices as non-negative ints; an int n means the last n blocks, None the last one."""
+    """Block indices as non-negative ints, as timm reads them: an int n means the last n blocks, None every
+    block, negative indices count from the end."""
     if indices is None:
-        return [depth - 1]
+        return list(range(depth))
     if isinstance(indices, int):
         if not 1 <= indices <= depth:
             raise InputError(f"cannot take the last {indices} blocks of a {depth}-block encoder")
@@ -199,8 +200,12 @@ class PointModel(nn.Module):
             out["intermediates"] = [F.layer_norm(h, h.shape[-1:]) for h in out["intermediates"]]
         return out
 
-    def forward_head(self, features: TokenOutput | dict[str, Tensor] | Tensor) -> Tensor:
-        """Pooled global feature: concat[max, mean] over tokens (B, 2D) (Point-JEPA's pooling)."""
+    num_classes = 0  # timm: no classifier; forward_head returns the pooled features
+
+    def forward_head(self, features: TokenOutput | dict[str, Tensor] | Tensor, pre_logits: bool = False) -> Tensor:
+        """Pooled global feature: concat[max, mean] over tokens (B, 2D) (Point-JEPA's pooling). As in timm for a
+        model without a classifier (``num_classes == 0``), the head is the identity, so ``pre_logits`` changes
+        nothing; task heads (:mod:`foundry3d.models.heads`) put a classifier on top."""
         tokens = features["tokens"] if isinstance(features, dict) else features
         return pool_tokens(tokens)
 

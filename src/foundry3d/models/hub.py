@@ -276,8 +276,8 @@ class WithOptions(nn.Module):
     def forward_intermediates(self, points: torch.Tensor, *args: Any, **kwargs: Any) -> dict[str, Any]:
         return self.model.forward_intermediates(points, *args, **{**self.options, **kwargs})
 
-    def forward_head(self, features: Any) -> torch.Tensor:
-        return self.model.forward_head(features)
+    def forward_head(self, features: Any, pre_logits: bool = False) -> torch.Tensor:
+        return self.model.forward_head(features, pre_logits)
 
     def embed(self, points: Any, groups: int | None = None) -> torch.Tensor:
         """As :meth:`PointModel.embed`, with the bound options."""
