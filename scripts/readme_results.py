@@ -379,6 +379,7 @@ def main() -> None:
         yourdata=yourdata_context(docs),
         candidate=candidate_context(docs),
         throughput=throughput_table(docs / "edge" / "engine_throughput.json"),
+        gpu=_json(docs / "edge" / "gpu_estimate.json"),
         ladder=ladder_context(docs / "study" / "ladder.json"),
         tokenizer=_json(docs / "edge" / "tokenizer_speed.json"),
         format_gain=format_gain,
