@@ -186,11 +186,12 @@ def test_accumulation_that_does_not_divide_the_batch_is_one_line(teacher, tmp_pa
         ("foundry", ["loss.gumbel_noise=false"], {"count_grad": True, "empty_bins": "mask", "tau_end": 1.0}),
         ("foundry", ["student.empty_bins=fallback"], {"count_grad": True, "empty_bins": "fallback", "tau_end": 0.1}),
         ("kmeans", [], {"count_grad": False, "empty_bins": "fallback", "tau_end": 1.0}),
+        ("tome_dso", [], {"count_grad": False, "empty_bins": "fallback", "tau_end": 1.0}),
     ],
 )
 def test_the_dso_defaults_chosen_on_validation_are_resolved_and_recorded(teacher, tmp_path, kind, extra, want):
-    """Left null, the DSO options take the ladder's choice for a learned assignment and the architecture's
-    defaults otherwise; the run's config and the release hold the resolved values, never null."""
+    """Left null, the DSO options take the ladder's choice for the foundry kind (the one it chose for) and the
+    architecture's defaults otherwise; the run's config and the release hold the resolved values, never null."""
     over = [*BASE, "engine.steps=2", f"student.kind={kind}", *extra]
     distill(teacher=teacher, supertokens=4, overrides=over, out=tmp_path)
     cfg = foundry3d.config.read_yaml(tmp_path / "config.yaml")

@@ -57,7 +57,7 @@ class StudentSection(StudentArch):
     """The student's architecture (every field of :class:`StudentArch`) plus how to train it."""
 
     init: Literal["data", "random"] = "data"  # SuperTokens from diverse training tokens, or random
-    # the DSO details chosen on validation (docs/study/ladder.json): null resolves, for a learned assignment, to
+    # the DSO details chosen on validation (docs/study/ladder.json): null resolves, for kind=foundry, to
     # the member counts in the gradient and empty SuperTokens masked out of attention; for other kinds to the
     # architecture's defaults (a release without these keys keeps the behaviour it was trained with)
     count_grad: bool | None = None  # type: ignore[assignment]
@@ -74,7 +74,7 @@ class LossSection:
     balance: float = 0.0  # weight of the per-cloud SuperToken usage-balancing term
     gate_lambda: float = 1e-3  # L_gate = -gate_lambda * mean(pi)
     tau_start: float = 1.0  # Gumbel-softmax temperature, annealed linearly to tau_end
-    # null: 0.1 for a learned assignment with Gumbel noise (chosen on validation), else tau_start (no schedule)
+    # null: 0.1 for kind=foundry with Gumbel noise (chosen on validation), else tau_start (no schedule)
     tau_end: float | None = None
     gumbel_noise: bool = True  # False: straight-through softmax without noise (training routes like inference)
     dso_lr_scale: float = 1.0  # learning-rate multiplier for SuperTokens, q, k and the temperature
@@ -132,10 +132,10 @@ LEARNED = ("foundry", "tome_dso")  # kinds whose assignment is learned (SuperTok
 
 
 def resolve_dso_defaults(cfg: DistillConfig) -> None:
-    """Fill the DSO options left null with the ladder's choice for a learned assignment (Gumbel temperature
-    1 -> 0.1, member counts in the gradient, empty SuperTokens masked) and the architecture's defaults for
-    every other kind."""
-    st, loss, learned = cfg.student, cfg.loss, cfg.student.kind in LEARNED
+    """Fill the DSO options left null with the ladder's choice for the Foundry student (Gumbel temperature
+    1 -> 0.1, member counts in the gradient, empty SuperTokens masked: chosen on validation for kind=foundry
+    only) and the architecture's defaults for every other kind (tome_dso included: not part of the ladder)."""
+    st, loss, learned = cfg.student, cfg.loss, cfg.student.kind == "foundry"
     if st.count_grad is None:
         st.count_grad = learned
     if st.empty_bins is None:
