@@ -57,11 +57,10 @@ class StudentSection(StudentArch):
     """The student's architecture (every field of :class:`StudentArch`) plus how to train it."""
 
     init: Literal["data", "random"] = "data"  # SuperTokens from diverse training tokens, or random
-    # the DSO details chosen on validation (docs/study/ladder.json): null resolves, for kind=foundry, to
-    # the member counts in the gradient and empty SuperTokens masked out of attention; for other kinds to the
-    # architecture's defaults (a release without these keys keeps the behaviour it was trained with)
-    count_grad: bool | None = None  # type: ignore[assignment]
-    empty_bins: Literal["fallback", "mask"] | None = None  # type: ignore[assignment]
+    # the DSO details chosen on validation (docs/study/ladder.json), null resolved per kind (a release without
+    # these keys keeps the behaviour it was trained with)
+    count_grad: bool | None = None  # member counts in the bin mean's gradient; null: true for foundry, else false
+    empty_bins: Literal["fallback", "mask"] | None = None  # null: mask for foundry, else fallback
     freeze_tokenizer: bool = True
     freeze_blocks: bool = False
     start_from: str | None = None  # an existing student release to continue from (its architecture is kept)
@@ -74,8 +73,7 @@ class LossSection:
     balance: float = 0.0  # weight of the per-cloud SuperToken usage-balancing term
     gate_lambda: float = 1e-3  # L_gate = -gate_lambda * mean(pi)
     tau_start: float = 1.0  # Gumbel-softmax temperature, annealed linearly to tau_end
-    # null: 0.1 for kind=foundry with Gumbel noise (chosen on validation), else tau_start (no schedule)
-    tau_end: float | None = None
+    tau_end: float | None = None  # null: 0.1 for foundry with Gumbel noise (chosen on validation), else tau_start
     gumbel_noise: bool = True  # False: straight-through softmax without noise (training routes like inference)
     dso_lr_scale: float = 1.0  # learning-rate multiplier for SuperTokens, q, k and the temperature
     # A trained (narrow or unfrozen) tokenizer: weight of SmoothL1(student patch tokens, teacher patch
