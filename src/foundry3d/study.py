@@ -37,6 +37,7 @@ from foundry3d.errors import Foundry3DError
 from foundry3d.eval.results import comparison, over_seeds, paired_over_seeds
 from foundry3d.eval.suite import evaluate
 from foundry3d.files import atomic_write, holds_record, run_folder
+from foundry3d.models.backbone import PointTransformer
 from foundry3d.models.hub import load_teacher, model_hash, resolve
 from foundry3d.models.merging import flops_matched_r
 from foundry3d.quickstart import QUICK
@@ -132,11 +133,11 @@ def _students(cfg: StudyConfig) -> dict[str, dict[str, Any]]:
     for k in cfg.sweep:
         out.setdefault(f"foundry s={k}", {"student.kind": "foundry", "student.supertokens": k})
     if cfg.gate_r or cfg.gate_keep:
-        ov: dict[str, Any] = {"student.kind": "foundry", "student.supertokens": s}
+        gated: dict[str, Any] = {"student.kind": "foundry", "student.supertokens": s}
         for o in cfg.gate_distill:
-            k, _, v = o.partition("=")
-            ov[k] = v
-        out[f"foundry+gate s={s}"] = ov
+            key, _, value = o.partition("=")
+            gated[key] = value
+        out[f"foundry+gate s={s}"] = gated
     return out
 
 
@@ -240,10 +241,10 @@ def _run(out: Path, name: str, cfg: StudyConfig, teacher: Any, finger: dict[str,
     x = torch.randn(1, cfg.flops_points, 3, generator=torch.Generator().manual_seed(0))
     for mname, m in models.items():
         t1 = time.time()
-        ov = [*cfg.eval, f"fidelity.teacher={cfg.teacher}"]  # every model's tokens against the study's teacher
-        results[mname] = evaluate(
-            m["spec"], cfg.tasks, overrides=ov, out=out / "eval", root=cfg.root, name=_slug(mname)
-        )
+        protocol = [*cfg.eval, f"fidelity.teacher={cfg.teacher}"]  # every model's tokens against the study's teacher
+        record = evaluate(m["spec"], cfg.tasks, overrides=protocol, out=out / "eval", root=cfg.root, name=_slug(mname))
+        assert isinstance(record, dict)  # a record (only compare=... returns text)
+        results[mname] = record
         net, info = resolve(m["spec"])
         m["flops"] = count_flops(net, x, num_groups=net.groups_for(cfg.flops_points))["flops"]
         m["params"] = info["params"]
@@ -313,7 +314,7 @@ def _without_items(comp: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _matched_r(teacher: torch.nn.Module, student_spec: str | None, cfg: StudyConfig) -> int:
+def _matched_r(teacher: PointTransformer, student_spec: str | None, cfg: StudyConfig) -> int:
     """ToMe/PiToMe merges per block so that the teacher's FLOPs match the s-student's."""
     groups = teacher.groups_for(cfg.flops_points)
     x = torch.randn(1, cfg.flops_points, 3, generator=torch.Generator().manual_seed(0))

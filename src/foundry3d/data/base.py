@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -47,9 +47,9 @@ class PointCloudDataset:
 
     name: str = "dataset"
     split: str = ""
-    classes: ClassVar[list[str]] = []
+    classes: list[str] = []  # noqa: RUF012 - a default every instance replaces, never mutated
     part_spec: PartSpec | None = None
-    protocol: ClassVar[dict[str, Any]] = {}  # how the benchmark is normally consumed (points, groups, ...)
+    protocol: dict[str, Any] = {}  # noqa: RUF012 - how the benchmark is normally consumed (points, groups, ...)
     version: str = ""
 
     def __len__(self) -> int:
@@ -161,7 +161,7 @@ class ArrayDataset(PointCloudDataset):
                 if arr is not None:
                     a = np.ascontiguousarray(arr)
                     h.update(str((a.dtype, a.shape)).encode())
-                    h.update(memoryview(a).cast("B"))
+                    h.update(memoryview(a).cast("B"))  # type: ignore[arg-type]  # numpy arrays are buffers
             fp = h.hexdigest()[:24]
             self._fingerprint = fp
         return fp

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -123,9 +124,9 @@ def load_embedded(
             version=version,
         )
     if name == "oad":  # the labelled 0 A.D. set inside the corpus build: its own fixed val split
-        key = {"train": ["oad_train", "oad_val"], "fit": ["oad_train"], "val": ["oad_val"], "test": ["oad_test"]}
-        key["labelled"] = ["oad_train", "oad_val", "oad_test"]
-        idx = np.array(sorted(i for k in key[split] for i in splits[k]), np.int64)
+        parts_of = {"train": ["oad_train", "oad_val"], "fit": ["oad_train"], "val": ["oad_val"], "test": ["oad_test"]}
+        parts_of["labelled"] = ["oad_train", "oad_val", "oad_test"]
+        idx = np.array(sorted(i for k in parts_of[split] for i in splits[k]), np.int64)
     elif name == "corpus":
         idx = np.arange(len(labels)) if split == "all" else np.array(splits["pretrain"], np.int64)
     elif split == "labelled":
@@ -137,7 +138,7 @@ def load_embedded(
         idx = np.arange(len(labels))
     else:
         idx = np.array(splits[split], np.int64)
-    extra = {}
+    extra: dict[str, Any] = {}
     if name == "sh3d16":
         extra["parts"] = load_array(path, "groups")[idx]  # OBJ group ids (instance parts, not semantic)
     return ArrayDataset(

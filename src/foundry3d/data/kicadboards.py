@@ -220,7 +220,7 @@ def read_board(name: str, text: str) -> Board:
                 continue
             off = _xyz(_find(model, "offset") or _find(model, "at"), 0.0)
             if _find(model, "at") is not None and _find(model, "offset") is None:
-                off = tuple(25.4 * v for v in off)  # KiCad 5 files: (at (xyz)) in inches
+                off = (25.4 * off[0], 25.4 * off[1], 25.4 * off[2])  # KiCad 5 files: (at (xyz)) in inches
             sc, ro = _xyz(_find(model, "scale"), 1.0), _xyz(_find(model, "rotate"), 0.0)
             mat = (
                 base

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import laspy
 import numpy as np
@@ -119,7 +120,8 @@ def _ply_tolerant(p: Path, why: str) -> np.ndarray:
     if end < 0:
         raise PointFileError(f"{p}: PLY header without 'end_header'")
     body = raw.index(b"\n", end) + 1 if b"\n" in raw[end:] else len(raw)
-    fmt, elements, skipped = "", [], []
+    fmt, skipped = "", []
+    elements: list[Any] = []
     for line in raw[:end].decode("latin-1").splitlines()[1:]:
         words = line.split()
         if not words or words[0] in ("comment", "obj_info"):

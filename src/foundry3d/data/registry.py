@@ -75,7 +75,7 @@ def load_dataset(spec: str, split: str | None = None, root: str | Path | None = 
         if split not in ("train", "test", "pool"):
             raise DatasetError(f"synthetic has no split {split!r}; splits: train, test, pool")
         try:
-            per_class = int(root) if root else 20
+            per_class = int(str(root)) if root else 20
         except ValueError as e:
             raise DatasetError(f"synthetic@{root}: the part after @ is the number of clouds per class") from e
         if not 1 <= per_class <= 100_000:
@@ -204,5 +204,4 @@ def dataset_info(name: str, root: str | Path | None = None) -> dict[str, Any]:
         out["skipped_meshes"] = meta["skipped"]["count"]
         out["build_seconds"] = meta["build_seconds"]
         return out
-    ds = load_dataset(name, root=root)
-    return ds.info()
+    return load_dataset(name, root=root).info()

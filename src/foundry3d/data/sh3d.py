@@ -201,19 +201,19 @@ def read_packs(folder: Path) -> list[CatalogEntry]:
                 text = z.read("PluginFurnitureCatalog.properties").decode("latin-1")
         except (zipfile.BadZipFile, KeyError) as e:
             raise MeshError(f"{sh3f}: not a SweetHome3D furniture pack ({e})") from e
-        for i, e in sorted(parse_catalog(text).items()):
-            rot = e.get("modelRotation")
+        for i, entry in sorted(parse_catalog(text).items()):
+            rot = entry.get("modelRotation")
             out.append(
                 CatalogEntry(
                     key=f"{pack}/{i}",
                     pack=pack,
                     pack_path=str(sh3f),
-                    name=e["name"],
-                    category=e.get("category", ""),
-                    creator=e.get("creator", ""),
-                    model=e["model"].lstrip("/"),
+                    name=entry["name"],
+                    category=entry.get("category", ""),
+                    creator=entry.get("creator", ""),
+                    model=entry["model"].lstrip("/"),
                     rotation=[float(v) for v in rot.split()] if rot else None,
-                    label=classify(e["name"], e.get("category", "")),
+                    label=classify(entry["name"], entry.get("category", "")),
                     license=PACK_LICENSES.get(pack, "see LICENSE.TXT of the pack"),
                 )
             )
@@ -231,7 +231,7 @@ def sample_entry(entry: CatalogEntry, num_points: int, seed: int) -> tuple[np.nd
         scene = trimesh.load(io.BytesIO(data), file_type="obj", force="scene", skip_materials=True)
     except Exception as e:  # trimesh raises many types on malformed OBJ
         raise MeshError(f"unreadable OBJ ({type(e).__name__}: {e})") from e
-    geoms = [g for g in scene.dump() if isinstance(g, trimesh.Trimesh) and len(g.faces)]
+    geoms = [g for g in scene.dump() if isinstance(g, trimesh.Trimesh) and len(g.faces)]  # type: ignore[attr-defined]  # a Scene
     if not geoms:
         raise MeshError("OBJ has no faces")
     verts, faces, labels, names = [], [], [], []

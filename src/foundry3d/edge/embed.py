@@ -32,6 +32,7 @@ import os
 import time
 import warnings
 import zlib
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ from foundry3d.data.pointfile import PointFileError, PointFileWarning, read_poin
 from foundry3d.edge.index import INDEX_FILES, read_index, write_index
 from foundry3d.errors import Foundry3DError
 from foundry3d.files import atomic_write, run_folder, user_path
-from foundry3d.models.base import normalize_cloud
+from foundry3d.models.base import PointModel, normalize_cloud
 from foundry3d.models.heads import interpolate, three_nn
 from foundry3d.models.hub import model_hash, resolve
 
@@ -60,7 +61,7 @@ MESH_POINTS = 16_384  # points sampled on a mesh's surface
 
 @torch.no_grad()
 def embed_points(
-    model: torch.nn.Module,
+    model: PointModel,
     points: np.ndarray,
     groups: int | None = None,
     point_features: np.ndarray | None = None,
@@ -258,7 +259,7 @@ class _Appender:
 
 
 def _run_model(
-    net: torch.nn.Module,
+    net: PointModel,
     pts: np.ndarray,
     groups: int | None,
     max_points: int,
@@ -281,7 +282,7 @@ def _run_model(
         header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)), "fortran_order": False}
         with open(tmp, "wb") as f:
             np.lib.format.write_array_header_2_0(f, {**header, "shape": (len(pts), net.num_features // 2)})
-            run(_Appender(f))
+            run(_Appender(f))  # type: ignore[arg-type]  # an array-like sink taking rows by slice
 
     atomic_write(per_point, write)
     return box
@@ -289,7 +290,7 @@ def _run_model(
 
 def _embed_files(
     files: list[str],
-    net: torch.nn.Module,
+    net: PointModel,
     info: dict[str, Any],
     folder: Path,
     groups: int | None,
@@ -317,7 +318,10 @@ def _embed_files(
     rows = [r for r in rows if r["file"] not in listed]  # this run's files are listed in its order
     written = sorted({*earlier, *(str(folder / r["output"]) for r in rows)})
     used = {_output_name(w) for w in earlier} | {_output_name(r["output"]) for r in done.values()}
-    failed, seconds, notes, outputs = {}, {}, {}, {}
+    failed: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    notes: dict[str, list[str]] = {}
+    outputs: dict[str, str] = {}
     reused = 0
     last_flush = time.time()
     for i, f in enumerate(tqdm(files, desc="embed", unit="file", disable=not progress or len(files) < 2)):
@@ -368,7 +372,7 @@ def _embed_files(
             print(f"foundry3d embed: {note} (max_points)", flush=True)
         res["model"] = np.array(info["model"])
         res["model_hash"] = np.array(mhash)
-        atomic_write(target, lambda tmp, r=res: np.savez(open(tmp, "wb"), **r))  # noqa: SIM115
+        atomic_write(target, partial(_savez, arrays=res))
         written.append(str(target))
         outputs[str(f)] = str(target)
         seconds[str(f)] = round(time.time() - t0, 2)
@@ -402,6 +406,12 @@ def _embed_files(
             f"the other {len(files) - len(failed)} are in {folder}"
         )
     return summary
+
+
+def _savez(tmp: str, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` to exactly ``tmp`` (given a path, numpy would append .npz)."""
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as its own flags
 
 
 def _output_name(path: str) -> str:

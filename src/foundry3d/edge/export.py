@@ -22,6 +22,7 @@ from foundry3d.data.transforms import collate
 from foundry3d.edge.onnx_runtime import describe, quantize_int8
 from foundry3d.errors import Foundry3DError
 from foundry3d.files import atomic_write, user_path
+from foundry3d.models.base import PointModel
 from foundry3d.models.hub import resolve
 from foundry3d.version import __version__
 
@@ -38,8 +39,10 @@ class _Exportable(nn.Module):
     with ``pool`` the graph also returns the pooled ``global`` embedding.
     """
 
+    names: list[str]  # the graph's output names, in order
+
     def __init__(
-        self, model: nn.Module, num_groups: int, example: torch.Tensor, normalize: bool = True, pool: bool = True
+        self, model: PointModel, num_groups: int, example: torch.Tensor, normalize: bool = True, pool: bool = True
     ) -> None:
         super().__init__()
         self.model = model
@@ -112,7 +115,7 @@ def export_onnx(
         raise ExportError(f"--out {out}: expected a file name ending in .onnx")
     for target in [out, *([out.with_suffix(".int8.onnx")] if int8 else [])]:
         _check_target(target, overwrite)
-    net, info = resolve(model) if not isinstance(model, nn.Module) else (model.eval(), {"model": "module"})
+    net, info = resolve(model)  # a module too: checked, in eval mode
     groups = net.groups_for(num_points)
     need = max(groups, net.tcfg.group_size, 64)
     if num_points < need:
@@ -193,7 +196,7 @@ def _check_target(path: Path, overwrite: bool) -> None:
         raise ExportError(f"{path} is not an ONNX graph exported by foundry3d: refusing to replace it")
 
 
-def _own_data(net: nn.Module, name: str) -> str:
+def _own_data(net: PointModel, name: str) -> str:
     """The training data a release records (``meta.datasets``), the default int8 calibration set."""
     specs = getattr(net, "release_meta", {}).get("datasets") or []
     if not specs:
@@ -217,7 +220,7 @@ def calibration_set(spec: str, count: int, num_points: int) -> np.ndarray:
     return collate([ds[int(i)] for i in pick], num_points, "first")["points"].numpy()
 
 
-def verify_onnx(wrapper: nn.Module, path: Path, shapes: list[tuple[int, int]], atol: float) -> list[dict]:
+def verify_onnx(wrapper: _Exportable, path: Path, shapes: list[tuple[int, int]], atol: float) -> list[dict]:
     """onnxruntime against PyTorch on random clouds of ``shapes``: every float output within ``atol`` (tokens
     and the global embedding; centres relative to the cloud's scale), SuperToken assignments on >= 99 %."""
     import onnxruntime as ort  # the [onnx] extra

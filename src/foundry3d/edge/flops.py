@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from foundry3d.models.base import PointModel
 
 CONVENTION = (
     "FLOPs = 2 x multiply-adds of all matrix products (linear/MLP layers, attention QK^T and AV, "
@@ -21,7 +22,7 @@ CONVENTION = (
 
 
 @torch.no_grad()
-def count_flops(model: nn.Module, points: torch.Tensor, **kwargs: Any) -> dict[str, Any]:
+def count_flops(model: PointModel, points: torch.Tensor, **kwargs: Any) -> dict[str, Any]:
     """FLOPs of ``model.forward_features(points)`` (total and per top-level module), per cloud."""
     model.eval()
     counter = FlopCounterMode(display=False, depth=2)
@@ -37,5 +38,5 @@ def count_flops(model: nn.Module, points: torch.Tensor, **kwargs: Any) -> dict[s
     return {"flops": int(total) // b, "per_module": per_module, "convention": CONVENTION}
 
 
-def count_params(model: nn.Module) -> int:
+def count_params(model: PointModel) -> int:
     return int(sum(p.numel() for p in model.parameters()))

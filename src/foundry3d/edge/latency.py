@@ -7,14 +7,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from foundry3d.edge.memory import peak_activation_bytes
+from foundry3d.models.base import PointModel
 
 
 @torch.inference_mode()
 def measure(
-    model: nn.Module,
+    model: PointModel,
     points: torch.Tensor,
     warmup: int = 2,
     min_runs: int = 5,

@@ -78,7 +78,7 @@ def _measure(a: argparse.Namespace) -> dict:
             model.forward_features(x, num_groups=groups)
     first = time.perf_counter() - t0
     with torch.inference_mode():
-        times = []
+        times: list[float] = []
         end = time.perf_counter() + a.budget
         while len(times) < a.min_runs or (time.perf_counter() < end and len(times) < 30):
             t0 = time.perf_counter()

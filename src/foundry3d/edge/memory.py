@@ -15,6 +15,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from foundry3d.models.base import PointModel
+
 
 class PeakTensorMemory(TorchDispatchMode):
     def __init__(self) -> None:
@@ -52,7 +54,7 @@ class PeakTensorMemory(TorchDispatchMode):
 
 
 @torch.inference_mode()
-def peak_activation_bytes(model: torch.nn.Module, points: torch.Tensor, **kwargs: Any) -> int:
+def peak_activation_bytes(model: PointModel, points: torch.Tensor, **kwargs: Any) -> int:
     """Peak bytes of tensors alive at once during ``model.forward_features(points)``."""
     model.eval()
     with PeakTensorMemory() as mode:

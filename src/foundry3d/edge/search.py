@@ -260,7 +260,7 @@ def merge(indexes: list[str], out: str = "runs/index", overwrite: bool = False) 
             if r["file"] in seen:
                 continue
             seen.add(r["file"])
-            row = dict(r)
+            row: dict[str, Any] = dict(r)
             if r["status"] == "ok":
                 row["output"] = os.path.relpath(p.folder.resolve() / r["output"], target.resolve())
                 row["row"] = len(embs)

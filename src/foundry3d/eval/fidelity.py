@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from foundry3d.data.base import PointCloudDataset
 from foundry3d.errors import InputError
+from foundry3d.models.base import PointModel
 from foundry3d.models.features import tokenized
 
 
@@ -39,7 +39,7 @@ def fidelity_arrays(y_hat: torch.Tensor, y: torch.Tensor, mean: torch.Tensor) ->
 
 @torch.no_grad()
 def fidelity_protocol(
-    model: nn.Module, teacher: nn.Module, test: PointCloudDataset, cfg: FidelityConfig
+    model: PointModel, teacher: PointModel, test: PointCloudDataset, cfg: FidelityConfig
 ) -> dict[str, Any]:
     model.eval()
     teacher.eval()

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from foundry3d.data.base import PointCloudDataset
 from foundry3d.data.transforms import AugmentConfig, augment, collate, normalize
 from foundry3d.eval.metrics import accuracies
+from foundry3d.models.base import PointModel
 from foundry3d.models.heads import Classifier
 from foundry3d.train.engine import EngineConfig, Task, seed_all
 from foundry3d.train.loop import fit
@@ -47,6 +48,8 @@ class FinetuneConfig:
 
 
 class _Loss(nn.Module):
+    model: Classifier
+
     def __init__(self, model: Classifier, smoothing: float) -> None:
         super().__init__()
         self.model = model
@@ -59,7 +62,9 @@ class _Loss(nn.Module):
 
 
 class FinetuneTask(Task):
-    def __init__(self, backbone: nn.Module, train: PointCloudDataset, cfg: FinetuneConfig) -> None:
+    module: _Loss
+
+    def __init__(self, backbone: PointModel, train: PointCloudDataset, cfg: FinetuneConfig) -> None:
         self.module = _Loss(Classifier(copy.deepcopy(backbone).train(), train.num_classes), cfg.label_smoothing)
         self.train_set = train
         self.cfg = cfg
@@ -95,7 +100,7 @@ def predict(model: Classifier, data: PointCloudDataset, cfg: FinetuneConfig, bat
 
 
 def finetune_protocol(
-    backbone: nn.Module,
+    backbone: PointModel,
     train: PointCloudDataset,
     test: PointCloudDataset,
     cfg: FinetuneConfig,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,7 @@ def shape_iou(pred: np.ndarray, gt: np.ndarray, parts: Sequence[int]) -> float:
     return float(np.mean(ious))
 
 
-def part_mious(shape_ious: Sequence[float], categories: Sequence[int]) -> dict[str, float]:
+def part_mious(shape_ious: Sequence[float], categories: Sequence[int]) -> dict[str, Any]:
     """Instance mIoU (mean over shapes) and class mIoU (mean over categories of per-category means)."""
     si, cats = np.asarray(shape_ious, np.float64), np.asarray(categories)
     per_cat = {int(c): float(si[cats == c].mean()) for c in np.unique(cats)}

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from foundry3d.data.base import ArrayDataset, DatasetError, PartSpec, PointCloudDataset
 from foundry3d.eval.metrics import mean_std, part_mious, shape_iou
+from foundry3d.models.base import PointModel
 from foundry3d.models.features import tokenized
 from foundry3d.models.heads import PartSegHead, three_nn
 from foundry3d.train.engine import EngineConfig, Task, seed_all
@@ -66,7 +67,7 @@ def thirds(depth: int) -> list[int]:
 
 @torch.no_grad()
 def extract_partseg(
-    model: nn.Module,
+    model: PointModel,
     dataset: PointCloudDataset,
     cfg: PartSegConfig,
     batch_size: int = 32,
@@ -108,6 +109,8 @@ def extract_partseg(
 
 
 class _SegLoss(nn.Module):
+    head: PartSegHead
+
     def __init__(self, head: PartSegHead) -> None:
         super().__init__()
         self.head = head
@@ -128,6 +131,8 @@ class _SegLoss(nn.Module):
 
 
 class PartSegTask(Task):
+    module: _SegLoss
+
     def __init__(self, data: dict[str, np.ndarray], spec: PartSpec, cfg: PartSegConfig) -> None:
         self.data = data
         self.cfg = cfg
@@ -178,7 +183,7 @@ def score(head: PartSegHead, data: dict[str, np.ndarray], spec: PartSpec, batch_
 
 
 def partseg_protocol(
-    model: nn.Module,
+    model: PointModel,
     train: PointCloudDataset,
     test: PointCloudDataset,
     cfg: PartSegConfig,
@@ -197,10 +202,10 @@ def partseg_protocol(
         engine = EngineConfig(**{**cfg.engine.__dict__, "seed": seed, "tensorboard": False})
         fit(task, engine, run_dir / f"seed{seed}", {"partseg": "head", "seed": seed}, overwrite=True)
         results.append(score(task.module.head, te, spec))
-    cm, cs = mean_std([r["class_miou"] for r in results])
-    im, is_ = mean_std([r["instance_miou"] for r in results])
-    if len(results) == 1:  # a single head seed has no spread to report
-        cs = is_ = None
+    cm, class_sd = mean_std([r["class_miou"] for r in results])
+    im, instance_sd = mean_std([r["instance_miou"] for r in results])
+    cs: float | None = class_sd if len(results) > 1 else None  # a single head seed has no spread to report
+    is_: float | None = instance_sd if len(results) > 1 else None
     shape_iou_mean = np.mean([r["shape_ious"] for r in results], axis=0)  # per test shape, over head seeds
     return {
         "per_item": {"iou": shape_iou_mean.tolist(), "category": list(results[0]["categories"])},

@@ -13,7 +13,7 @@ the teacher - floor gap's 95 % interval contains 0 there is no headroom and no r
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -277,7 +277,7 @@ def format_comparison(table: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def compare(paths: list[str | Path]) -> str:
+def compare(paths: Sequence[str | Path]) -> str:
     """``eval --compare``: teacher, floor and students from their results files (roles from their
     recorded kinds), with the encoder gain kept per student and task."""
     runs = [load_results(p) for p in paths]

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from foundry3d.data.base import DatasetError, PointCloudDataset
+from foundry3d.models.base import PointModel
 from foundry3d.models.features import tokenized
 from foundry3d.models.heads import interpolate, three_nn
 from foundry3d.train.engine import EngineConfig, Task, seed_all
@@ -40,7 +41,7 @@ class SceneSegConfig:
 
 
 @torch.no_grad()
-def point_features(model: nn.Module, ds: PointCloudDataset, cfg: SceneSegConfig) -> dict[str, np.ndarray]:
+def point_features(model: PointModel, ds: PointCloudDataset, cfg: SceneSegConfig) -> dict[str, np.ndarray]:
     """Per-point features (S, N, D) float16, xyz and labels of every board."""
     if ds.part_spec is None:
         raise DatasetError(f"{ds.name}: no per-point labels: scene segmentation needs a labelled scene set")
@@ -72,6 +73,9 @@ class _PointHead(nn.Module):
 
 
 class _Loss(nn.Module):
+    head: _PointHead
+    weight: Tensor
+
     def __init__(self, head: _PointHead, weight: Tensor) -> None:
         super().__init__()
         self.head = head
@@ -84,13 +88,15 @@ class _Loss(nn.Module):
 
 
 class SceneSegTask(Task):
+    module: _Loss
+
     def __init__(self, data: dict[str, np.ndarray], classes: int, cfg: SceneSegConfig) -> None:
         self.data, self.cfg = data, cfg
         # the board covers most points: weight classes by 1/sqrt(frequency) so small parts are learned too
         freq = np.bincount(data["labels"].reshape(-1).astype(np.int64), minlength=classes).astype(np.float64)
         weight = np.where(freq > 0, 1.0 / np.sqrt(np.maximum(freq, 1.0) / freq.sum()), 0.0)
-        weight = torch.tensor(weight / weight[freq > 0].mean(), dtype=torch.float32)
-        self.module = _Loss(_PointHead(data["features"].shape[-1], classes, cfg.hidden), weight)
+        scale = torch.tensor(weight / weight[freq > 0].mean(), dtype=torch.float32)
+        self.module = _Loss(_PointHead(data["features"].shape[-1], classes, cfg.hidden), scale)
 
     def num_samples(self) -> int:
         return len(self.data["features"])
@@ -119,7 +125,7 @@ def miou(conf: np.ndarray) -> float:
 
 
 def sceneseg_protocol(
-    model: nn.Module, train: PointCloudDataset, test: PointCloudDataset, cfg: SceneSegConfig, run_dir: Path
+    model: PointModel, train: PointCloudDataset, test: PointCloudDataset, cfg: SceneSegConfig, run_dir: Path
 ) -> dict[str, Any]:
     spec = train.part_spec
     assert spec is not None

@@ -42,7 +42,10 @@ from foundry3d.eval.results import compare as compare_results
 from foundry3d.eval.sceneseg import SceneSegConfig, sceneseg_protocol
 from foundry3d.eval.svm import C_GRID, fit_svm, svm_probe
 from foundry3d.files import atomic_write, holds_record, run_folder, user_path
+from foundry3d.models.base import PointModel
+from foundry3d.models.baselines import MergedBackbone
 from foundry3d.models.features import extract
+from foundry3d.models.floor import Floor
 from foundry3d.models.hub import EMBEDDED, load_teacher, model_hash, resolve, teacher_config
 
 PROTOCOLS = ("svm", "fewshot", "partseg", "finetune", "fidelity", "sceneseg")
@@ -130,7 +133,7 @@ def _hits(y: np.ndarray, pred: np.ndarray) -> dict[str, list]:
 
 
 class Runner:
-    def __init__(self, model: nn.Module, info: dict, cfg: EvalConfig, folder: Path, root: str | None) -> None:
+    def __init__(self, model: PointModel, info: dict, cfg: EvalConfig, folder: Path, root: str | None) -> None:
         self.model, self.info, self.cfg, self.folder, self.root = model, info, cfg, folder, root
 
     def data(self, name: str, split: str, root: str | None) -> Any:
@@ -169,7 +172,7 @@ class Runner:
             desc=f"{ds.name}:{ds.split}",
         )
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), **out))  # noqa: SIM115
+        atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), **out))  # type: ignore[arg-type]  # noqa: SIM115
         return out
 
     def svm(self, name: str, root: str | None) -> dict[str, Any]:
@@ -245,7 +248,7 @@ def _data_ids(ds: Any) -> dict[str, str]:
     return {"dataset_version": ds.version, "dataset_fingerprint": ds.fingerprint()}
 
 
-def reference_teacher(model: nn.Module, spec: str) -> tuple[nn.Module, str]:
+def reference_teacher(model: PointModel, spec: str) -> tuple[PointModel, str]:
     """The teacher a fidelity task compares with: ``spec``, or (``auto``) the model itself when it is
     a backbone, the backbone under a floor or merged teacher, or a student's own embedded teacher."""
     if spec != "auto":
@@ -253,7 +256,7 @@ def reference_teacher(model: nn.Module, spec: str) -> tuple[nn.Module, str]:
     inner = getattr(model, "model", model)
     if getattr(inner, "kind", "") == "backbone":
         return inner, "itself"
-    if hasattr(inner, "backbone"):  # floor, merged teacher
+    if isinstance(inner, (Floor, MergedBackbone)):  # floor, merged teacher
         return inner.backbone, "its backbone"
     want = getattr(getattr(inner, "cfg", None), "teacher_hash", "")
     for key in EMBEDDED.names():
@@ -322,7 +325,7 @@ EVAL_FILES = ("results.json", "features")  # what eval writes into a model's fol
 
 
 def _evaluate(
-    net: nn.Module,
+    net: PointModel,
     info: dict[str, Any],
     cfg: EvalConfig,
     tasks: list[str],

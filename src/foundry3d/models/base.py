@@ -8,6 +8,7 @@ happens after the tokenizer). Everything else lives here once: input checks, gro
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any, TypedDict
 
 import numpy as np
@@ -156,7 +157,7 @@ class PointModel(nn.Module):
         self,
         points: Tensor,
         num_groups: int | None = None,
-        fps_start: int | str | None = None,
+        fps_start: int | str | Tensor | None = None,
         generator: torch.Generator | None = None,
         centres: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
@@ -164,10 +165,11 @@ class PointModel(nn.Module):
         ``centres`` given (another model's, B x c x 3), the patches are grouped around those, in their order."""
         g = num_groups or self.tcfg.num_groups if centres is None else centres.shape[1]
         check_cloud(points, max(g, self.tcfg.group_size))
-        return self.tokenizer(points.to(self.pos_embed[0].weight.dtype), g, fps_start, generator, centres)
+        dtype = next(self.pos_embed.parameters()).dtype
+        return self.tokenizer(points.to(dtype), g, fps_start, generator, centres)
 
-    def forward_tokens(self, tokens: Tensor, centres: Tensor, **kwargs: Any) -> TokenOutput:
-        raise NotImplementedError
+    # everything after the tokenizer: each model defines it with its own keyword options (r, keep, tau, indices ...)
+    forward_tokens: Callable[..., TokenOutput]
 
     def forward_features(self, points: Tensor, num_groups: int | None = None, **kwargs: Any) -> TokenOutput:
         """Output tokens (B, c, D) and centres (B, c, 3) (plus what the model adds)."""

@@ -125,7 +125,7 @@ class ToMeStudent(Student):
         tau: float = 1.0,
         noise: bool = True,
         indices: list[int] | None = None,
-        **_: Any,
+        **_options: Any,
     ) -> TokenOutput:
         b, c, _ = tokens.shape
         pos = self.pos_embed(centres)
@@ -139,7 +139,8 @@ class ToMeStudent(Student):
             out.update({"assignment": index, "counts": count, "occupancy": (count > 0).sum(1), "soft_assignment": soft})
         r = schedule(x.shape[1], len(self.blocks), self.cfg.tome_r)
         z, source = merged_blocks(self.blocks, x, xpos, r, "tome", self.tcfg.pos_every_layer)
-        routed = source.transpose(1, 2) @ self.norm(z)  # un-merge to the tokens entering the blocks
+        z = self.norm(z) if self.norm is not None else z
+        routed = source.transpose(1, 2) @ z  # un-merge to the tokens entering the blocks
         if cam is not None:
             routed = cam @ routed  # and from SuperTokens to the c tokens
         out["tokens"] = self.cau(routed, tokens, pos)

@@ -77,7 +77,7 @@ def save_release(
         "format_version": 1,
         "foundry3d_version": __version__,
         "kind": model_kind(model),
-        "config": model.config_dict(),
+        "config": model.config_dict(),  # type: ignore[operator]  # every release kind has one (model_kind checked)
         "weights_sha256": weights_hash(state),
         "meta": meta or {},
     }

@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from foundry3d.data.base import PointCloudDataset
 from foundry3d.data.transforms import Sampling, collate
-from foundry3d.models.base import pool_tokens
+from foundry3d.models.base import PointModel, pool_tokens
 from foundry3d.models.checkpoint import weights_hash
 from foundry3d.models.hub import model_hash
 
@@ -28,7 +28,7 @@ _TOKENS: OrderedDict[str, dict[str, Tensor]] = OrderedDict()
 TOKEN_CACHE_BYTES = 2 * 2**30
 
 
-def _tokenizer_key(model: nn.Module, dataset: PointCloudDataset, num_points: int, groups: int, sampling: str) -> str:
+def _tokenizer_key(model: PointModel, dataset: PointCloudDataset, num_points: int, groups: int, sampling: str) -> str:
     tok = model.tokenizer
     parts = [
         weights_hash(tok.state_dict()),
@@ -44,7 +44,7 @@ def _tokenizer_key(model: nn.Module, dataset: PointCloudDataset, num_points: int
 
 @torch.no_grad()
 def tokenized(
-    model: nn.Module,
+    model: PointModel,
     dataset: PointCloudDataset,
     num_points: int,
     num_groups: int | None,
@@ -86,7 +86,7 @@ def tokenized(
 
 @torch.no_grad()
 def extract(
-    model: nn.Module,
+    model: PointModel,
     dataset: PointCloudDataset,
     num_points: int = 1024,
     num_groups: int | None = None,
@@ -106,7 +106,7 @@ def extract(
 
 
 def cached_extract(
-    model: nn.Module,
+    model: PointModel,
     dataset: PointCloudDataset,
     cache: str | Path | None,
     **kwargs: Any,
@@ -133,6 +133,6 @@ def cached_extract(
     out = extract(model, dataset, **kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **out)
+    np.savez(tmp, **out)  # type: ignore[arg-type]  # numpy's stub types **kwds as its own flags
     tmp.replace(path)
     return out

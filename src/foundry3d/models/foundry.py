@@ -27,6 +27,7 @@ neither has learnable SuperTokens, q or k.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -165,8 +166,9 @@ class Gate(nn.Module):
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
-        nn.init.zeros_(self.mlp[2].weight)
-        nn.init.constant_(self.mlp[2].bias, 2.0)  # start by compressing most tokens (pi ~ 0.88)
+        last = cast(nn.Linear, self.mlp[2])
+        nn.init.zeros_(last.weight)
+        nn.init.constant_(last.bias, 2.0)  # start by compressing most tokens (pi ~ 0.88)
 
     def forward(self, tokens: Tensor) -> Tensor:
         return torch.sigmoid(self.mlp(tokens).squeeze(-1))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from foundry3d.models.base import PointModel
 from foundry3d.ops import fast
 from foundry3d.ops.knn import knn
 
@@ -78,7 +79,7 @@ class PartSegHead(nn.Module):
 class Classifier(nn.Module):
     """Backbone + :class:`ClassificationHead` on its pooled tokens (fine-tuning, expert teachers)."""
 
-    def __init__(self, backbone: nn.Module, num_classes: int) -> None:
+    def __init__(self, backbone: PointModel, num_classes: int) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = ClassificationHead(backbone.num_features, num_classes)
@@ -90,7 +91,7 @@ class Classifier(nn.Module):
 class Segmenter(nn.Module):
     """Backbone + :class:`PartSegHead` on its layer-normed output tokens (fine-tuned segmentation)."""
 
-    def __init__(self, backbone: nn.Module, num_categories: int, num_parts: int, hidden: int = 128) -> None:
+    def __init__(self, backbone: PointModel, num_categories: int, num_parts: int, hidden: int = 128) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = PartSegHead(backbone.num_features // 2, num_categories, num_parts, hidden)

@@ -28,14 +28,14 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from foundry3d.assets import ASSETS
 from foundry3d.models.backbone import BackboneConfig, PointTransformer, backbone_from_config
-from foundry3d.models.base import PointModel
+from foundry3d.models.base import PointModel, TokenOutput
 from foundry3d.models.baselines import MergedBackbone, MimicStudent, MLPStudent, PatchMergerStudent, ToMeStudent
 from foundry3d.models.checkpoint import CheckpointError, read_release, weights_hash
 from foundry3d.models.floor import Floor
@@ -162,7 +162,7 @@ def create_student(teacher: PointTransformer, kind: str = "foundry", **arch: Any
     return cls.from_teacher(teacher, **{**arch, "kind": kind})
 
 
-def _build(kind: str, config: dict) -> nn.Module:
+def _build(kind: str, config: dict) -> PointModel:
     if kind == "backbone":
         return backbone_from_config(config)
     if kind in ("student", "foundry_student"):
@@ -173,7 +173,7 @@ def _build(kind: str, config: dict) -> nn.Module:
 SPEC_PREFIXES = ("embedded:", "floor:", "tome:", "pitome:", "random:")
 
 
-def load(path: str | Path, expect_kind: str | None = None) -> nn.Module:
+def load(path: str | Path, expect_kind: str | None = None) -> PointModel:
     """Any model a spec names, in eval mode: a release folder or ``.safetensors`` file (teacher backbone or
     student of any kind), or any spec the command line takes (``embedded[:NAME]``, ``floor:SPEC``,
     ``tome:SPEC?r=N``, ``RELEASE?r=0.7``, ``random:VARIANT``; see :func:`resolve`)."""
@@ -256,7 +256,9 @@ def load_teacher(spec: str) -> PointTransformer:
 class WithOptions(nn.Module):
     """A model with run-time options bound (e.g. a gated student's ``r``); forwards every call."""
 
-    def __init__(self, model: nn.Module, **options: Any) -> None:
+    model: PointModel
+
+    def __init__(self, model: PointModel, **options: Any) -> None:
         super().__init__()
         self.model = model
         self.options = dict(options)
@@ -267,13 +269,13 @@ class WithOptions(nn.Module):
         except AttributeError:
             return getattr(self._modules["model"], name)
 
-    def forward_tokens(self, tokens: torch.Tensor, centres: torch.Tensor, **kwargs: Any) -> dict[str, Any]:
+    def forward_tokens(self, tokens: torch.Tensor, centres: torch.Tensor, **kwargs: Any) -> TokenOutput:
         return self.model.forward_tokens(tokens, centres, **{**self.options, **kwargs})
 
-    def forward_features(self, points: torch.Tensor, num_groups: int | None = None, **kwargs: Any) -> dict[str, Any]:
+    def forward_features(self, points: torch.Tensor, num_groups: int | None = None, **kwargs: Any) -> TokenOutput:
         return self.model.forward_features(points, num_groups, **{**self.options, **kwargs})
 
-    def forward_intermediates(self, points: torch.Tensor, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    def forward_intermediates(self, points: torch.Tensor, *args: Any, **kwargs: Any) -> TokenOutput:
         return self.model.forward_intermediates(points, *args, **{**self.options, **kwargs})
 
     def forward_head(self, features: Any, pre_logits: bool = False) -> torch.Tensor:
@@ -295,7 +297,8 @@ def model_hash(model: nn.Module) -> str:
     h = getattr(model, "release_hash", None)
     if h:
         return h[:16]
-    cfg = model.config_dict() if hasattr(model, "config_dict") else {}
+    config_dict = getattr(model, "config_dict", None)
+    cfg = config_dict() if callable(config_dict) else {}
     text = type(model).__name__ + json.dumps(cfg, sort_keys=True, default=str) + weights_hash(model.state_dict())
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -320,16 +323,17 @@ def _parse_options(spec: str) -> tuple[str, dict[str, float | int]]:
     return base, opts
 
 
-def resolve(spec: str | nn.Module) -> tuple[nn.Module, dict[str, Any]]:
+def resolve(spec: str | nn.Module) -> tuple[PointModel, dict[str, Any]]:
     """The model a spec names (see the module docstring) in eval mode, and its description."""
+    model: PointModel
     if isinstance(spec, nn.Module):
-        model, name = spec, type(spec).__name__
+        model, name = cast(PointModel, spec), type(spec).__name__
     else:
         base, opts = _parse_options(spec)
         prefix, colon, rest = base.partition(":")
         if prefix in ("floor", "tome", "pitome") and colon:
             inner, inner_info = resolve(rest)
-            if getattr(inner, "kind", "") != "backbone":
+            if not isinstance(inner, PointTransformer):
                 raise HubError(f"{prefix}:{rest} needs a teacher backbone, but {rest} is a {inner_info['kind']}")
             if prefix == "floor":
                 if opts:
@@ -361,7 +365,7 @@ def resolve(spec: str | nn.Module) -> tuple[nn.Module, dict[str, Any]]:
                     raise HubError(
                         f"{base} has no gate: r/keep only apply to students distilled with student.gate=true"
                     )
-                model = WithOptions(model, **opts)
+                model = cast(PointModel, WithOptions(model, **opts))  # a proxy: every PointModel call forwards
     for attr in ("forward_features", "forward_tokens", "num_features"):
         if not hasattr(model, attr):
             raise HubError(f"{name} has no {attr}: evaluated models must expose the backbone interface")
@@ -400,4 +404,6 @@ def _kind(model: nn.Module) -> str:
 def teacher_config(model: nn.Module) -> BackboneConfig:
     """The backbone config behind any model (a student's teacher config for students)."""
     inner = model.model if isinstance(model, WithOptions) else model
+    if not isinstance(inner, PointModel):
+        raise HubError(f"{type(inner).__name__} is not a foundry3d model: it has no backbone config")
     return inner.tcfg

@@ -115,7 +115,7 @@ class PointJEPA(nn.Module):
         tau = self.cfg.ema_start + (self.cfg.ema_end - self.cfg.ema_start) * frac
         online = list(self.backbone.encoder.parameters())
         target = list(self.target_encoder.parameters())
-        torch._foreach_lerp_(target, online, 1.0 - tau)
+        torch._foreach_lerp_(target, online, 1.0 - tau)  # type: ignore[arg-type]  # Parameters are Tensors
         return tau
 
     def forward(

@@ -20,6 +20,7 @@ the tokens it holds.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -107,7 +108,8 @@ def merged_blocks(
     if not pos_every_layer:
         x = x + pos
     depth = len(blocks)
-    for layer, (blk, rl) in enumerate(zip(blocks, r)):
+    for layer, (module, rl) in enumerate(zip(blocks, r)):
+        blk = cast(Block, module)
         if pos_every_layer:
             x = x + pos
         att, keys = attention_with_keys(blk, blk.norm1(x), size[..., 0].log())

@@ -11,15 +11,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from foundry3d.data.base import PointCloudDataset
+from foundry3d.models.base import PointModel
 from foundry3d.models.features import tokenized
 
 
 @torch.no_grad()
 def occupancy(
-    student: nn.Module, dataset: PointCloudDataset, num_points: int = 1024, batch_size: int = 64, **kw: Any
+    student: PointModel, dataset: PointCloudDataset, num_points: int = 1024, batch_size: int = 64, **kw: Any
 ) -> dict[str, Any]:
     """``kw`` (e.g. ``r=0.7``) goes to ``forward_tokens``. The clouds are tokenized through the shared
     token cache, so a probe or an evaluation of the same split does not tokenize them again."""

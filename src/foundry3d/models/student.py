@@ -145,7 +145,8 @@ class Student(PointModel):
         t = cfg.teacher_config
         if cfg.tokenizer == "narrow":
             widths = cfg.tokenizer_widths or tuple(max(4, w // 2) for w in t.tokenizer_widths)
-            t = dataclasses.replace(t, tokenizer_widths=tuple(widths), tokenizer_channels=None)
+            c1, c2, c3 = widths
+            t = dataclasses.replace(t, tokenizer_widths=(c1, c2, c3), tokenizer_channels=None)
         super().__init__(t)
         self.cfg = cfg
         self.blocks = nn.ModuleList(
@@ -182,7 +183,7 @@ class Student(PointModel):
     ) -> tuple[Tensor, list[Tensor]]:
         """The copied blocks (positions added like in the teacher), then the final norm."""
         x, hidden = run_blocks(self.blocks, x, pos, mask, indices, self.tcfg.pos_every_layer)
-        return self.norm(x), hidden
+        return (self.norm(x) if self.norm is not None else x), hidden  # no norm without blocks
 
 
 def student_from_config(cfg: dict | FoundryConfig, classes: dict[str, type[Student]]) -> Student:

@@ -84,7 +84,7 @@ class PointTokenizer(nn.Module):
         self,
         points: Tensor,
         num_groups: int | None = None,
-        fps_start: int | str | None = None,
+        fps_start: int | str | Tensor | None = None,
         generator: torch.Generator | None = None,
         centres: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:

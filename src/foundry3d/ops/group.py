@@ -22,7 +22,7 @@ def group_points(
     points: Tensor,
     num_groups: int,
     group_size: int,
-    fps_start: int | str = 0,
+    fps_start: int | str | Tensor = 0,
     generator: torch.Generator | None = None,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
     centres: Tensor | None = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,9 @@ def render_dataset(
     for c in range(min(len(classes), max_classes)):
         idx = np.flatnonzero(labels == c)[:per_class] if ds.classes else np.arange(min(per_class, len(ds)))
         rows.append((c, idx))
-    clouds, colors, titles = [], [], []
+    clouds: list[Any] = []
+    colors: list[Any] = []
+    titles: list[str] = []
     semantic_parts = ds.part_spec is not None and ds.name != "sh3d16"
     for c, idx in rows:
         for j in range(per_class):

@@ -19,6 +19,8 @@ from foundry3d.report.templates import write_pair
 
 def _band(res: dict[str, Any], task: str) -> tuple[float, float, float]:
     v = primary(res, task.split(":", 1)[0])
+    if v is None:
+        return float("nan"), float("nan"), float("nan")  # a task without a headline: drawn as a gap
     lo, hi = ci(res) or (v, v)
     return float(v), float(lo), float(hi)
 

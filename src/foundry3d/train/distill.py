@@ -59,8 +59,8 @@ class StudentSection(StudentArch):
     init: Literal["data", "random"] = "data"  # SuperTokens from diverse training tokens, or random
     # the DSO details chosen on validation (docs/study/ladder.json), null resolved per kind (a release without
     # these keys keeps the behaviour it was trained with)
-    count_grad: bool | None = None  # member counts in the bin mean's gradient; null: true for foundry, else false
-    empty_bins: Literal["fallback", "mask"] | None = None  # null: mask for foundry, else fallback
+    count_grad: bool | None = None  # type: ignore[assignment]  # member counts in the bin mean's gradient; null: true for foundry, else false
+    empty_bins: Literal["fallback", "mask"] | None = None  # type: ignore[assignment]  # null: mask for foundry, else fallback
     freeze_tokenizer: bool = True
     freeze_blocks: bool = False
     start_from: str | None = None  # an existing student release to continue from (its architecture is kept)
@@ -315,7 +315,8 @@ class DistillTask(Task):
 
     def tau(self, step: int) -> float:
         frac = step / max(1, self.cfg.engine.steps - 1)
-        return self.cfg.loss.tau_start + (self.cfg.loss.tau_end - self.cfg.loss.tau_start) * frac
+        end = self.cfg.loss.tau_start if self.cfg.loss.tau_end is None else self.cfg.loss.tau_end  # resolved at init
+        return self.cfg.loss.tau_start + (end - self.cfg.loss.tau_start) * frac
 
     def hooks(self) -> list[Hook]:
         return [SuperTokenInit()]
@@ -325,6 +326,7 @@ class DistillTask(Task):
             self.views()  # built once here, read by every worker
 
     def batch(self, indices: np.ndarray, generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+        out: dict[str, Any]
         if self.cfg.data.cache_views:
             idx = torch.as_tensor(indices)
             out = {k: self.views()[k][idx].to(device) for k in ("tokens", "centres", "targets")}

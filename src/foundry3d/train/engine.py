@@ -124,7 +124,8 @@ class Task:
     def param_groups(self) -> list[dict[str, Any]]:
         """Optimiser groups; no weight decay on biases, norms and learned tokens / queries (a
         SuperToken basis decayed towards 0 would drift away from the data it must match)."""
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for name, p in self.module.named_parameters():
             if not p.requires_grad:
                 continue

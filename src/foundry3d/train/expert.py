@@ -31,6 +31,7 @@ from foundry3d.data.base import DatasetError
 from foundry3d.data.registry import load_dataset, parse_spec
 from foundry3d.data.transforms import AugmentConfig, augment, collate
 from foundry3d.errors import ConfigError
+from foundry3d.models.base import PointModel
 from foundry3d.models.checkpoint import save_release
 from foundry3d.models.heads import Classifier, Segmenter
 from foundry3d.models.hub import create_student, load_teacher
@@ -88,7 +89,7 @@ class ExpertConfig:
         return self.num_points or (1024 if self.kind == "cls" else 2048)
 
 
-def _task_model(backbone: nn.Module, cfg: ExpertConfig, train: Any) -> nn.Module:
+def _task_model(backbone: PointModel, cfg: ExpertConfig, train: Any) -> Classifier | Segmenter:
     if cfg.kind == "cls":
         return Classifier(backbone, train.num_classes)
     spec = train.part_spec
@@ -97,10 +98,13 @@ def _task_model(backbone: nn.Module, cfg: ExpertConfig, train: Any) -> nn.Module
     return Segmenter(backbone, len(spec.categories), spec.num_parts)
 
 
-def _logits(model: nn.Module, batch: dict[str, Tensor], kind: str) -> Tensor:
+def _logits(model: Classifier | Segmenter, batch: dict[str, Tensor], kind: str) -> Tensor:
     if kind == "cls":
+        assert isinstance(model, Classifier)
         return model.logits(batch["points"])
-    return model.logits(batch["points"], batch["category"]).reshape(-1, model.head.mlp[-1].out_features)
+    assert isinstance(model, Segmenter)
+    out = model.logits(batch["points"], batch["category"])
+    return out.reshape(-1, out.shape[-1])
 
 
 def _targets(batch: dict[str, Tensor], kind: str) -> Tensor:
@@ -110,7 +114,12 @@ def _targets(batch: dict[str, Tensor], kind: str) -> Tensor:
 class _Stage(nn.Module):
     """Fine-tuning (teacher is None) or KD (a frozen fine-tuned teacher) loss for the engine."""
 
-    def __init__(self, model: nn.Module, cfg: ExpertConfig, teacher: nn.Module | None = None) -> None:
+    model: Classifier | Segmenter
+    teacher: Classifier | Segmenter | None
+
+    def __init__(
+        self, model: Classifier | Segmenter, cfg: ExpertConfig, teacher: Classifier | Segmenter | None = None
+    ) -> None:
         super().__init__()
         self.model, self.cfg, self.teacher = model, cfg, teacher
 
@@ -139,6 +148,8 @@ class _Stage(nn.Module):
 
 
 class ExpertTask(Task):
+    module: _Stage
+
     def __init__(self, module: _Stage, train: Any, cfg: ExpertConfig, frozen_steps: int = 0) -> None:
         self.module, self.train_set, self.cfg, self.frozen_steps = module, train, cfg, frozen_steps
 

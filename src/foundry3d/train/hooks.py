@@ -23,7 +23,7 @@ class MetricsHook(Hook):
     """Means of the step metrics over ``log_every`` steps (all ranks) to metrics.jsonl / TensorBoard."""
 
     def on_start(self, loop: Loop) -> None:
-        self.acc: dict[str, float] = {}
+        self.acc: dict[str, Any] = {}  # float64 tensors on the device, or floats
         self.n, self.t0 = 0, time.time()
         self.bar = progress_bar(loop.cfg.steps, loop.start, loop.cfg.progress, loop.info)
 

@@ -11,7 +11,7 @@ import contextlib
 import importlib
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -168,7 +168,7 @@ def _compiled(model: nn.Module) -> nn.Module:
         raise EngineError(f"engine.compile=true: the inductor backend is unavailable here ({e}); set it false") from e
     if shutil.which("cc") is None and shutil.which("gcc") is None and not torch.cuda.is_available():
         raise EngineError("engine.compile=true on a CPU needs a C++ compiler (cc/gcc) on PATH; set it false")
-    return torch.compile(model)
+    return cast(nn.Module, torch.compile(model))
 
 
 def _accumulate(

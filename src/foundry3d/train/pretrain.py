@@ -65,6 +65,8 @@ class PretrainConfig:
 
 
 class PretrainTask(Task):
+    module: PointJEPA
+
     def __init__(self, cfg: PretrainConfig, run_dir: Path | None = None) -> None:
         self.cfg = cfg
         self.run_dir = run_dir

@@ -17,15 +17,16 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
-from torch import nn
 
 from foundry3d.data.base import DatasetError
 from foundry3d.data.registry import dataset_base, load_dataset, with_split
+from foundry3d.models.backbone import PointTransformer
+from foundry3d.models.base import PointModel
 from foundry3d.models.features import extract
 from foundry3d.models.floor import Floor
 
 
-def linear_svm(x: np.ndarray, y: np.ndarray, C: float, seed: int = 0) -> object:
+def linear_svm(x: np.ndarray, y: np.ndarray, C: float, seed: int = 0) -> Any:
     """Standardised features + linear SVM with a fixed C (the probe; the suite adds CV over C)."""
     clf = make_pipeline(StandardScaler(), LinearSVC(C=C, dual=False, max_iter=5000, random_state=seed))
     with warnings.catch_warnings():
@@ -93,18 +94,18 @@ class Probe:
             }
         return self._sets
 
-    def _svm(self, model: nn.Module, tr: Any, te: Any) -> float:
+    def _svm(self, model: PointModel, tr: Any, te: Any) -> float:
         a = extract(model, tr, num_points=self.cfg.num_points)
         b = extract(model, te, num_points=self.cfg.num_points)
         clf = linear_svm(a["features"], a["labels"], self.cfg.C)
         return float((clf.predict(b["features"]) == b["labels"]).mean())
 
-    def __call__(self, model: nn.Module) -> dict[str, float]:
+    def __call__(self, model: PointModel) -> dict[str, float]:
         if not self.cfg.enabled or not self.cfg.datasets:
             return {}
         was_training = model.training
         out: dict[str, float] = {}
-        floor = Floor(model) if self.cfg.floor and getattr(model, "kind", "") == "backbone" else None
+        floor = Floor(model) if self.cfg.floor and isinstance(model, PointTransformer) else None
         for name, (tr, te) in self.sets().items():
             out[f"svm_{name}"] = self._svm(model, tr, te)
             if floor is not None:

@@ -49,9 +49,11 @@ class CPUSyncBatchNorm(nn.BatchNorm1d):
         y, mean, var = _SyncBN.apply(flat, self.weight, self.bias, self.eps)
         with torch.no_grad():
             m = self.momentum if self.momentum is not None else 0.1
+            assert self.running_mean is not None and self.running_var is not None  # track_running_stats
+            assert self.num_batches_tracked is not None
             self.running_mean.lerp_(mean, m)
             self.running_var.lerp_(var, m)
-            self.num_batches_tracked += 1
+            self.num_batches_tracked.add_(1)
         if x.dim() == 2:
             return y
         return y.reshape(x.shape[0], x.shape[2], x.shape[1]).transpose(1, 2)

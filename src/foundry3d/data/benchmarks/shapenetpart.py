@@ -62,8 +62,8 @@ class ShapeNetPart(PointCloudDataset):
                 entries = json.loads(f.read_text())
             except json.JSONDecodeError as e:
                 raise DatasetError(f"{f} is not valid JSON: {e}") from e
-            for e in entries:
-                _, synset, model = e.split("/")[-3:]
+            for entry in entries:
+                _, synset, model = entry.split("/")[-3:]
                 if synset not in synset_to_cat:
                     raise DatasetError(f"{f}: synset {synset} is not in synsetoffset2category.txt")
                 items.append((synset, model))
