@@ -25,10 +25,9 @@ import platform
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from foundry3d.eval.results import over_seeds, paired_over_seeds, primary
+from foundry3d.eval.results import context_r2, over_seeds, paired_over_seeds, primary
 from foundry3d.eval.suite import evaluate
 from foundry3d.files import MARKER, atomic_write
 from foundry3d.quickstart import DISTILL_COMMON, QUICK
@@ -148,8 +147,7 @@ def _summarise(
     if "mlp" in rows:  # the share of the cross-token part of the teacher's output each rung recovers
         ref = rows["mlp"]["fidelity:kicad33"]["seeds"]
         for row in rows.values():
-            ctx = [(r - m) / (1 - m) for r, m in zip(row["fidelity:kicad33"]["seeds"], ref)]
-            row["context_r2"] = {"mean": float(np.mean(ctx)), "sd": float(np.std(ctx, ddof=1)), "seeds": ctx}
+            row["context_r2"] = context_r2(row["fidelity:kicad33"]["seeds"], ref)
     chosen, rule = _choose(rows)
     return {
         "what": "DSO options on validation (fit -> val), quickstart s=16 student",

@@ -24,7 +24,7 @@ import jinja2
 
 from foundry3d.eval.results import comparison, format_gain, format_score
 from foundry3d.report.study_report import study_tables
-from foundry3d.report.tables import Table, task_label
+from foundry3d.report.tables import Table, seed_cell, task_label
 from foundry3d.train.runlog import read_metrics
 
 START, END = "<!-- SUMMARY -->", "<!-- /SUMMARY -->"
@@ -297,13 +297,7 @@ def ladder_context(path: Path) -> dict[str, Any] | None:
     )
     for rung, row in rec["rungs"].items():
         cells = [rung, ", ".join(row["overrides"]) or "(today's defaults)"]
-        for x in tasks:
-            c, (scale, dig) = row[x], ((1.0, 3) if x.startswith("fidelity") else (100.0, 1))
-            text = f"{scale * c['mean']:.{dig}f} ± {scale * c['sd']:.{dig}f}"
-            if "minus_today" in c:
-                d, lo, hi = (scale * v for v in c["minus_today"])
-                text += f"\nΔ {d:+.{dig}f} [{lo:+.{dig}f}, {hi:+.{dig}f}]"
-            cells.append(text)
+        cells += [seed_cell(row[x], x, "minus_today", "Δ") for x in tasks]
         ctx = row.get("context_r2")
         cells.append("-" if ctx is None else f"{ctx['mean']:.3f} ± {ctx['sd']:.3f}")
         t.rows.append(cells)

@@ -51,6 +51,11 @@ def environment_error(e: BaseException, path: str | os.PathLike[str] | None = No
     return OutputWriteError(f"cannot write {shown}: {_ENVIRONMENT[e.errno]}")
 
 
+def full_disk_error(path: str | os.PathLike[str]) -> OutputWriteError:
+    """The one-line error for a write that failed on a full disk (see :func:`disk_full`)."""
+    return OutputWriteError(f"cannot write {os.fspath(path)}: {_ENVIRONMENT[errno.ENOSPC]}")
+
+
 def disk_full(path: str | os.PathLike[str]) -> bool:
     """Whether the file system holding ``path`` has (almost) no free block left: some writers (torch's zip
     writer, safetensors) report a full disk as a RuntimeError without an errno."""

@@ -20,7 +20,6 @@ complete; they get the permissions of an ordinary file under the user's umask.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -31,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from foundry3d.errors import Foundry3DError, disk_full, environment_error
+from foundry3d.errors import Foundry3DError, disk_full, environment_error, full_disk_error
 
 MARKER = ".foundry3d-run"
 LOCK = ".foundry3d-lock"
@@ -127,11 +126,14 @@ def atomic_write(
         try:
             write(str(tmp))
         except OSError as e:
-            raise (environment_error(e, path) or e) from e
+            err = environment_error(e, path)
+            if err is None:
+                raise
+            raise err from e
         except Exception as e:  # torch (RuntimeError) and safetensors report a full disk without an errno
-            if disk_full(path.parent):
-                raise environment_error(OSError(errno.ENOSPC, "full", str(path))) from e  # type: ignore[misc]
-            raise
+            if not disk_full(path.parent):
+                raise
+            raise full_disk_error(path) from e
         if check is not None:
             check(str(tmp))
         with open(tmp, "rb") as f:

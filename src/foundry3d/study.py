@@ -28,13 +28,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from foundry3d.config import load_config
 from foundry3d.edge.flops import count_flops
 from foundry3d.errors import Foundry3DError
-from foundry3d.eval.results import comparison, over_seeds, paired_over_seeds
+from foundry3d.eval.results import comparison, context_r2, over_seeds, paired_over_seeds
 from foundry3d.eval.suite import evaluate
 from foundry3d.files import atomic_write, holds_record, run_folder
 from foundry3d.models.backbone import PointTransformer
@@ -292,8 +291,7 @@ def seed_table(cfg: StudyConfig, results: dict[str, dict[str, Any]]) -> dict[str
         if proto == "fidelity" and "mlp" in rows:
             ref = rows["mlp"]["seeds"]
             for row in rows.values():
-                ctx = [(r - m) / (1 - m) for r, m in zip(row["seeds"], ref)]
-                row["context_r2"] = {"mean": float(np.mean(ctx)), "sd": float(np.std(ctx, ddof=1)), "seeds": ctx}
+                row["context_r2"] = context_r2(row["seeds"], ref)
         table["tasks"][task] = rows
     return table
 

@@ -165,6 +165,14 @@ def over_seeds(proto: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"mean": float(arr.mean()), "sd": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0, "seeds": arr.tolist()}
 
 
+def context_r2(r2: list[float], mlp_r2: list[float]) -> dict[str, Any]:
+    """(R^2 - R^2_mlp) / (1 - R^2_mlp) per seed (seed k against the mlp student of seed k): the share of the
+    cross-token part of the teacher's output a student recovers (mlp mixes nothing across tokens); with its
+    mean and spread over seeds."""
+    ctx = np.asarray([(r - m) / (1 - m) for r, m in zip(r2, mlp_r2)], dtype=float)
+    return {"mean": float(ctx.mean()), "sd": float(ctx.std(ddof=1)) if len(ctx) > 1 else 0.0, "seeds": ctx.tolist()}
+
+
 def paired_over_seeds(
     proto: str, a: list[dict[str, Any]], b: list[dict[str, Any]], seed: int = 0, n: int = BOOTSTRAP
 ) -> list[float]:

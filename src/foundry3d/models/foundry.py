@@ -150,7 +150,7 @@ class DSO(nn.Module):
         # the mean's divisor: detached (a member's gradient v / n) or through the one-hot ((v - mean) / n)
         denom = (cam.sum(1) if self.count_grad else count).clamp_min(1.0).unsqueeze(-1)
         if pick is not None:  # fps_presample: keep the s picked tokens, drop the others before the encoder
-            merged, pos_s = gather_points(self.v(tokens), pick), gather_points(pos, pick)
+            merged, pos_s = self.v(gather_points(tokens, pick)), gather_points(pos, pick)
         else:
             merged = cam.transpose(1, 2) @ self.v(tokens) / denom
             pos_s = cam.transpose(1, 2) @ pos / denom
@@ -183,8 +183,7 @@ class FoundryStudent(Student):
         super().__init__(cfg)
         d = self.tcfg.dim
         self.gate = Gate(d, cfg.gate_hidden) if cfg.gate else None
-        mode = {"foundry": "learned", "kmeans": "kmeans", "kmeans_xyz": "kmeans_xyz", "kmeans_static": "kmeans_static",
-                "fps": "fps", "fps_presample": "fps_presample"}[cfg.kind]  # fmt: skip
+        mode = "learned" if cfg.kind == "foundry" else cfg.kind  # every other kind names its assignment
         self.dso = DSO(d, cfg.supertokens, cfg.similarity, cfg.centre_keys, mode, cfg.count_grad)
         self.dso.kmeans_iters = cfg.kmeans_iters
 

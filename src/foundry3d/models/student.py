@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from torch import Tensor, nn
 
@@ -28,10 +28,8 @@ StudentKind = Literal[
 ]  # fmt: skip
 # the kinds built by FoundryStudent: tokens merged into s bins by one assignment, read back by CAU
 SUPERTOKEN_KINDS = ("foundry", "kmeans", "kmeans_xyz", "kmeans_static", "fps", "fps_presample")
-STUDENT_KINDS: tuple[str, ...] = (
-    "foundry", "kmeans", "kmeans_xyz", "kmeans_static", "fps", "fps_presample", "mlp", "mimic", "patchmerger",
-    "tome", "tome_dso",
-)  # fmt: skip
+STUDENT_KINDS: tuple[str, ...] = get_args(StudentKind)
+LEARNED_KINDS = ("foundry", "tome_dso")  # a learned assignment: SuperTokens, q, k, Gumbel-softmax
 
 
 @dataclass
@@ -76,7 +74,7 @@ class StudentArch:
             raise ConfigError(f"kmeans_iters must be >= 1, got {self.kmeans_iters}")
         if self.tome_r is not None and self.tome_r < 0:
             raise ConfigError(f"tome_r must be >= 0, got {self.tome_r}")
-        if self.count_grad and self.kind not in ("foundry", "tome_dso"):
+        if self.count_grad and self.kind not in LEARNED_KINDS:
             raise ConfigError(f"count_grad needs a learned assignment (kind=foundry); kind={self.kind!r} has none")
         if self.empty_bins == "mask" and self.kind not in SUPERTOKEN_KINDS:
             raise ConfigError(

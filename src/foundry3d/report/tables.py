@@ -91,6 +91,17 @@ def headroom_notes(comparison: dict[str, dict[str, Any]], tasks: list[str]) -> l
     return notes
 
 
+def seed_cell(row: dict[str, Any], task: str, diff_key: str, diff_label: str) -> str:
+    """``mean ± sd`` over seeds of one kind on one task, then its paired difference ``row[diff_key]`` with the
+    95 % CI (accuracies in points, token R^2 as is)."""
+    scale, digits = (1.0, 3) if task.startswith("fidelity") else (100.0, 1)
+    text = f"{scale * row['mean']:.{digits}f} ± {scale * row['sd']:.{digits}f}"
+    if diff_key in row:
+        d, lo, hi = (scale * v for v in row[diff_key])
+        text += f"\n{diff_label} {d:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+    return text
+
+
 def seed_table(title: str, seeds: dict[str, Any]) -> Table:
     """The ablation over seeds: per task mean ± spread across seeds, and the paired difference to Foundry's
     DSO with its 95 % CI (inside the CI: no difference); the context R² of the token-fidelity task last."""
@@ -103,15 +114,7 @@ def seed_table(title: str, seeds: dict[str, Any]) -> Table:
         cells = [kind]
         for t in tasks:
             row = seeds["tasks"][t].get(kind)
-            scale, digits = (1.0, 3) if t.startswith("fidelity") else (100.0, 1)
-            if row is None:
-                cells.append("-")
-                continue
-            text = f"{scale * row['mean']:.{digits}f} ± {scale * row['sd']:.{digits}f}"
-            if "minus_foundry" in row:
-                d, lo, hi = (scale * v for v in row["minus_foundry"])
-                text += f"\nvs DSO {d:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
-            cells.append(text)
+            cells.append("-" if row is None else seed_cell(row, t, "minus_foundry", "vs DSO"))
         if ctx_task:
             c = seeds["tasks"][ctx_task].get(kind, {}).get("context_r2")
             cells.append("-" if c is None else f"{c['mean']:.3f} ± {c['sd']:.3f}")

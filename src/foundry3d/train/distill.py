@@ -41,7 +41,7 @@ from foundry3d.models.foreign import ForeignTeacher, register_module
 from foundry3d.models.foundry import FoundryStudent
 from foundry3d.models.hub import create_student, load, load_teacher, model_hash
 from foundry3d.models.occupancy import occupancy
-from foundry3d.models.student import Student, StudentArch
+from foundry3d.models.student import LEARNED_KINDS, Student, StudentArch
 from foundry3d.ops.fps import farthest_point_sample
 from foundry3d.train.engine import EngineConfig, Hook, Loop, Task, check_training_data, seed_all
 from foundry3d.train.loop import fit
@@ -114,7 +114,7 @@ class DistillConfig:
         if not (loss.tau_start > 0 and (loss.tau_end is None or loss.tau_end > 0)):
             raise ConfigError(f"loss.tau_start and loss.tau_end must be > 0, got {loss.tau_start}, {loss.tau_end}")
         gumbel = loss.tau_start != 1.0 or loss.tau_end not in (None, 1.0) or not loss.gumbel_noise
-        if gumbel and kind not in ("foundry", "tome_dso"):
+        if gumbel and kind not in LEARNED_KINDS:
             raise ConfigError(
                 f"loss.tau_start/tau_end/gumbel_noise set the Gumbel-softmax of a learned assignment, but "
                 f"student.kind={kind} has none (expected kind=foundry or the defaults)"
@@ -126,9 +126,6 @@ class DistillConfig:
             )
 
 
-LEARNED = ("foundry", "tome_dso")  # kinds whose assignment is learned (SuperTokens, q, k, Gumbel-softmax)
-
-
 def resolve_dso_defaults(cfg: DistillConfig) -> None:
     """Fill the DSO options left null with the ladder's choice for the Foundry student (Gumbel temperature
     1 -> 0.1, member counts in the gradient, empty SuperTokens masked: chosen on validation for kind=foundry
@@ -137,7 +134,7 @@ def resolve_dso_defaults(cfg: DistillConfig) -> None:
     if st.count_grad is None:
         st.count_grad = learned
     if st.empty_bins is None:
-        st.empty_bins = "mask" if st.kind == "foundry" else "fallback"
+        st.empty_bins = "mask" if learned else "fallback"
     if loss.tau_end is None:
         loss.tau_end = 0.1 if learned and loss.gumbel_noise else loss.tau_start
 
@@ -315,7 +312,8 @@ class DistillTask(Task):
 
     def tau(self, step: int) -> float:
         frac = step / max(1, self.cfg.engine.steps - 1)
-        end = self.cfg.loss.tau_start if self.cfg.loss.tau_end is None else self.cfg.loss.tau_end  # resolved at init
+        end = self.cfg.loss.tau_end
+        assert end is not None  # resolved when the task was built (resolve_dso_defaults)
         return self.cfg.loss.tau_start + (end - self.cfg.loss.tau_start) * frac
 
     def hooks(self) -> list[Hook]:
