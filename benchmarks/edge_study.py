@@ -32,10 +32,10 @@ from foundry3d.data.registry import load_dataset
 from foundry3d.data.transforms import collate
 from foundry3d.edge.export import calibration_set, export_onnx
 from foundry3d.edge.onnx_runtime import OnnxPointModel, onnx_features, onnx_outputs, pooled, quantize_int8
-from foundry3d.eval.fidelity import fidelity_arrays
 from foundry3d.eval.results import bootstrap_ci
 from foundry3d.eval.suite import evaluate
-from foundry3d.eval.svm import fit_svm
+from foundry3d.eval.tasks.fidelity import fidelity_arrays
+from foundry3d.eval.tasks.svm import fit_svm
 
 
 def _agreement(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], names: list[str]) -> dict[str, float]:

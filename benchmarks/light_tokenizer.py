@@ -21,7 +21,8 @@ import torch
 import yaml
 
 from foundry3d.edge.flops import count_flops
-from foundry3d.eval.results import PRIMARY, ci, comparison, load_results, primary
+from foundry3d.eval.results import ci, comparison, load_results, primary
+from foundry3d.eval.task import metric
 from foundry3d.models.checkpoint import atomic_write
 from foundry3d.models.hub import describe_model, resolve
 
@@ -52,7 +53,7 @@ def summary(table: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
         proto = task.split(":", 1)[0]
         s, g = row["students"][name], row["students"][name]["gain"]
         out[task] = {
-            "metric": PRIMARY[proto],
+            "metric": metric(proto),
             "teacher": primary(row["teacher"], proto),
             "floor": primary(row["floor"], proto),
             "score": primary(s["result"], proto),

@@ -20,7 +20,8 @@ from foundry3d.data.registry import load_dataset
 from foundry3d.data.transforms import collate
 from foundry3d.edge.flops import count_flops
 from foundry3d.edge.latency import measure
-from foundry3d.eval.suite import evaluate, primary
+from foundry3d.eval.results import primary
+from foundry3d.eval.suite import evaluate
 from foundry3d.models.foundry import FoundryStudent
 
 

@@ -165,8 +165,8 @@ def _size_summary(
     for task in TASKS:
         proto = task.split(":", 1)[0]
         row: dict[str, Any] = {
-            "teacher": refs["teacher"]["tasks"][task][("r2" if proto == "fidelity" else "acc")],
-            "floor": refs["floor"]["tasks"][task][("r2" if proto == "fidelity" else "acc")],
+            "teacher": primary(refs["teacher"]["tasks"][task], proto),
+            "floor": primary(refs["floor"]["tasks"][task], proto),
             "headroom": next(iter(comp[task]["students"].values()))["gain"]["gap_ci95"] if task in comp else None,
             "kinds": {},
         }

@@ -23,6 +23,7 @@ import yaml
 
 from foundry3d.edge.flops import count_flops
 from foundry3d.eval.results import comparison, format_score, load_results
+from foundry3d.eval.task import scale_digits
 from foundry3d.models.checkpoint import save_release
 from foundry3d.models.hub import load
 from foundry3d.report.tables import task_label
@@ -108,7 +109,7 @@ def main() -> None:
     for task, row in comp.items():
         proto = task.split(":")[0]
         g = row["students"]["teacher"]["gain"]
-        s = 1.0 if proto == "fidelity" else 100.0
+        s = scale_digits(proto)[0]
         card.append(
             f"| {task_label(task)} | {format_score(row['teacher'], proto)} | {format_score(row['floor'], proto)} | "
             f"{s * g['gap']:.1f} [{s * g['gap_ci95'][0]:.1f}, {s * g['gap_ci95'][1]:.1f}] |"

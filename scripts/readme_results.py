@@ -23,6 +23,7 @@ from typing import Any
 import jinja2
 
 from foundry3d.eval.results import comparison, format_gain, format_score
+from foundry3d.eval.task import scale_digits
 from foundry3d.report.study_report import study_tables
 from foundry3d.report.tables import Table, seed_cell, task_label
 from foundry3d.train.runlog import read_metrics
@@ -80,8 +81,7 @@ def teacher_context(docs: Path, name: str) -> dict[str, Any] | None:
     for task, row in comp.items():
         proto = task.split(":")[0]
         g = row["students"]["t"]["gain"]
-        s = 1.0 if proto == "fidelity" else 100.0
-        d = 3 if proto == "fidelity" else 1
+        s, d = scale_digits(proto)
         held.rows.append(
             [
                 task_label(task),

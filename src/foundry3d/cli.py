@@ -370,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         if "--show-config" in rest and verb in RECIPES:
             return _show_config(verb, fn, [a for a in rest if a != "--show-config"])
         text = VERB_TABLE[verb][2] + "".join(f"\n  $ {e}" for e in EXAMPLES.get(verb, []))
+        verb_help = getattr(sys.modules[fn.__module__], "verb_help", None)  # e.g. eval: its registered tasks
+        if callable(verb_help) and any(a in ("-h", "--help") for a in rest):
+            text += "\n\n" + verb_help()
         result = tyro.cli(cli_view(fn, verb), args=rest, prog=f"foundry3d {verb}", description=text)
     except Foundry3DError as e:
         if os.environ.get("FOUNDRY3D_DEBUG"):

@@ -50,10 +50,10 @@ def test_kicad_subset_has_classes_and_parts(real_cache):
 
 def test_full_embedded_sets_when_built():
     """On a machine where the full datasets are built, check the counts the docs promise."""
-    from foundry3d.data.embedded import BUILT_DATASETS
+    from foundry3d.data.catalogue import CATALOGUE
     from foundry3d.data.store import dataset_dir, is_complete
 
-    if not all(is_complete(dataset_dir(BUILT_DATASETS[n][0], BUILT_DATASETS[n][1])) for n in ("sh3d16", "kicad33")):
+    if not all(is_complete(dataset_dir(CATALOGUE[n].folder, CATALOGUE[n].version)) for n in ("sh3d16", "kicad33")):
         pytest.skip("full datasets not built here (foundry3d data build sh3d16 / kicad)")
     sh3d = load_embedded("sh3d16", "labelled")  # built: any failure to read it is a real failure
     kicad = load_embedded("kicad33", "labelled")

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from foundry3d.data.base import ArrayDataset
-from foundry3d.eval.fewshot import FewShotConfig, fewshot_from_features
-from foundry3d.eval.finetune import FinetuneConfig, finetune_protocol
-from foundry3d.eval.svm import fit_svm
+from foundry3d.eval.tasks.fewshot import FewShotConfig, fewshot_from_features
+from foundry3d.eval.tasks.finetune import FinetuneConfig, finetune_protocol
+from foundry3d.eval.tasks.svm import fit_svm
 
 
 def _blobs(n_per: int, classes: int, dim: int, sep: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -69,7 +69,7 @@ def test_finetune_protocol_learns_an_easy_task(tmp_path):
 @pytest.mark.parametrize("frozen", [True])
 def test_finetune_keeps_the_backbone_frozen_during_the_head_phase(frozen, tmp_path):
     import foundry3d
-    from foundry3d.eval.finetune import FinetuneTask
+    from foundry3d.eval.tasks.finetune import FinetuneTask
 
     ds = ArrayDataset(
         np.random.default_rng(0).normal(size=(8, 256, 3)).astype(np.float32), np.arange(8) % 2, classes=["a", "b"]

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from foundry3d.eval.fidelity import fidelity_arrays
 from foundry3d.eval.results import ResultsError, bootstrap_ci, gain_kept, over_seeds, paired_over_seeds, statistic
-from foundry3d.eval.sceneseg import confusion, miou
+from foundry3d.eval.tasks.fidelity import fidelity_arrays
+from foundry3d.eval.tasks.sceneseg import confusion, miou
 
 
 def _res(hits):

@@ -6,9 +6,9 @@ import torch
 
 import foundry3d
 from foundry3d.data.base import DatasetError
-from foundry3d.eval.fewshot import FewShotConfig, fewshot_from_features
 from foundry3d.eval.results import compare
 from foundry3d.eval.suite import EvalError, evaluate, parse_task
+from foundry3d.eval.tasks.fewshot import FewShotConfig, fewshot_from_features
 from foundry3d.models.checkpoint import save_release
 from foundry3d.models.foundry import FoundryStudent
 
@@ -67,8 +67,10 @@ def test_partseg_on_output_tokens_and_changed_settings_are_remeasured(models, tm
     task = ["partseg:synthetic@4"]
     first = evaluate(str(models / "student"), task, overrides=FAST, out=tmp_path, name="s")["tasks"][task[0]]
     calls = []
-    real = suite.partseg_protocol
-    monkeypatch.setattr(suite, "partseg_protocol", lambda *a, **k: calls.append(1) or real(*a, **k))
+    from foundry3d.eval.tasks import partseg
+
+    real = partseg.partseg_protocol
+    monkeypatch.setattr(partseg, "partseg_protocol", lambda *a, **k: calls.append(1) or real(*a, **k))
     same = evaluate(str(models / "student"), task, overrides=FAST, out=tmp_path, name="s")["tasks"][task[0]]
     assert not calls and same == first  # same settings: reused
     out = evaluate(str(models / "student"), task, overrides=[*FAST, "partseg.features=output"], out=tmp_path, name="s")
@@ -80,8 +82,8 @@ def test_partseg_on_output_tokens_and_changed_settings_are_remeasured(models, tm
 def test_bad_inputs(models, tmp_path, cache):
     with pytest.raises(EvalError, match="PROTOCOL:DATASET"):
         parse_task("segment:sh3d16")
-    with pytest.raises(EvalError, match="svm, fewshot, partseg, finetune, fidelity"):
-        evaluate(str(models / "teacher"), ["knn:sh3d16"], out=tmp_path)
+    with pytest.raises(EvalError, match="PROTOCOL in fewshot, fidelity, finetune, .*svm"):  # the registered tasks
+        evaluate(str(models / "teacher"), ["detect:sh3d16"], out=tmp_path)
     with pytest.raises(DatasetError, match="foundry3d data build"):
         evaluate(str(models / "teacher"), ["svm:sh3d16"], overrides=FAST, out=tmp_path)
     with pytest.raises(DatasetError, match="cannot sample"):

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from foundry3d.data.base import DatasetError
+from foundry3d.data.catalogue import KICAD_VERSION, SH3D_VERSION, build_name
 from foundry3d.data.corpus import build_corpus
-from foundry3d.data.kicad import KICAD_VERSION, build_kicad
+from foundry3d.data.kicad import build_kicad
 from foundry3d.data.kicadboards import build_kicadboards
-from foundry3d.data.sh3d import SH3D_VERSION, build_sh3d16
+from foundry3d.data.sh3d import build_sh3d16
 from foundry3d.registry import Registry
 
 __all__ = [
@@ -38,14 +39,6 @@ for _name, _fn in (
     ("kicadboards", build_kicadboards),
 ):
     BUILDERS.register(_name, _fn)
-ALIASES = {
-    "kicad33": "kicad",
-    "kicadparts": "kicad",
-    "kicad-parts": "kicad",
-    "kicad-33": "kicad",
-    "sh3d": "sh3d16",
-    "oad": "corpus",
-}
 
 
 def build(
@@ -68,7 +61,7 @@ def build(
         force: rebuild even if the dataset exists.
         progress: show progress bars.
     """
-    key = ALIASES.get(name.lower(), name.lower())
+    key = build_name(name.lower()) or name.lower()
     if key not in BUILDERS:
         raise DatasetError(f"unknown buildable dataset {name!r}; buildable: {', '.join(BUILDERS.names())}")
     if points is not None and points < 2048:

@@ -38,13 +38,12 @@ from sklearn.model_selection import train_test_split
 
 from foundry3d.data.base import DatasetError
 from foundry3d.data.building import parallel_map
+from foundry3d.data.catalogue import CORPUS_VERSION
 from foundry3d.data.debian import download_package, extract_members, iter_members, package_version
 from foundry3d.data.gamemesh import read_g3d, read_pie, read_pmd
 from foundry3d.data.mesh import MeshError, normalize_unit_sphere, sample_labelled_surface, shape_seed
 from foundry3d.data.store import DatasetWriter, cache_dir, dataset_dir, is_complete
 from foundry3d.errors import InputError
-
-CORPUS_VERSION = "1"
 
 
 @dataclass(frozen=True)

@@ -13,37 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from foundry3d.data.base import ArrayDataset, DatasetError, PartSpec
-from foundry3d.data.corpus import CORPUS_VERSION
-from foundry3d.data.kicad import KICAD_VERSION
-from foundry3d.data.kicadboards import BOARDS_VERSION, SCENE_CLASSES
-from foundry3d.data.sh3d import SH3D_VERSION
+from foundry3d.data.catalogue import CATALOGUE
 from foundry3d.data.store import dataset_dir, is_complete, load_array, read_meta
 
-BUILT_DATASETS = {
-    "sh3d16": ("sh3d16", SH3D_VERSION, "foundry3d data build sh3d16"),
-    "kicad33": ("kicad", KICAD_VERSION, "foundry3d data build kicad"),
-    "kicadparts": ("kicad", KICAD_VERSION, "foundry3d data build kicad"),
-    "corpus": ("corpus", CORPUS_VERSION, "foundry3d data build corpus"),
-    "oad": ("corpus", CORPUS_VERSION, "foundry3d data build corpus"),
-    "kicadboards": ("kicadboards", BOARDS_VERSION, "foundry3d data build kicadboards"),
-}
-SPLITS = {
-    "sh3d16": ("train", "test", "val", "fit", "pool", "labelled", "all"),
-    "kicad33": ("train", "test", "val", "fit", "pool", "labelled", "all"),
-    "kicadparts": ("train", "test", "val", "fit", "all"),
-    "corpus": ("pretrain", "all"),
-    "oad": ("train", "test", "val", "fit", "labelled"),
-    "kicadboards": ("train", "test", "all"),
-}
 VAL_FRACTION = 0.2
 VAL_SEED = 0
 
 
 def carve_val(train: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(fit, val) indices: a stratified ``VAL_FRACTION`` of ``train`` for model selection."""
+    from sklearn.model_selection import train_test_split  # a reader's only use of scikit-learn, imported here
+
     train = np.asarray(train, np.int64)
     y = labels[train]
     counts = np.bincount(y - y.min()) if len(y) else np.array([0])
@@ -53,8 +35,9 @@ def carve_val(train: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def built_dataset_path(name: str, root: str | Path | None = None) -> Path:
-    folder, version, command = BUILT_DATASETS[name]
-    path = dataset_dir(folder, version, root)
+    entry = CATALOGUE[name]
+    command = entry.command
+    path = dataset_dir(entry.folder, entry.version, root)
     if not is_complete(path):
         raise DatasetError(
             f"dataset {name} is not built (looked in {path}); build it with `{command}`"
@@ -66,8 +49,9 @@ def built_dataset_path(name: str, root: str | Path | None = None) -> Path:
 def load_embedded(
     name: str, split: str = "train", root: str | Path | None = None, path: Path | None = None
 ) -> ArrayDataset:
-    if split not in SPLITS[name]:
-        raise DatasetError(f"{name} has no split {split!r}; splits: {', '.join(SPLITS[name])}")
+    splits_of = CATALOGUE[name].splits
+    if split not in splits_of:
+        raise DatasetError(f"{name} has no split {split!r}; splits: {', '.join(splits_of)}")
     path = path or built_dataset_path(name, root)
     meta = read_meta(path)
     splits = json.loads((path / "splits.json").read_text())
@@ -109,7 +93,7 @@ def load_embedded(
         )
     if name == "kicadboards":  # whole boards: per-point class labels, one "category"
         idx = np.arange(len(labels)) if split == "all" else np.array(splits[split], np.int64)
-        spec = PartSpec(["board"], list(SCENE_CLASSES), {0: list(range(len(SCENE_CLASSES)))})
+        spec = PartSpec(["board"], list(classes), {0: list(range(len(classes)))})  # classes.json: the scene classes
         return ArrayDataset(
             points[idx],
             np.zeros(len(idx), np.int64),

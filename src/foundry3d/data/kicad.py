@@ -20,6 +20,7 @@ import numpy as np
 
 from foundry3d.data.base import DatasetError
 from foundry3d.data.building import base_meta, parallel_map, split_or_all
+from foundry3d.data.catalogue import KICAD_VERSION
 from foundry3d.data.debian import download_package, iter_members, package_version
 from foundry3d.data.mesh import MeshError, normalize_unit_sphere, sample_labelled_surface, shape_seed
 from foundry3d.data.store import DatasetWriter, cache_dir, dataset_dir, is_complete
@@ -103,9 +104,6 @@ def sample_job(args: tuple[str, bytes, int, int]) -> tuple[str, str, object]:
         return path, "ok", sample_wrl(data, path, num_points, shape_seed(seed, path))
     except (MeshError, VRMLError) as e:
         return path, "skip", str(e)
-
-
-KICAD_VERSION = "1"
 
 
 def build_kicad(

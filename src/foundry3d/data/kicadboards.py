@@ -29,6 +29,7 @@ from matplotlib.path import Path as MplPath
 from scipy.spatial import ConvexHull
 
 from foundry3d.data.base import DatasetError
+from foundry3d.data.catalogue import BOARDS_VERSION
 from foundry3d.data.debian import download_package, iter_members, package_version
 from foundry3d.data.kicad import CLASSES as KICAD_CLASSES
 from foundry3d.data.kicad import library_class
@@ -307,9 +308,6 @@ def sample_board(board: Board, meshes: dict[str, Any], num_points: int, seed: in
         "components": len(board.placements),
         "board_area_mm2": board_area,
     }
-
-
-BOARDS_VERSION = "1"
 
 
 def build_kicadboards(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import zlib
 
 import numpy as np
-import trimesh
 
 from foundry3d.errors import Foundry3DError
 
@@ -27,6 +26,8 @@ def sample_labelled_surface(
         raise MeshError("mesh has no faces")
     if not np.isfinite(vertices).all():
         raise MeshError("mesh has non-finite vertex coordinates")
+    import trimesh  # with scipy: only when a mesh is sampled, so reading built datasets never imports it
+
     mesh = trimesh.Trimesh(vertices=vertices, faces=faces, process=False, validate=False)
     area = mesh.area_faces
     if not np.isfinite(area).all() or area.sum() <= 0:

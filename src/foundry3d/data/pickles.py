@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from foundry3d.data.base import DatasetError
-from foundry3d.safe_pickle import contains_placeholder, restricted_load
 
 
 def load_numpy_pickle(path: Path) -> Any:
+    """The numpy arrays and containers a benchmark pickle holds (anything else is refused)."""
+    from foundry3d.safe_pickle import contains_placeholder, restricted_load  # imports torch: only when read
+
     try:
         with open(path, "rb") as f:
             obj = restricted_load(f, encoding="latin1")

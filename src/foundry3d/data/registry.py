@@ -8,6 +8,7 @@ files are ``folder:/scans``, ``folder:/scans:test``, ``folder:/scans/*.npy`` or 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ import numpy as np
 
 from foundry3d.data.base import ConcatDataset, DatasetError, PointCloudDataset
 from foundry3d.data.benchmarks import BENCHMARKS
-from foundry3d.data.embedded import BUILT_DATASETS, SPLITS, built_dataset_path, load_embedded
+from foundry3d.data.catalogue import CATALOGUE
+from foundry3d.data.embedded import built_dataset_path, load_embedded
 from foundry3d.data.folder import folder_info, is_folder_spec, load_folder, parse_folder_spec
 from foundry3d.data.store import dataset_dir, is_complete, read_meta
 from foundry3d.data.synthetic import SyntheticShapes
@@ -69,7 +71,7 @@ def load_dataset(spec: str, split: str | None = None, root: str | Path | None = 
     name, s, r = parse_spec(spec)
     split = s or split or "train"
     root = r or root
-    if name in BUILT_DATASETS:
+    if name in CATALOGUE:
         return load_embedded(name, split, root)
     if name == "synthetic":
         if split not in ("train", "test", "pool"):
@@ -96,8 +98,20 @@ def load_dataset(spec: str, split: str | None = None, root: str | Path | None = 
     raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(list_names())}")
 
 
+def eval_train_split(name: str) -> str:
+    """The split evaluation tasks train on for dataset ``name`` (``train`` but where a benchmark's
+    published protocol says otherwise, e.g. ShapeNetPart's ``trainval``)."""
+    return BENCHMARKS.get(name).train_split if name in BENCHMARKS else "train"
+
+
+def fixed_folds(name: str) -> Callable[..., tuple[PointCloudDataset, PointCloudDataset]] | None:
+    """A benchmark's official few-shot folds, ``(root, way, shot, fold) -> (support, query)``, or None when
+    the dataset has none (the few-shot task then samples its episodes from train and test)."""
+    return BENCHMARKS.get(name).folds if name in BENCHMARKS else None
+
+
 def list_names() -> list[str]:
-    return [*sorted(BUILT_DATASETS), "synthetic", *BENCHMARKS.names(), "folder:PATH"]
+    return [*sorted(CATALOGUE), "synthetic", *BENCHMARKS.names(), "folder:PATH"]
 
 
 def list_datasets(root: str | Path | None = None) -> list[dict[str, Any]]:
@@ -107,16 +121,16 @@ def list_datasets(root: str | Path | None = None) -> list[dict[str, Any]]:
         root: dataset cache folder.
     """
     rows = []
-    for name, (folder, version, command) in BUILT_DATASETS.items():
-        path = dataset_dir(folder, version, root)
+    for name, entry in CATALOGUE.items():
+        path = dataset_dir(entry.folder, entry.version, root)
         rows.append(
             {
                 "name": name,
                 "kind": "embedded",
                 "built": is_complete(path),
                 "path": str(path),
-                "build": command,
-                "splits": list(SPLITS[name]),
+                "build": entry.command,
+                "splits": list(entry.splits),
             }
         )
     for name, e in BENCHMARKS.items():
@@ -156,7 +170,7 @@ def dataset_info(name: str, root: str | Path | None = None) -> dict[str, Any]:
     base, split, r = parse_spec(name)
     if split is not None:  # one split: its own counts (an unknown split is an error, never ignored)
         return load_dataset(name, root=root).info()
-    if base in BUILT_DATASETS:
+    if base in CATALOGUE:
         path = built_dataset_path(base, r or root)
         meta = read_meta(path)
         out: dict[str, Any] = {
@@ -167,7 +181,7 @@ def dataset_info(name: str, root: str | Path | None = None) -> dict[str, Any]:
             "package_version": meta["package_version"],
             "points_per_shape": meta["points_per_shape"],
         }
-        splits = {s: load_embedded(base, s, path=path) for s in SPLITS[base] if s not in ("all", "labelled")}
+        splits = {s: load_embedded(base, s, path=path) for s in CATALOGUE[base].splits if s not in ("all", "labelled")}
         if base == "kicadparts":
             ds = load_embedded(base, "all", path=path)
             spec = ds.part_spec

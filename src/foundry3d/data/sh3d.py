@@ -21,6 +21,7 @@ import trimesh
 
 from foundry3d.data.base import DatasetError
 from foundry3d.data.building import base_meta, parallel_map, split_or_all
+from foundry3d.data.catalogue import SH3D_VERSION
 from foundry3d.data.debian import download_package, extract_members, package_version
 from foundry3d.data.mesh import MeshError, normalize_unit_sphere, sample_labelled_surface, shape_seed
 from foundry3d.data.store import DatasetWriter, cache_dir, dataset_dir, is_complete
@@ -258,9 +259,6 @@ def sample_job(args: tuple[CatalogEntry, int, int]) -> tuple[str, object]:
         return "ok", sample_entry(entry, num_points, shape_seed(seed, entry.key))
     except MeshError as e:
         return "skip", str(e)
-
-
-SH3D_VERSION = "1"
 
 
 def build_sh3d16(

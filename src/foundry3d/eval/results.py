@@ -20,15 +20,9 @@ from typing import Any
 import numpy as np
 
 from foundry3d.errors import Foundry3DError
+from foundry3d.eval.task import metric, scale_digits
+from foundry3d.eval.task import statistic as task_statistic
 
-PRIMARY = {
-    "svm": "acc",
-    "fewshot": "acc",
-    "partseg": "class_miou",
-    "finetune": "acc",
-    "fidelity": "r2",
-    "sceneseg": "miou",
-}
 BOOTSTRAP = 2000
 LEVEL = 0.95
 
@@ -39,7 +33,7 @@ class ResultsError(Foundry3DError, ValueError):
 
 def primary(res: dict[str, Any], proto: str) -> float | None:
     """The headline number of a task result (None when the task has none)."""
-    v = res.get(PRIMARY[proto])
+    v = res.get(metric(proto))
     return None if v is None else float(v)
 
 
@@ -54,37 +48,19 @@ def format_score(res: dict[str, Any], proto: str, scale: float = 100.0) -> str:
     if v is None:
         return "-"
     c = ci(res)
-    digits = 3 if proto == "fidelity" else 1
-    s = scale if proto != "fidelity" else 1.0
+    own, digits = scale_digits(proto)
+    s = scale if own != 1.0 else 1.0
     text = f"{s * v:.{digits}f}"
     return text + (f" [{s * c[0]:.{digits}f}, {s * c[1]:.{digits}f}]" if c is not None else "")
 
 
 # ------------------------------------------------------------------------------------ statistics
 def statistic(proto: str) -> Callable[[dict[str, np.ndarray], np.ndarray], float]:
-    """f(per_item arrays, item indices) -> the task's headline on those items."""
-    if proto in ("svm", "fewshot", "finetune"):
-        return lambda d, i: float(d["score"][i].mean())
-    if proto == "partseg":
-
-        def class_miou(d: dict[str, np.ndarray], i: np.ndarray) -> float:
-            iou, cat = d["iou"][i], d["category"][i]
-            return float(np.mean([iou[cat == c].mean() for c in np.unique(cat)]))
-
-        return class_miou
-    if proto == "sceneseg":
-
-        def pooled_miou(d: dict[str, np.ndarray], i: np.ndarray) -> float:
-            conf = d["confusion"][i].sum(0)
-            present = conf.sum(1) > 0
-            inter = np.diag(conf)
-            union = conf.sum(0) + conf.sum(1) - inter
-            return float(np.mean(inter[present] / np.maximum(union[present], 1)))
-
-        return pooled_miou
-    if proto == "fidelity":
-        return lambda d, i: float(1.0 - d["sse"][i].sum() / max(1e-12, d["sst"][i].sum()))
-    raise ResultsError(f"no statistic for protocol {proto!r}")
+    """f(per_item arrays, item indices) -> the task's headline on those items (the task defines it)."""
+    try:
+        return task_statistic(proto)
+    except ValueError as e:
+        raise ResultsError(f"no statistic for protocol {proto!r}: {e}") from e
 
 
 def per_item(res: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -160,7 +136,7 @@ def over_seeds(proto: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     training noise the test-item CIs do not cover) and each seed's value."""
     vals = [primary(r, proto) for r in runs]
     if any(v is None for v in vals):
-        raise ResultsError(f"{proto}: a seed's result has no {PRIMARY[proto]}")
+        raise ResultsError(f"{proto}: a seed's result has no {metric(proto)}")
     arr = np.asarray(vals, dtype=float)
     return {"mean": float(arr.mean()), "sd": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0, "seeds": arr.tolist()}
 
@@ -242,7 +218,7 @@ def format_table(runs: dict[str, dict[str, Any]], tasks: list[str] | None = None
     for t in tasks:
         proto = t.split(":", 1)[0]
         cells = [format_score(runs[n].get("tasks", {}).get(t, {}), proto) for n in names]
-        lines.append(f"{t + ' (' + PRIMARY[proto] + ')':<{w}} " + " ".join(f"{c:>24}" for c in cells))
+        lines.append(f"{t + ' (' + metric(proto) + ')':<{w}} " + " ".join(f"{c:>24}" for c in cells))
     return "\n".join(lines)
 
 
@@ -273,7 +249,7 @@ def format_comparison(table: dict[str, dict[str, Any]]) -> str:
     lines = []
     for task, row in table.items():
         proto = task.split(":", 1)[0]
-        lines.append(f"{task} ({PRIMARY[proto]}, 95 % CI)")
+        lines.append(f"{task} ({metric(proto)}, 95 % CI)")
         lines.append(f"  {'teacher':<28} {format_score(row['teacher'], proto):>22}")
         lines.append(f"  {'floor (no block, untrained)':<28} {format_score(row['floor'], proto):>22}")
         for name, s in row["students"].items():

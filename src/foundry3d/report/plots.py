@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from foundry3d.eval.task import scale_digits
 from foundry3d.files import atomic_write
 from foundry3d.report.render import label_colors
 
@@ -41,7 +42,7 @@ def score_vs_s(
     ss = sorted(students)
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 2.9), squeeze=False)
     for ax, t in zip(axes[0], tasks):
-        scale = 1.0 if t.startswith("fidelity") else 100.0
+        scale = scale_digits(t.split(":", 1)[0])[0]
         for ref, colour, name in ((teacher, "0.3", "teacher"), (floor, "C3", "floor")):
             m, lo, hi = ref[t]
             ax.axhspan(scale * lo, scale * hi, color=colour, alpha=0.15)

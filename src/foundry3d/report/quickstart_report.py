@@ -13,7 +13,7 @@ from typing import Any
 from foundry3d.eval.results import ci, comparison, primary
 from foundry3d.files import atomic_write
 from foundry3d.report.plots import cost_vs_s, latency_vs_points, loss_curves, score_vs_s
-from foundry3d.report.tables import TASK_LABELS, Table, comparison_table, headroom_notes
+from foundry3d.report.tables import Table, comparison_table, headroom_notes, task_label
 from foundry3d.report.templates import write_pair
 
 
@@ -64,7 +64,7 @@ def build_report(out: Path, recipe: Any, finger: dict[str, Any], stages: dict[st
         {t: _band(evals["teacher"]["tasks"][t], t) for t in tasks},
         {t: _band(evals["floor"]["tasks"][t], t) for t in tasks},
         {int(s): {t: _band(evals[f"s={s}"]["tasks"][t], t) for t in tasks} for s in students},
-        TASK_LABELS,
+        {t: task_label(t) for t in tasks},
         fig / "score_vs_s.png",
     )
     cost_vs_s(rows, min(r["points"] for r in rows), fig / "cost_vs_s.png")

@@ -9,22 +9,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from foundry3d.eval.results import PRIMARY, format_gain, format_score
-
-TASK_LABELS = {
-    "svm:sh3d16": "SH3D-16 SVM (acc)",
-    "svm:kicad33": "KiCad-33 SVM (acc)",
-    "svm:oad": "0 A.D.-14 SVM (acc)",
-    "fewshot:kicad33": "KiCad-33 5-way 10-shot (acc)",
-    "partseg:kicadparts": "KiCad-Parts seg. (class mIoU)",
-    "fidelity:kicad33": "KiCad-33 token fidelity (R²)",
-    "fidelity:sh3d16": "SH3D-16 token fidelity (R²)",
-    "sceneseg:kicadboards": "KiCad boards scene seg. (mIoU)",
-}
+from foundry3d.data.catalogue import title
+from foundry3d.eval.results import format_gain, format_score
+from foundry3d.eval.task import scale_digits, tasks
 
 
 def task_label(task: str) -> str:
-    return TASK_LABELS.get(task, f"{task} ({PRIMARY.get(task.split(':', 1)[0], '?')})")
+    """``svm:sh3d16`` -> ``SH3D-16 SVM (acc)``: the dataset's title, the task's label and its metric."""
+    proto, _, dataset = task.partition(":")
+    if proto not in tasks():
+        return task
+    t = tasks().get(proto)
+    return f"{title(dataset)} {t.label} ({t.metric_label})"
 
 
 @dataclass
@@ -81,12 +77,12 @@ def headroom_notes(comparison: dict[str, dict[str, Any]], tasks: list[str]) -> l
         if not row or not row["students"]:
             continue
         g = next(iter(row["students"].values()))["gain"]
-        scale = 1.0 if t.startswith("fidelity") else 100.0
+        scale, d = scale_digits(t.split(":", 1)[0])
         lo, hi = g["gap_ci95"]
         verdict = "headroom" if g["headroom"] else "no headroom: the floor is as good, no ratio is shown"
         notes.append(
-            f"{task_label(t)}: teacher - floor = {scale * g['gap']:.{3 if scale == 1 else 1}f} "
-            f"[{scale * lo:.{3 if scale == 1 else 1}f}, {scale * hi:.{3 if scale == 1 else 1}f}] ({verdict})"
+            f"{task_label(t)}: teacher - floor = {scale * g['gap']:.{d}f} [{scale * lo:.{d}f}, {scale * hi:.{d}f}] "
+            f"({verdict})"
         )
     return notes
 
@@ -94,7 +90,7 @@ def headroom_notes(comparison: dict[str, dict[str, Any]], tasks: list[str]) -> l
 def seed_cell(row: dict[str, Any], task: str, diff_key: str, diff_label: str) -> str:
     """``mean ± sd`` over seeds of one kind on one task, then its paired difference ``row[diff_key]`` with the
     95 % CI (accuracies in points, token R^2 as is)."""
-    scale, digits = (1.0, 3) if task.startswith("fidelity") else (100.0, 1)
+    scale, digits = scale_digits(task.split(":", 1)[0])
     text = f"{scale * row['mean']:.{digits}f} ± {scale * row['sd']:.{digits}f}"
     if diff_key in row:
         d, lo, hi = (scale * v for v in row[diff_key])

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,6 +52,10 @@ class BenchmarkEntry:
     splits: tuple[str, ...]
     layout: str  # what the folder must contain (shown when it does not)
     pattern: str | None = None  # regex for parametrised splits (e.g. few-shot folds)
+    train_split: str = "train"  # the split evaluation tasks train on (ShapeNetPart: trainval, as published)
+    # (root, way, shot, fold) -> (support, query): a benchmark of fixed few-shot folds, which the few-shot
+    # task scores instead of sampling episodes from train and test
+    folds: Callable[..., tuple[PointCloudDataset, PointCloudDataset]] | None = None
 
     def accepts(self, split: str) -> bool:
         return split in self.splits or (self.pattern is not None and re.fullmatch(self.pattern, split) is not None)
@@ -59,9 +64,14 @@ class BenchmarkEntry:
 BENCHMARKS: Registry = Registry("benchmark")
 
 
-def register_benchmark(name: str, splits: tuple[str, ...], layout: str, pattern: str | None = None) -> Callable:
+def register_benchmark(
+    name: str, splits: tuple[str, ...], layout: str, pattern: str | None = None, **quirks: Any
+) -> Callable:
+    """Decorator for a loader ``fn(root, split)``; ``quirks`` are the entry's evaluation metadata
+    (``train_split``, ``folds``), so no evaluation code names a dataset."""
+
     def deco(fn: Callable[..., PointCloudDataset]) -> Callable[..., PointCloudDataset]:
-        BENCHMARKS.register(name, BenchmarkEntry(fn, splits, layout, pattern))
+        BENCHMARKS.register(name, BenchmarkEntry(fn, splits, layout, pattern, **quirks))
         return fn
 
     return deco

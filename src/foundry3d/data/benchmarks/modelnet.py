@@ -174,7 +174,13 @@ def load_fewshot_fold(root: Path, way: int, shot: int, fold: int) -> tuple[Array
 FEWSHOT_SPLIT = r"(\d+)way_?(\d+)shot/(\d+)/(train|test)"
 
 
-@register_benchmark("modelnet40_fewshot", ("<W>way_<S>shot/<fold>/{train,test}",), FEWSHOT_LAYOUT, FEWSHOT_SPLIT)
+@register_benchmark(
+    "modelnet40_fewshot",
+    ("<W>way_<S>shot/<fold>/{train,test}",),
+    FEWSHOT_LAYOUT,
+    FEWSHOT_SPLIT,
+    folds=load_fewshot_fold,
+)
 def load_fewshot(root: Path, split: str) -> ArrayDataset:
     """One side of one fold, e.g. split ``5way_10shot/0/train`` (support) or ``.../test`` (query)."""
     m = re.fullmatch(FEWSHOT_SPLIT, split)

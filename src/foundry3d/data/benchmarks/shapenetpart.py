@@ -98,6 +98,6 @@ class ShapeNetPart(PointCloudDataset):
         return self._labels
 
 
-@register_benchmark("shapenetpart", ("train", "val", "trainval", "test"), LAYOUT)
+@register_benchmark("shapenetpart", ("train", "val", "trainval", "test"), LAYOUT, train_split="trainval")
 def load_shapenetpart(root: Path, split: str) -> ShapeNetPart:
     return ShapeNetPart(root, split)

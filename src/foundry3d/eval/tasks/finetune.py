@@ -19,7 +19,9 @@ from torch import Tensor, nn
 
 from foundry3d.data.base import PointCloudDataset
 from foundry3d.data.transforms import AugmentConfig, augment, collate, normalize
+from foundry3d.eval.context import Context, data_ids
 from foundry3d.eval.metrics import accuracies
+from foundry3d.eval.task import EvalTask, register_task
 from foundry3d.models.base import PointModel
 from foundry3d.models.heads import Classifier
 from foundry3d.train.engine import EngineConfig, Task, seed_all
@@ -112,3 +114,16 @@ def finetune_protocol(
     fit(task, cfg.engine, run_dir, {"finetune": "classification", "seed": seed}, overwrite=True)
     pred = predict(task.module.model, test, cfg)
     return {**accuracies(test.labels(), pred), "steps": cfg.engine.steps, "votes": cfg.votes, "seed": seed}
+
+
+@register_task
+class Finetune(EvalTask):
+    """End-to-end fine-tuning: the model and a classification head trained on the train split (the published
+    protocol's augmentation and schedule), accuracy on the test shapes."""
+
+    name, Config, metric, metric_label, label = "finetune", FinetuneConfig, "acc", "acc", "fine-tuned"
+
+    def run(self, ctx: Context, cfg: FinetuneConfig, dataset: str, root: str | None) -> dict[str, Any]:
+        tr, te = ctx.data(dataset, "train", root), ctx.data(dataset, "test", root)
+        res = finetune_protocol(ctx.model, tr, te, cfg, ctx.folder / f"finetune-{dataset}")
+        return {**res, **data_ids(te)}

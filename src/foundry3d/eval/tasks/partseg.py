@@ -28,7 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from foundry3d.data.base import ArrayDataset, DatasetError, PartSpec, PointCloudDataset
+from foundry3d.eval.context import Context, data_ids
 from foundry3d.eval.metrics import mean_std, part_mious, shape_iou
+from foundry3d.eval.task import EvalError, EvalTask, Items, register_task
 from foundry3d.models.base import PointModel
 from foundry3d.models.features import tokenized
 from foundry3d.models.heads import PartSegHead, three_nn
@@ -222,3 +224,25 @@ def partseg_protocol(
         "num_groups": cfg.num_groups or model.groups_for(cfg.num_points),
         "per_category_miou": {spec.categories[k]: v for k, v in results[0]["per_category_miou"].items()},
     }
+
+
+@register_task
+class PartSeg(EvalTask):
+    """Part segmentation with a light head trained on the frozen model's token features (propagated to every
+    point) on the train split; class mIoU (mean over categories of the mean shape IoU) on the test shapes."""
+
+    name, Config, metric, metric_label, label = "partseg", PartSegConfig, "class_miou", "class mIoU", "seg."
+
+    def run(self, ctx: Context, cfg: PartSegConfig, dataset: str, root: str | None) -> dict[str, Any]:
+        if not hasattr(ctx.model, "forward_intermediates") and cfg.features == "blocks":
+            raise EvalError(f"{ctx.info['model']} has no forward_intermediates: use partseg.features=output")
+        train, test = ctx.data(dataset, "train", root), ctx.data(dataset, "test", root)
+        res = partseg_protocol(
+            ctx.model, train, test, cfg, ctx.folder / f"partseg-{dataset}", progress=ctx.cfg.progress
+        )
+        return {**res, "head_steps": cfg.engine.steps, **data_ids(test)}
+
+    @staticmethod
+    def statistic(items: Items, idx: np.ndarray) -> float:
+        iou, cat = items["iou"][idx], items["category"][idx]
+        return float(np.mean([iou[cat == c].mean() for c in np.unique(cat)]))

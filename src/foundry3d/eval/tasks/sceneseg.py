@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from foundry3d.data.base import DatasetError, PointCloudDataset
+from foundry3d.eval.context import Context, data_ids
+from foundry3d.eval.task import EvalTask, Items, register_task
 from foundry3d.models.base import PointModel
 from foundry3d.models.features import tokenized
 from foundry3d.models.heads import interpolate, three_nn
@@ -159,3 +161,24 @@ def sceneseg_protocol(
         "num_points": cfg.num_points,
         "tokens_per_scene": int(model.groups_for(cfg.num_points)),
     }
+
+
+@register_task
+class SceneSeg(EvalTask):
+    """Semantic segmentation of scenes: a point head on the frozen model's token features trained on the train
+    scenes; mIoU pooled over the test scenes' points (each scene one item of the bootstrap)."""
+
+    name, Config, metric, metric_label, label = "sceneseg", SceneSegConfig, "miou", "mIoU", "scene seg."
+
+    def run(self, ctx: Context, cfg: SceneSegConfig, dataset: str, root: str | None) -> dict[str, Any]:
+        tr, te = ctx.data(dataset, "train", root), ctx.data(dataset, "test", root)
+        res = sceneseg_protocol(ctx.model, tr, te, cfg, ctx.folder / f"sceneseg-{dataset}")
+        return {**res, **data_ids(te)}
+
+    @staticmethod
+    def statistic(items: Items, idx: np.ndarray) -> float:
+        conf = items["confusion"][idx].sum(0)
+        present = conf.sum(1) > 0
+        inter = np.diag(conf)
+        union = conf.sum(0) + conf.sum(1) - inter
+        return float(np.mean(inter[present] / np.maximum(union[present], 1)))

@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -20,8 +21,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from foundry3d.data.fewshot import Episode, sample_folds
+from foundry3d.data.registry import fixed_folds
 from foundry3d.errors import ConfigError
+from foundry3d.eval.context import Context, data_ids
 from foundry3d.eval.metrics import mean_std
+from foundry3d.eval.task import EvalTask, register_task
 
 
 @dataclass
@@ -69,3 +73,46 @@ def fewshot_from_folds(folds: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.
     accs = [classify_fold(xs, ys, xq, yq, cfg.C) for xs, ys, xq, yq in folds]
     m, s = mean_std(accs)
     return {"acc": m, "acc_std": s, "folds": accs}
+
+
+@register_task
+class FewShot(EvalTask):
+    """N-way K-shot classification over fixed folds: a logistic regression on the pooled features of the K
+    support shapes per class (from train), scored on the fold's queries (from test); the score of each fold is
+    one item. A benchmark with official folds (ModelNet40 few-shot) is scored on those."""
+
+    name, Config, metric, metric_label, labelled = "fewshot", FewShotConfig, "acc", "acc", True
+    label = f"{FewShotConfig.way}-way {FewShotConfig.shot}-shot"
+    reads = ("svm",)  # the SVM's clouds, so both protocols share one feature extraction
+
+    def run(self, ctx: Context, cfg: FewShotConfig, dataset: str, root: str | None) -> dict[str, Any]:
+        official = fixed_folds(dataset)
+        if official is not None:
+            folds = []
+            for f in range(cfg.folds):
+                s, q = official(Path(root or ctx.root or "."), cfg.way, cfg.shot, f)
+                fs, fq = ctx.features(s, 1024), ctx.features(q, 1024)
+                folds.append((fs["features"], fs["labels"], fq["features"], fq["labels"]))
+            res = fewshot_from_folds(folds, cfg)
+            ids: dict[str, Any] = {"dataset_version": f"{dataset} {cfg.way}way_{cfg.shot}shot"}
+        else:
+            tr, te = ctx.labelled(dataset, "train", root), ctx.labelled(dataset, "test", root)
+            sv = ctx.cfg.svm
+            a, b = ctx.features(tr, sv.num_points, sv.sampling), ctx.features(te, sv.num_points, sv.sampling)
+            res = fewshot_from_features(a["features"], a["labels"], b["features"], b["labels"], cfg)
+            ids = data_ids(te)
+        res["per_item"] = {"score": res["folds"]}
+        return {
+            **res,
+            "way": cfg.way,
+            "shot": cfg.shot,
+            "query": cfg.query,
+            "fold_seed": cfg.seed,
+            "method": cfg.method,
+            **ids,
+        }
+
+    def same_data(self, old: dict[str, Any], ctx: Context, dataset: str, root: str | None) -> bool:
+        if fixed_folds(dataset) is not None:  # fixed files, named by their version
+            return "dataset_version" in old
+        return super().same_data(old, ctx, dataset, root)

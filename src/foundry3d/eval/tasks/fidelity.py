@@ -18,8 +18,13 @@ import torch.nn.functional as F
 
 from foundry3d.data.base import PointCloudDataset
 from foundry3d.errors import InputError
+from foundry3d.eval.context import Context, data_ids
+from foundry3d.eval.task import EvalError, EvalTask, Items, register_task
 from foundry3d.models.base import PointModel
+from foundry3d.models.baselines import MergedBackbone
 from foundry3d.models.features import tokenized
+from foundry3d.models.floor import Floor
+from foundry3d.models.hub import EMBEDDED, load_teacher, model_hash, teacher_config
 
 
 @dataclass
@@ -64,3 +69,46 @@ def fidelity_protocol(
         "num_points": cfg.num_points,
         "tokens_per_cloud": int(y.shape[1]),
     }
+
+
+def reference_teacher(model: PointModel, spec: str) -> tuple[PointModel, str]:
+    """The teacher a fidelity task compares with: ``spec``, or (``auto``) the model itself when it is
+    a backbone, the backbone under a floor or merged teacher, or a student's own embedded teacher."""
+    if spec != "auto":
+        return load_teacher(spec), spec
+    inner = getattr(model, "model", model)
+    if getattr(inner, "kind", "") == "backbone":
+        return inner, "itself"
+    if isinstance(inner, (Floor, MergedBackbone)):  # floor, merged teacher
+        return inner.backbone, "its backbone"
+    want = getattr(getattr(inner, "cfg", None), "teacher_hash", "")
+    for key in EMBEDDED.names():
+        try:
+            t = load_teacher(f"embedded:{key}")
+        except (ValueError, OSError):
+            continue
+        if getattr(t, "release_hash", "") == want:
+            return t, f"embedded:{key}"
+    raise EvalError(
+        "fidelity needs the student's teacher: pass fidelity.teacher=PATH (its teacher is not an embedded one; "
+        f"teacher hash {want[:16]}, teacher config {teacher_config(inner).name})"
+    )
+
+
+@register_task
+class Fidelity(EvalTask):
+    """Token fidelity: R² of the model's output tokens against its teacher's on the test clouds (1 - SSE / SST,
+    summed over the clouds resampled), with the mean token cosine beside it."""
+
+    name, Config, metric, metric_label, label = "fidelity", FidelityConfig, "r2", "R²", "token fidelity"
+    scale, digits = 1.0, 3
+
+    def run(self, ctx: Context, cfg: FidelityConfig, dataset: str, root: str | None) -> dict[str, Any]:
+        teacher, spec = reference_teacher(ctx.model, cfg.teacher)
+        te = ctx.data(dataset, "test", root)
+        res = fidelity_protocol(ctx.model, teacher, te, cfg)
+        return {**res, "teacher": spec, "teacher_hash": model_hash(teacher), **data_ids(te)}
+
+    @staticmethod
+    def statistic(items: Items, idx: np.ndarray) -> float:
+        return float(1.0 - items["sse"][idx].sum() / max(1e-12, items["sst"][idx].sum()))
