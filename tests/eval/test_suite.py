@@ -62,8 +62,6 @@ def test_suite_runs_on_teacher_and_student_and_compares(models, tmp_path):
 
 
 def test_partseg_on_output_tokens_and_changed_settings_are_remeasured(models, tmp_path, monkeypatch):
-    from foundry3d.eval import suite
-
     task = ["partseg:synthetic@4"]
     first = evaluate(str(models / "student"), task, overrides=FAST, out=tmp_path, name="s")["tasks"][task[0]]
     calls = []
@@ -82,7 +80,7 @@ def test_partseg_on_output_tokens_and_changed_settings_are_remeasured(models, tm
 def test_bad_inputs(models, tmp_path, cache):
     with pytest.raises(EvalError, match="PROTOCOL:DATASET"):
         parse_task("segment:sh3d16")
-    with pytest.raises(EvalError, match="PROTOCOL in fewshot, fidelity, finetune, .*svm"):  # the registered tasks
+    with pytest.raises(EvalError, match=r"PROTOCOL in fewshot, fidelity, finetune, .*svm"):  # the registered tasks
         evaluate(str(models / "teacher"), ["detect:sh3d16"], out=tmp_path)
     with pytest.raises(DatasetError, match="foundry3d data build"):
         evaluate(str(models / "teacher"), ["svm:sh3d16"], overrides=FAST, out=tmp_path)
@@ -116,3 +114,24 @@ def test_occupancy_matches_the_students_own_assignments(models):
     assert occ["mean_per_cloud"] == pytest.approx(out["occupancy"].float().mean().item())
     assert occ["never_used"] == int((out["counts"].sum(0) == 0).sum())
     assert sum(occ["usage_share"]) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_knn_retrieval_is_a_registered_task_with_its_label_and_cis(models, tmp_path):
+    from foundry3d.eval.tasks.knn import retrieve
+    from foundry3d.report.tables import task_label
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16)) * 5
+    y_tr, y_te = np.repeat(np.arange(3), 10), np.repeat(np.arange(3), 4)
+    x_tr, x_te = centres[y_tr] + rng.normal(size=(30, 16)), centres[y_te] + rng.normal(size=(12, 16))
+    assert retrieve(x_tr, y_tr, x_te, y_te, k=5)["score"].mean() == 1.0  # separable: every neighbour agrees
+    shuffled = retrieve(x_tr, rng.permutation(y_tr), x_te, y_te, k=5)
+    assert shuffled["score"].mean() < 0.75 and 0 <= shuffled["precision"].min() <= shuffled["precision"].max() <= 1
+    res = evaluate(str(models / "teacher"), ["knn:synthetic@8"], overrides=[*FAST, "knn.num_points=256"], out=tmp_path)
+    knn = res["tasks"]["knn:synthetic@8"]
+    assert (
+        0 <= knn["ci95"][0] <= knn["acc"] <= knn["ci95"][1] <= 1 and len(knn["per_item"]["score"]) == knn["test_shapes"]
+    )
+    assert task_label("knn:sh3d16") == "SH3D-16 k-NN (top-1)"
+    with pytest.raises(EvalError, match=r"lower knn\.k"):
+        evaluate(str(models / "teacher"), ["knn:synthetic@1"], overrides=[*FAST, "knn.k=500"], out=tmp_path, name="k")
