@@ -3,9 +3,16 @@ codebook, presampling).
 
 Both return hard assignments (B, c) with values in [0, s) computed without gradient, from which
 the student builds the same one-hot CAM as DSO. Everything is batched PyTorch (exportable loops).
+
+The per-cloud ones are registered in :data:`ASSIGNMENTS` as ``fn(tokens, centres, s, weight, iters) ->
+(index (B, c), kept tokens (B, s) or None)``: a student kind that is DSO with another assignment
+registers one function here and the kind (see :mod:`foundry3d.models.students`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -13,6 +20,24 @@ from torch import Tensor
 from foundry3d.ops.fps import farthest_point_sample
 from foundry3d.ops.group import gather_points
 from foundry3d.ops.knn import square_distance
+from foundry3d.registry import Registry
+
+Assignment = Callable[[Tensor, Tensor, int, Tensor, int], tuple[Tensor, Tensor | None]]
+ASSIGNMENTS: Registry[Assignment] = Registry("token assignment")
+
+
+def register_assignment(name: str, centres: bool = False) -> Callable[[Assignment], Assignment]:
+    """Decorator: a per-cloud assignment under ``name`` (``centres``: it reads the patch centres, which the
+    caller must then pass)."""
+
+    def deco(fn: Assignment) -> Assignment:
+        return ASSIGNMENTS.register(name, fn, centres=centres)
+
+    return deco
+
+
+def needs_centres(name: str) -> bool:
+    return bool(name in ASSIGNMENTS and ASSIGNMENTS.info(name).get("centres"))
 
 
 @torch.no_grad()
@@ -60,3 +85,26 @@ def fps_pick_assign(centres: Tensor, k: int) -> tuple[Tensor, Tensor]:
     token is its own nearest, so every slot has a member."""
     pick = farthest_point_sample(centres.float(), k)
     return pick, square_distance(centres.float(), gather_points(centres.float(), pick)).argmin(-1)
+
+
+# ------------------------------------------------------------------ the registered per-cloud assignments
+@register_assignment("kmeans")
+def _kmeans_tokens(tokens: Tensor, centres: Tensor, s: int, weight: Tensor, iters: int) -> tuple[Tensor, Any]:
+    return kmeans_assign(tokens, s, iters, weight), None
+
+
+@register_assignment("kmeans_xyz", centres=True)
+def _kmeans_centres(tokens: Tensor, centres: Tensor, s: int, weight: Tensor, iters: int) -> tuple[Tensor, Any]:
+    """Clusters of the patch centres: where a token sits, not what it says."""
+    return kmeans_assign(centres, s, iters, weight), None
+
+
+@register_assignment("fps", centres=True)
+def _fps(tokens: Tensor, centres: Tensor, s: int, weight: Tensor, iters: int) -> tuple[Tensor, Any]:
+    return fps_assign(centres, s), None
+
+
+@register_assignment("fps_presample", centres=True)
+def _fps_presample(tokens: Tensor, centres: Tensor, s: int, weight: Tensor, iters: int) -> tuple[Tensor, Any]:
+    pick, index = fps_pick_assign(centres, s)
+    return index, pick

@@ -30,7 +30,7 @@ from foundry3d.models.backbone import PointTransformer
 from foundry3d.models.base import PointModel, TokenOutput
 from foundry3d.models.foundry import DSO
 from foundry3d.models.merging import merged_blocks, schedule
-from foundry3d.models.student import FoundryConfig, Student
+from foundry3d.models.student import FoundryConfig, Student, register_student
 
 
 def _intermediates(indices: list[int], value: Tensor) -> list[Tensor]:
@@ -38,6 +38,7 @@ def _intermediates(indices: list[int], value: Tensor) -> list[Tensor]:
     return [value for _ in indices]
 
 
+@register_student("mlp")
 class MLPStudent(Student):
     """The cheapest learned baseline: a per-token MLP on T + P (no SuperTokens, no blocks)."""
 
@@ -54,6 +55,7 @@ class MLPStudent(Student):
         return out
 
 
+@register_student("mimic")
 class MimicStudent(Student):
     """Feature mimicry: the copied blocks on all c tokens, no compression (the expensive reference)."""
 
@@ -71,6 +73,7 @@ class MimicStudent(Student):
         return out
 
 
+@register_student("patchmerger")
 class PatchMergerStudent(Student):
     """PatchMerger (Renggli et al., 2022) as the bottleneck: s learned queries, soft merge and un-merge."""
 
@@ -104,6 +107,7 @@ class PatchMergerStudent(Student):
         return out
 
 
+@register_student("tome")
 class ToMeStudent(Student):
     """ToMe merging inside the copied blocks (``tome``), optionally after DSO (``tome_dso``)."""
 
@@ -186,3 +190,6 @@ class MergedBackbone(PointModel):
         if indices is not None:
             out["intermediates"] = _intermediates(indices, y)
         return out
+
+
+register_student("tome_dso", ToMeStudent, learned=True, note="DSO, then ToMe inside the blocks")

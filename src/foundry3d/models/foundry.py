@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from foundry3d.errors import InputError
-from foundry3d.models.assign import fps_assign, fps_pick_assign, kmeans_assign
+from foundry3d.models.assign import ASSIGNMENTS, needs_centres
 from foundry3d.models.base import TokenOutput
-from foundry3d.models.student import CAU, FoundryConfig, Student
+from foundry3d.models.student import CAU, FoundryConfig, Student, register_student
 from foundry3d.ops.group import gather_points
 from foundry3d.ops.knn import square_distance
 
@@ -116,17 +116,11 @@ class DSO(nn.Module):
         pick = None
         if self.mode == "learned":
             return (*self.assign(self.logits(tokens, weight), tau, noise), None)
-        if self.mode == "kmeans":
-            index = kmeans_assign(tokens, self.s, self.kmeans_iters, weight)
-        elif self.mode == "kmeans_xyz":  # clusters of the patch centres: where a token sits, not what it says
-            index = kmeans_assign(centres, self.s, self.kmeans_iters, weight)
-        elif self.mode == "kmeans_static":  # the nearest codeword of one codebook fitted on training tokens
+        if self.mode == "kmeans_static":  # the nearest codeword of one codebook fitted on training tokens
             index = square_distance(tokens.float(), self.codebook.float().unsqueeze(0).expand(len(tokens), -1, -1))
             index = index.argmin(-1)
-        elif self.mode == "fps_presample":
-            pick, index = fps_pick_assign(centres, self.s)
-        else:
-            index = fps_assign(centres, self.s)
+        else:  # a registered per-cloud assignment (k-means, FPS, ...)
+            index, pick = ASSIGNMENTS.get(self.mode)(tokens, centres, self.s, weight, self.kmeans_iters)
         cam = F.one_hot(index, self.s).to(tokens.dtype)
         return cam, index, cam, pick
 
@@ -142,7 +136,7 @@ class DSO(nn.Module):
         """Merge: SuperTokens (B, s, d), their positions (B, s, d), CAM (B, c, s), index (B, c),
         member counts (B, s) and soft assignment (B, c, s). ``weight`` (B, c) is 1 for tokens that
         are compressed (0 for gate bypass; straight-through in training)."""
-        if self.mode in ("fps", "kmeans_xyz", "fps_presample") and centres is None:
+        if needs_centres(self.mode) and centres is None:
             raise InputError(f"the {self.mode} assignment needs the patch centres")
         cam, index, soft, pick = self.route(tokens, centres, weight, tau, noise)  # type: ignore[arg-type]
         cam = cam * weight.unsqueeze(-1)
@@ -174,6 +168,7 @@ class Gate(nn.Module):
         return torch.sigmoid(self.mlp(tokens).squeeze(-1))
 
 
+@register_student("foundry", learned=True, supertokens=True)
 class FoundryStudent(Student):
     """Tokenizer + DSO + light encoder + CAU (+ gate): the teacher's tokens without the teacher."""
 
@@ -281,3 +276,14 @@ def _one_hot_rows(idx: Tensor, n: int, dtype: torch.dtype) -> Tensor:
 
 def _gather(x: Tensor, idx: Tensor) -> Tensor:
     return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+# The paper's ablations and their likely baselines: the same student with a non-learned assignment
+for _kind, _note in (
+    ("kmeans", "DSO with k-means assignment"),
+    ("fps", "DSO with nearest-FPS-centre assignment"),
+    ("kmeans_xyz", "DSO with k-means of the patch centres (xyz)"),
+    ("kmeans_static", "DSO with one codebook fitted once on training tokens"),
+    ("fps_presample", "only the s FPS-picked tokens reach the encoder"),
+):
+    register_student(_kind, FoundryStudent, supertokens=True, note=_note)

@@ -36,12 +36,11 @@ from torch import nn
 from foundry3d.assets import ASSETS
 from foundry3d.models.backbone import BackboneConfig, PointTransformer, backbone_from_config
 from foundry3d.models.base import PointModel, TokenOutput
-from foundry3d.models.baselines import MergedBackbone, MimicStudent, MLPStudent, PatchMergerStudent, ToMeStudent
+from foundry3d.models.baselines import MergedBackbone
 from foundry3d.models.checkpoint import CheckpointError, read_release, weights_hash
 from foundry3d.models.floor import Floor
 from foundry3d.models.foreign import load_foreign
-from foundry3d.models.foundry import FoundryStudent
-from foundry3d.models.student import STUDENT_KINDS, Student, student_from_config
+from foundry3d.models.student import STUDENTS, Student, student_from_config, student_kinds
 from foundry3d.models.variants import VARIANTS, variant_config
 from foundry3d.registry import Registry
 
@@ -66,17 +65,6 @@ class HubError(CheckpointError):
     """A model spec, kind or option that does not name a usable model."""
 
 
-STUDENTS: Registry = Registry("student kind")
-for _cls in (FoundryStudent, MLPStudent, MimicStudent, PatchMergerStudent, ToMeStudent):
-    STUDENTS.register(_cls.student_kind, _cls)
-STUDENTS.register("kmeans", FoundryStudent, note="DSO with k-means assignment")
-STUDENTS.register("fps", FoundryStudent, note="DSO with nearest-FPS-centre assignment")
-STUDENTS.register("kmeans_xyz", FoundryStudent, note="DSO with k-means of the patch centres (xyz)")
-STUDENTS.register("kmeans_static", FoundryStudent, note="DSO with one codebook fitted once on training tokens")
-STUDENTS.register("fps_presample", FoundryStudent, note="only the s FPS-picked tokens reach the encoder")
-STUDENTS.register("tome_dso", ToMeStudent, note="DSO, then ToMe inside the blocks")
-assert set(STUDENTS.names()) == set(STUDENT_KINDS)
-
 # Teachers shipped in the package (folder under foundry3d/assets); "embedded" means DEFAULT_TEACHER.
 EMBEDDED: Registry = Registry("embedded teacher")
 EMBEDDED.register("tiny", "teacher_tiny", variant="tiny", note="Point-JEPA tiny, SH3D + KiCad, 4,000 steps")
@@ -94,7 +82,7 @@ def list_models(kind: str = "variant") -> list[str]:
     Args:
         kind: variant, student or embedded.
     """
-    reg = {"variant": VARIANTS, "student": STUDENTS, "embedded": EMBEDDED}
+    reg = {"variant": VARIANTS, "student": student_kinds(), "embedded": EMBEDDED}
     if kind not in reg:
         raise HubError(f"list_models kind must be one of {', '.join(reg)}, got {kind!r}")
     return reg[kind].names()
@@ -119,7 +107,7 @@ def model_table(kind: str | None = None) -> str:
     Args:
         kind: only one section: embedded, variant or student.
     """
-    sections = {"embedded": EMBEDDED, "variant": VARIANTS, "student": STUDENTS}
+    sections = {"embedded": EMBEDDED, "variant": VARIANTS, "student": student_kinds()}
     if kind is not None and kind not in sections:
         raise HubError(f"models: kind must be one of {', '.join(sections)}, got {kind!r}")
     lines: list[str] = []
@@ -135,9 +123,9 @@ def model_table(kind: str | None = None) -> str:
             lines.append(f"    {n:<10} {doc}")
     if kind in (None, "student"):
         lines.append("student kinds (distill student.kind=KIND / create_student(teacher, KIND)):")
-        for n, cls in STUDENTS.items():
+        for n, cls in student_kinds().items():
             doc = STUDENTS.info(n).get("note") or (cls.__doc__ or "").strip().split("\n")[0]
-            lines.append(f"    {n:<10} {doc}")
+            lines.append(f"    {n:<13} {doc}")
     return "\n".join(lines)
 
 
@@ -158,7 +146,7 @@ def create_model(name: str, pretrained: bool = False, **overrides: Any) -> Point
 
 def create_student(teacher: PointTransformer, kind: str = "foundry", **arch: Any) -> Student:
     """A student of ``kind`` whose tokenizer, positions, blocks and norm are copies of ``teacher``'s."""
-    cls = STUDENTS.get(kind)
+    cls = student_kinds().get(kind)
     return cls.from_teacher(teacher, **{**arch, "kind": kind})
 
 
@@ -166,7 +154,7 @@ def _build(kind: str, config: dict) -> PointModel:
     if kind == "backbone":
         return backbone_from_config(config)
     if kind in ("student", "foundry_student"):
-        return student_from_config(config, {k: STUDENTS.get(k) for k in STUDENTS.names()})
+        return student_from_config(config)
     raise HubError(f"unknown model kind {kind!r}; known kinds: backbone, student")
 
 

@@ -4,14 +4,22 @@ the teacher, a final norm, and the CAU-style output map to the teacher's width.
 
 The architecture of every student kind is one config, :class:`FoundryConfig`: ``kind`` picks the
 compression, the other fields are shared knobs (a kind ignores the ones it has no use for).
+
+Kinds register where they are defined (``@register_student("name")`` on the class, or
+``register_student("name", Class, ...)`` for one class serving several kinds), with what they are: a
+``learned`` assignment (Gumbel temperature, member-count gradient) and/or ``supertokens`` (tokens merged
+into s bins that CAU reads back: empty bins exist). A new kind is one new file in
+:mod:`foundry3d.models.students`; :func:`student_kinds` imports them all.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib
+import pkgutil
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from torch import Tensor, nn
 
@@ -21,22 +29,51 @@ from foundry3d.models.backbone import BackboneConfig, PointTransformer
 from foundry3d.models.base import PointModel
 from foundry3d.models.checkpoint import weights_hash
 from foundry3d.models.encoder import Block, run_blocks
+from foundry3d.registry import Registry
 
-StudentKind = Literal[
-    "foundry", "kmeans", "kmeans_xyz", "kmeans_static", "fps", "fps_presample", "mlp", "mimic", "patchmerger",
-    "tome", "tome_dso",
-]  # fmt: skip
-# the kinds built by FoundryStudent: tokens merged into s bins by one assignment, read back by CAU
-SUPERTOKEN_KINDS = ("foundry", "kmeans", "kmeans_xyz", "kmeans_static", "fps", "fps_presample")
-STUDENT_KINDS: tuple[str, ...] = get_args(StudentKind)
-LEARNED_KINDS = ("foundry", "tome_dso")  # a learned assignment: SuperTokens, q, k, Gumbel-softmax
+STUDENTS: Registry[type[Student]] = Registry("student kind")
+# the modules that define the built-in kinds (besides every module of foundry3d.models.students)
+_DEFINED_IN = ("foundry3d.models.foundry", "foundry3d.models.baselines")
+_loaded: list[bool] = []
+
+
+def register_student(name: str, cls: type[Student] | None = None, **info: Any) -> Any:
+    """Register a student kind: ``@register_student("mlp")`` on its class, or ``register_student("kmeans",
+    FoundryStudent, supertokens=True, note=...)``. ``info``: ``learned`` (a learned assignment),
+    ``supertokens`` (s merged bins read back by CAU), ``note`` (one line for ``foundry3d models``)."""
+    flags = {"learned": False, "supertokens": False, "note": "", **info}
+    if cls is not None:
+        return STUDENTS.register(name, cls, **flags)
+
+    def deco(c: type[Student]) -> type[Student]:
+        c.student_kind = name
+        return STUDENTS.register(name, c, **flags)
+
+    return deco
+
+
+def student_kinds() -> Registry[type[Student]]:
+    """Every student kind: imports the modules that define them once (each registers its kinds)."""
+    if not _loaded:
+        from foundry3d.models import students as package
+
+        for module in (*_DEFINED_IN, *(f"{package.__name__}.{m.name}" for m in pkgutil.iter_modules(package.__path__))):
+            importlib.import_module(module)
+        _loaded.append(True)
+    return STUDENTS
+
+
+def kinds_with(flag: str) -> tuple[str, ...]:
+    """The registered kinds whose registration sets ``flag`` (``learned`` or ``supertokens``)."""
+    reg = student_kinds()
+    return tuple(n for n in reg.names() if reg.info(n).get(flag))
 
 
 @dataclass
 class StudentArch:
     """Architecture knobs of a student (stored in every student release)."""
 
-    kind: StudentKind = "foundry"
+    kind: str = "foundry"  # a registered student kind (foundry3d models --kind student lists them)
     supertokens: int = 16  # s: SuperTokens (foundry/kmeans/fps/tome_dso), queries (patchmerger)
     blocks: list[int] | None = None  # teacher blocks copied into the encoder (None: every other block)
     similarity: Literal["cosine", "dot"] = "cosine"  # DSO: cosine = normalised q, k with a learned temperature
@@ -64,6 +101,8 @@ class StudentArch:
     empty_bins: Literal["fallback", "mask"] = "fallback"
 
     def validate(self) -> None:
+        if self.kind not in student_kinds():
+            raise ConfigError(f"student kind {self.kind!r} is not one of {', '.join(student_kinds().names())}")
         if self.supertokens < 1:
             raise ConfigError(f"supertokens must be >= 1, got {self.supertokens}")
         if not 0.0 <= self.gate_threshold <= 1.0:
@@ -74,12 +113,11 @@ class StudentArch:
             raise ConfigError(f"kmeans_iters must be >= 1, got {self.kmeans_iters}")
         if self.tome_r is not None and self.tome_r < 0:
             raise ConfigError(f"tome_r must be >= 0, got {self.tome_r}")
-        if self.count_grad and self.kind not in LEARNED_KINDS:
+        if self.count_grad and self.kind not in kinds_with("learned"):
             raise ConfigError(f"count_grad needs a learned assignment (kind=foundry); kind={self.kind!r} has none")
-        if self.empty_bins == "mask" and self.kind not in SUPERTOKEN_KINDS:
-            raise ConfigError(
-                f"empty_bins=mask needs a SuperToken student ({', '.join(SUPERTOKEN_KINDS)}), got {self.kind!r}"
-            )
+        if self.empty_bins == "mask" and self.kind not in kinds_with("supertokens"):
+            bins = ", ".join(kinds_with("supertokens"))
+            raise ConfigError(f"empty_bins=mask needs a SuperToken student ({bins}), got {self.kind!r}")
         if self.tokenizer_widths is not None and (self.tokenizer != "narrow" or min(self.tokenizer_widths) < 1):
             raise ConfigError("tokenizer_widths needs tokenizer=narrow and three positive widths")
 
@@ -184,9 +222,9 @@ class Student(PointModel):
         return (self.norm(x) if self.norm is not None else x), hidden  # no norm without blocks
 
 
-def student_from_config(cfg: dict | FoundryConfig, classes: dict[str, type[Student]]) -> Student:
-    """Build a student of the kind its config names (``classes``: kind -> class)."""
+def student_from_config(cfg: dict | FoundryConfig) -> Student:
+    """Build a student of the registered kind its config names."""
     c = cfg if isinstance(cfg, FoundryConfig) else from_dict(FoundryConfig, cfg)
-    if c.kind not in classes:
-        raise InputError(f"unknown student kind {c.kind!r}; kinds: {', '.join(sorted(classes))}")
-    return classes[c.kind](copy.deepcopy(c))
+    if c.kind not in student_kinds():
+        raise InputError(f"unknown student kind {c.kind!r}; kinds: {', '.join(student_kinds().names())}")
+    return student_kinds().get(c.kind)(copy.deepcopy(c))

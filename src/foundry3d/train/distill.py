@@ -41,7 +41,7 @@ from foundry3d.models.foreign import ForeignTeacher, register_module
 from foundry3d.models.foundry import FoundryStudent
 from foundry3d.models.hub import create_student, load, load_teacher, model_hash
 from foundry3d.models.occupancy import occupancy
-from foundry3d.models.student import LEARNED_KINDS, Student, StudentArch
+from foundry3d.models.student import Student, StudentArch, kinds_with
 from foundry3d.ops.fps import farthest_point_sample
 from foundry3d.train.engine import EngineConfig, Hook, Loop, Task, check_training_data, seed_all
 from foundry3d.train.loop import fit
@@ -114,7 +114,7 @@ class DistillConfig:
         if not (loss.tau_start > 0 and (loss.tau_end is None or loss.tau_end > 0)):
             raise ConfigError(f"loss.tau_start and loss.tau_end must be > 0, got {loss.tau_start}, {loss.tau_end}")
         gumbel = loss.tau_start != 1.0 or loss.tau_end not in (None, 1.0) or not loss.gumbel_noise
-        if gumbel and kind not in LEARNED_KINDS:
+        if gumbel and kind not in kinds_with("learned"):
             raise ConfigError(
                 f"loss.tau_start/tau_end/gumbel_noise set the Gumbel-softmax of a learned assignment, but "
                 f"student.kind={kind} has none (expected kind=foundry or the defaults)"
