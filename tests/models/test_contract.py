@@ -5,9 +5,10 @@ import torch
 
 import foundry3d
 from foundry3d.models.checkpoint import save_release
-from foundry3d.models.hub import STUDENTS, VARIANTS, create_student, load, resolve
+from foundry3d.models.hub import VARIANTS, create_student, load, resolve
+from foundry3d.models.student import student_kinds
 
-KINDS = STUDENTS.names()
+KINDS = student_kinds().names()  # every kind, those of models/students/ included
 
 
 @pytest.fixture(scope="module")
