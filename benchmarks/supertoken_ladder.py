@@ -31,10 +31,11 @@ from foundry3d.eval.results import context_r2, over_seeds, paired_over_seeds, pr
 from foundry3d.eval.suite import evaluate
 from foundry3d.files import MARKER, atomic_write
 from foundry3d.quickstart import DISTILL_COMMON, QUICK
+from foundry3d.token_sweep import BEFORE_LADDER
 from foundry3d.train.distill import distill
 
 # DSO as it was before this ladder chose its defaults (pinned: the defaults themselves now follow the choice)
-BEFORE = {"loss.tau_end": "1.0", "student.count_grad": "false", "student.empty_bins": "fallback"}
+BEFORE = dict(o.split("=", 1) for o in BEFORE_LADDER)
 
 
 def _rung(**changes: str) -> list[str]:

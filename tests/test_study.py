@@ -32,10 +32,24 @@ EXPERT = [
 ]
 
 
+# a study of the ablation alone: no s sweep, gate, merging or experts, 4 distillation steps
+ABLATION_ONLY = {
+    "sweep": [],
+    "gate_r": [],
+    "gate_keep": [],
+    "merging": [],
+    "experts": [],
+    "distill": [o for o in DISTILL if not o.startswith("engine.steps")] + ["engine.steps=4"],
+    "eval": EVAL,
+    "flops_points": 256,
+}
+
+
 def _tiny_study(tmp_path, **fields):
     """A study config on a random test teacher and generated shapes (seconds per student)."""
     torch.manual_seed(0)
     teacher = str(save_release(foundry3d.create_model("test"), tmp_path / "teacher"))
+    fields.setdefault("token_sweep", {"enabled": False})
     return {"teacher": teacher, "tasks": ["svm:synthetic@8", "fidelity:synthetic@4"], "supertokens": 4, **fields}
 
 
@@ -82,14 +96,7 @@ def test_the_ablation_over_seeds_reports_spread_paired_differences_and_context_r
         tmp_path,
         kinds=["foundry", "kmeans", "mlp"],
         seeds=[1, 2],
-        sweep=[],
-        gate_r=[],
-        gate_keep=[],
-        merging=[],
-        experts=[],
-        distill=[o for o in DISTILL if not o.startswith("engine.steps")] + ["engine.steps=4"],
-        eval=EVAL,
-        flops_points=256,
+        **ABLATION_ONLY,
     )
     study("paper", config=cfg, out=tmp_path / "paper")
     record = json.loads((tmp_path / "paper" / "study.json").read_text())
@@ -104,3 +111,57 @@ def test_the_ablation_over_seeds_reports_spread_paired_differences_and_context_r
     assert lo <= d <= hi
     assert fid["mlp"]["context_r2"]["mean"] == 0.0
     assert "2b. SuperToken ablation at s = 4 over seeds" in (tmp_path / "paper" / "study.md").read_text()
+
+
+def test_the_token_sweep_pairs_each_kind_with_dso_at_every_size_and_reports_it(tmp_path):
+    cfg = _tiny_study(
+        tmp_path,
+        kinds=["foundry"],
+        seeds=[1],
+        **ABLATION_ONLY,
+        token_sweep={
+            "sizes": [256, 512],
+            "seeds": [1, 2],
+            "kinds": ["foundry", "kmeans", "mlp"],
+            "before": True,
+            "supertokens": 4,
+            "steps": 3,
+            "tasks": ["svm:synthetic@4", "fidelity:synthetic@4"],
+        },
+    )
+    study("paper", config=cfg, out=tmp_path / "paper")
+    sweep = json.loads((tmp_path / "paper" / "study.json").read_text())["token_sweep"]
+    assert [(r["points"], r["tokens"], r["tokens_per_supertoken"]) for r in sweep["sizes"].values()] == [
+        (256, 16, 4.0),
+        (512, 32, 8.0),
+    ]
+    fid = sweep["sizes"]["512"]["tasks"]["fidelity:synthetic@4"]
+    assert set(fid["kinds"]) == {"foundry", "kmeans", "mlp", "foundry_before"}
+    assert len(fid["kinds"]["kmeans"]["seeds"]) == 2 and "dso_minus" not in fid["kinds"]["foundry"]
+    d, lo, hi = fid["kinds"]["kmeans"]["dso_minus"]
+    assert lo <= d <= hi and fid["kinds"]["mlp"]["context_r2"]["mean"] == 0.0
+    run = tmp_path / "paper" / "sweep" / "points512" / "students" / "foundry_before_seed2" / "config.yaml"
+    text = run.read_text()
+    assert "num_groups: 32" in text and "empty_bins: fallback" in text and "seed: 2" in text
+    md = (tmp_path / "paper" / "study.md").read_text()
+    assert "6. Token-count sweep" in md and "figures/token_sweep.png" in md
+    assert (tmp_path / "paper" / "figures" / "token_sweep.png").stat().st_size > 0
+
+
+def test_a_sweep_size_beyond_the_stored_points_is_refused_with_the_count(monkeypatch):
+    from foundry3d import token_sweep
+    from foundry3d.errors import ConfigError
+
+    monkeypatch.setattr(token_sweep, "dataset_info", lambda name, root=None: {"points_per_shape": 4096})
+    with pytest.raises(ConfigError, match=r"sweep size 16384: .*kicad33 stores 4096.*expected <= 4096"):
+        token_sweep.check_sizes([1024, 16384], ["svm:kicad33"])
+    token_sweep.check_sizes([1024, 4096], ["svm:kicad33"])  # within: no error
+
+
+def test_a_students_training_cost_comes_from_its_log_without_the_time_it_was_stopped(tmp_path):
+    from foundry3d.token_sweep import train_seconds
+
+    log = tmp_path / "metrics.jsonl"
+    rows = [(10, 100.0), (20, 110.0), (30, 120.0), (40, 5000.0), (50, 5010.0)]  # killed after 30, resumed later
+    log.write_text("\n".join(json.dumps({"step": s, "split": "train", "time": t}) for s, t in rows))
+    assert train_seconds(log) == 50.0  # 10 steps before the first log + 40 steps at 1 s per step

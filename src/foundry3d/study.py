@@ -11,7 +11,10 @@ bootstrap against teacher and floor) and the model's FLOPs per cloud. Tables:
 3. the number of SuperTokens s;
 4. the gate: threshold r and top-k bypass at deployment, one gated student;
 5. token merging: training-free ToMe / PiToMe on the teacher at the s = 16 student's FLOPs, and
-   PatchMerger / ToMe / ToMe + DSO students trained with the FMD loss.
+   PatchMerger / ToMe / ToMe + DSO students trained with the FMD loss;
+6. the token-count sweep (:mod:`foundry3d.token_sweep`): each kind's paired difference to DSO at clouds of
+   more patch tokens, s fixed, so one SuperToken stands for 4 -> 16 tokens (``token_sweep.enabled=false``
+   skips it).
 
 Outputs in ``<out>``: ``study.json`` (every number, with the settings), ``study.md`` and
 ``study.html`` (rendered from the JSON by the report templates), ``figures/``. A re-run skips the
@@ -41,6 +44,7 @@ from foundry3d.models.hub import load_teacher, model_hash, resolve
 from foundry3d.models.merging import flops_matched_r
 from foundry3d.quickstart import QUICK
 from foundry3d.report.study_report import write_study_report
+from foundry3d.token_sweep import SweepConfig, token_sweep
 from foundry3d.train.distill import distill
 from foundry3d.train.expert import expert
 
@@ -116,6 +120,7 @@ class StudyConfig:
     )
     eval: list[str] = field(default_factory=lambda: list(QUICK.eval))  # the quickstart's protocols
     flops_points: int = 1024
+    token_sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 def _students(cfg: StudyConfig) -> dict[str, dict[str, Any]]:
@@ -182,6 +187,7 @@ STUDY_FILES = (
     "experts",
     "eval",
     "cache",
+    "sweep",
 )
 
 
@@ -251,8 +257,17 @@ def _run(out: Path, name: str, cfg: StudyConfig, teacher: Any, finger: dict[str,
     comp = comparison(
         results["teacher"], results["floor"], {k: v for k, v in results.items() if k not in ("teacher", "floor")}
     )
+    # 5. the token-count sweep: the study's own recipe and protocols at each cloud size
+    sweep = None
+    if cfg.token_sweep.enabled:
+        t1 = time.time()
+        recipe = [*cfg.distill, *([f"data.root={cfg.root}"] if cfg.root else [])]
+        recipe += [f"data.datasets=[{', '.join(cfg.data)}]"] if cfg.data else []
+        sweep = token_sweep(cfg.token_sweep, out / "sweep", cfg.teacher, recipe, cfg.eval, threads=None, root=cfg.root)
+        seconds["token sweep"] = round(time.time() - t1, 1)
     record = {
         "seeds": seed_table(cfg, results),
+        "token_sweep": sweep,
         "study": name,
         "config": asdict(cfg),
         "teacher": {"spec": cfg.teacher, "hash": model_hash(teacher), "name": teacher.cfg.name},

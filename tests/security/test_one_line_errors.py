@@ -115,6 +115,10 @@ VALIDATE_CASES = [
     (["eval", "fewshot.shot=0", "--model", "{t}", "--tasks", "fewshot:synthetic@4"], "shot >= 1"),
     (["eval", "fewshot.C=-1", "--model", "{t}", "--tasks", "fewshot:synthetic@4"], "fewshot.C"),
     (["eval", "--model", "{bad_student}", "--tasks", "svm:synthetic@4"], "teacher's backbone config"),
+    (["study", "paper", "token_sweep.sizes=[100]"], "token_sweep.sizes"),
+    (["study", "paper", "token_sweep.seeds=[1,1]"], "distinct seeds"),
+    (["study", "paper", "token_sweep.kinds=[mlp]"], "must hold foundry"),
+    (["study", "paper", "token_sweep.steps=0"], "token_sweep.steps"),
 ]
 
 

@@ -184,3 +184,43 @@ def gain_vs_flops(comp: dict[str, Any], tasks: list[str], models: dict[str, Any]
     ax.set_ylabel("mean encoder gain kept (%)")
     ax.legend(fontsize=7)
     return _save(plt, fig, out)
+
+
+def _tokens_axis(ax: Any, x: list[float]) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"{v:g}" for v in x])
+    ax.set_xlabel("tokens per SuperToken")
+    ax.grid(alpha=0.3)
+
+
+def sweep_differences(sweep: dict[str, Any], out: Path) -> Path:
+    """The token-count sweep: DSO - kind (paired, mean over seeds, 95 % CI over the items) against tokens per
+    SuperToken, one panel per task, and the context R² (mean ± sd over seeds) in the last panel."""
+    plt = _plt()
+    sizes = sorted(sweep["sizes"].values(), key=lambda r: r["tokens_per_supertoken"])
+    tasks = list(sizes[0]["tasks"])
+    kinds = [k for k in sizes[0]["tasks"][tasks[0]]["kinds"] if k != sizes[0]["dso"]]
+    x = [r["tokens_per_supertoken"] for r in sizes]
+    fig, axes = plt.subplots(1, len(tasks) + 1, figsize=(3.1 * (len(tasks) + 1), 3.0), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        scale = scale_digits(task.split(":", 1)[0])[0]
+        for i, kind in enumerate(kinds):
+            d = np.array([r["tasks"][task]["kinds"][kind]["dso_minus"] for r in sizes]) * scale
+            ax.errorbar(
+                np.array(x) * (1 + 0.03 * (i - len(kinds) / 2)), d[:, 0], yerr=[d[:, 0] - d[:, 1], d[:, 2] - d[:, 0]],
+                marker="o", ms=3, capsize=2, color=f"C{i}", label=kind,
+            )  # fmt: skip
+        ax.axhline(0, color="0.3", lw=1)
+        ax.set_title(f"DSO - kind: {task}", fontsize=8)
+        _tokens_axis(ax, x)
+    ax = axes[0][-1]
+    fid = next((t for t in tasks if "context_r2" in sizes[0]["tasks"][t]["kinds"][sizes[0]["dso"]]), None)
+    if fid is not None:
+        for i, kind in enumerate([sizes[0]["dso"], *kinds]):
+            c = np.array([[r["tasks"][fid]["kinds"][kind]["context_r2"][k] for k in ("mean", "sd")] for r in sizes])
+            ax.errorbar(x, c[:, 0], yerr=c[:, 1], marker="o", ms=3, capsize=2, color="k" if i == 0 else f"C{i - 1}")
+        ax.set_title(f"context R² ({fid})", fontsize=8)
+        _tokens_axis(ax, x)
+    axes[0][0].legend(fontsize=6)
+    return _save(plt, fig, out)

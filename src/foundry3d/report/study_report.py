@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from foundry3d.report.plots import gain_vs_flops, gain_vs_s
-from foundry3d.report.tables import Table, comparison_table, headroom_notes, seed_table
+from foundry3d.report.plots import gain_vs_flops, gain_vs_s, sweep_differences
+from foundry3d.report.tables import Table, comparison_table, headroom_notes, seed_table, sweep_table
 from foundry3d.report.templates import write_pair
 
 
@@ -72,7 +72,11 @@ def study_tables(record: dict[str, Any]) -> list[Table]:
     if record.get("seeds"):
         tables.insert(2, seed_table(f"2b. SuperToken ablation at s = {s} over seeds (training noise)", record["seeds"]))
     tables[0].notes = headroom_notes(comp, tasks)
-    return [t for t in tables if len(t.rows) > 2]  # a part the study's config left out has no table
+    tables = [t for t in tables if len(t.rows) > 2]  # a part the study's config left out has no table
+    if record.get("token_sweep"):
+        tables.append(sweep_table("6. Token-count sweep: DSO against clustering as SuperTokens stand for more tokens",
+                                  record["token_sweep"]))  # fmt: skip
+    return tables
 
 
 def _gate_order(name: str) -> tuple[int, float]:
@@ -89,6 +93,8 @@ def write_study_report(out: Path, record: dict[str, Any]) -> dict[str, str]:
         "gain_vs_s": gain_vs_s(comp, tasks, cfg["sweep"], fig / "gain_vs_s.png").relative_to(out),
         "gain_vs_flops": gain_vs_flops(comp, tasks, record["models"], fig / "gain_vs_flops.png").relative_to(out),
     }
+    if record.get("token_sweep"):
+        figures["token_sweep"] = sweep_differences(record["token_sweep"], fig / "token_sweep.png").relative_to(out)
     md, html = write_pair(
         out,
         "study",

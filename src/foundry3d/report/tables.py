@@ -124,3 +124,65 @@ def seed_table(title: str, seeds: dict[str, Any]) -> Table:
         "a kind recovers (mlp mixes nothing across tokens)",
     ]
     return table
+
+
+def sweep_table(title: str, sweep: dict[str, Any]) -> Table:
+    """The token-count sweep: one row per (cloud size, kind); per task mean ± spread over seeds and the paired
+    difference to DSO with its 95 % CI (inside the CI: no difference); the context R² last; teacher and floor
+    rows first at each size (the headroom the kinds compete for)."""
+    sizes = sorted(sweep["sizes"].values(), key=lambda r: r["points"])
+    tasks = list(sizes[0]["tasks"])
+    fid = next((t for t in tasks if "context_r2" in sizes[0]["tasks"][t]["kinds"].get(sizes[0]["dso"], {})), None)
+    table = Table(title, ["size", "kind", *(task_label(t) for t in tasks)] + (["context R²"] if fid else []))
+    for r in sizes:
+        size = f"{r['points']:,} points\n{r['tokens']} tokens, {r['tokens_per_supertoken']:g} per SuperToken"
+        for ref in ("teacher", "floor"):
+            cells = [size, ref]
+            for t in tasks:
+                scale, digits = scale_digits(t.split(":", 1)[0])
+                cells.append(f"{scale * r['tasks'][t][ref]:.{digits}f}")
+            table.rows.append(cells + (["-"] if fid else []))
+        for kind in r["tasks"][tasks[0]]["kinds"]:
+            cells = [size, kind]
+            cells += [seed_cell(r["tasks"][t]["kinds"][kind], t, "dso_minus", "DSO − this:") for t in tasks]
+            if fid:
+                c = r["tasks"][fid]["kinds"][kind].get("context_r2")
+                cells.append("-" if c is None else f"{c['mean']:.3f} ± {c['sd']:.3f}")
+            table.rows.append(cells)
+    n = len(sweep["config"]["seeds"])
+    table.notes = [
+        f"s = {sweep['config']['supertokens']} SuperTokens at every size; mean ± standard deviation over {n} seeds; "
+        "'DSO − this': the foundry kind minus this kind, paired over the same test items and seeds, with a 95 % CI "
+        "over the items; a CI holding 0 is no difference",
+        "foundry_before: DSO with the settings before the validation ladder chose today's defaults",
+        *sweep_verdict(sweep),
+    ]
+    return table
+
+
+def sweep_verdict(sweep: dict[str, Any], kinds: tuple[str, ...] = ("kmeans", "fps")) -> list[str]:
+    """One sentence per cloud size: on which tasks DSO is ahead of / behind each of ``kinds`` (the paired 95 % CI
+    excludes 0) and where there is no difference (it holds 0), with the figures."""
+    lines = []
+    for r in sorted(sweep["sizes"].values(), key=lambda r: r["points"]):
+        parts = []
+        for kind in kinds:
+            groups: dict[str, list[str]] = {"ahead": [], "behind": [], "same": []}
+            for task, row in r["tasks"].items():
+                cell = row["kinds"].get(kind, {}).get("dso_minus")
+                if cell is None:
+                    continue
+                scale, digits = scale_digits(task.split(":", 1)[0])
+                d, lo, hi = (scale * v for v in cell)
+                word = "ahead" if lo > 0 else "behind" if hi < 0 else "same"
+                groups[word].append(
+                    f"{task_label(task).split(' (')[0]} {d:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+                )
+            said = [f"ahead on {', '.join(groups['ahead'])}"] if groups["ahead"] else []
+            said += [f"behind on {', '.join(groups['behind'])}"] if groups["behind"] else []
+            said += [f"no difference on {', '.join(groups['same'])}"] if groups["same"] else []
+            parts.append(f"DSO against {kind}: {'; '.join(said)}")
+        lines.append(
+            f"{r['points']:,} points ({r['tokens_per_supertoken']:g} tokens per SuperToken): " + ". ".join(parts) + "."
+        )
+    return lines

@@ -1,0 +1,239 @@
+"""The token-count sweep: in which regime does a learned assignment (DSO) beat clustering?
+
+s = 16 SuperTokens fixed, clouds of more points and patch tokens (64 tokens per 1,024 points, the teacher's
+ratio), so that one SuperToken stands for 4, 16, (64) tokens. Every kind is distilled with the same recipe
+(the quickstart's engine and steps; the teacher's targets cached once per size: the students' tokenizer is
+the frozen copy, so a step costs DSO + encoder + CAU only) and several seeds, then scored on the held-out
+test splits at that size next to the teacher and the floor (95 % CIs). Each kind's difference to DSO is
+paired over the same test items and seeds; token fidelity also gives the context R² (the share of the
+cross-token part of the teacher's output a kind recovers, against the mlp student of the same seed).
+
+Sizes beyond the points a dataset stores are refused with the stored count (no resampling with replacement
+pretends to be a bigger cloud). A re-run skips the students and evaluations it already has.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from foundry3d.data.registry import dataset_base, dataset_info
+from foundry3d.errors import ConfigError
+from foundry3d.eval.results import comparison, context_r2, over_seeds, paired_over_seeds, primary
+from foundry3d.eval.suite import evaluate
+from foundry3d.quickstart import DISTILL_COMMON, QUICK
+from foundry3d.train.distill import distill
+
+# the DSO before the ladder chose its defaults (docs/study/ladder.json): kind foundry_before
+BEFORE_LADDER = ["student.count_grad=false", "student.empty_bins=fallback", "loss.tau_end=1.0"]
+KINDS = ("foundry", "kmeans", "kmeans_static", "kmeans_xyz", "fps", "fps_presample", "mlp", "mimic")
+TASKS = ("svm:sh3d16", "svm:kicad33", "fewshot:kicad33", "fidelity:kicad33")  # each with headroom at 1,024 points
+
+
+@dataclass
+class SweepConfig:
+    """What the sweep compares, at which sizes, with which seeds."""
+
+    enabled: bool = True
+    sizes: list[int] = field(default_factory=lambda: [1024, 4096])  # points per cloud (64 patch tokens / 1,024)
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    kinds: list[str] = field(default_factory=lambda: list(KINDS))
+    before: bool = True  # also the DSO of before the ladder (foundry_before): what the defaults changed
+    supertokens: int = 16
+    steps: int = 600
+    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+
+    def validate(self) -> None:
+        if not self.sizes or min(self.sizes) < 256:
+            raise ConfigError(f"token_sweep.sizes must be cloud sizes >= 256 points, got {self.sizes}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"token_sweep.seeds must be distinct seeds, got {self.seeds}")
+        if "foundry" not in self.kinds:
+            raise ConfigError(f"token_sweep.kinds must hold foundry (every difference is to DSO), got {self.kinds}")
+        if self.steps < 1 or self.supertokens < 1:
+            raise ConfigError(f"token_sweep.steps and supertokens must be >= 1, got {self.steps}, {self.supertokens}")
+
+
+def check_sizes(sizes: list[int], tasks: list[str], root: str | None = None) -> None:
+    """Refuse a size larger than the points some task's dataset stores, naming each short dataset (a dataset
+    that makes its clouds at any size, e.g. ``synthetic``, stores no count and limits nothing)."""
+    names = sorted({dataset_base(t.split(":", 1)[1]) for t in tasks})
+    infos = {n: dataset_info(n, root) for n in names}
+    stored = {n: int(i["points_per_shape"]) for n, i in infos.items() if "points_per_shape" in i}
+    for n in sizes:
+        short = {k: v for k, v in stored.items() if v < n}
+        if short:
+            shown = ", ".join(f"{k} stores {v}" for k, v in short.items())
+            limit = min(stored.values())
+            raise ConfigError(f"sweep size {n}: larger than the points a dataset stores ({shown}); expected <= {limit}")
+
+
+def token_sweep(
+    cfg: SweepConfig,
+    out: Path,
+    teacher: str = "embedded",
+    recipe: list[str] | None = None,
+    eval_overrides: list[str] | None = None,
+    threads: int | None = 1,
+    root: str | None = None,
+) -> dict[str, Any]:
+    """Distil and evaluate every kind at every size and seed into ``out/points<N>/``; the record (summary per
+    size, wall times, machine) is returned.
+
+    Args:
+        cfg: kinds, sizes, seeds, steps, tasks.
+        out: the sweep's folder (students, evaluations and the teacher-target cache of each size).
+        teacher: the teacher spec every kind is distilled from.
+        recipe: the distillation overrides every student shares (default: the quickstart's); the sweep adds
+            steps, cloud size, patch tokens, s and seed after them.
+        eval_overrides: evaluation protocol settings (default: the quickstart's).
+        threads: torch threads (None: all cores).
+        root: dataset cache folder.
+    """
+    check_sizes(cfg.sizes, cfg.tasks, root)
+    if threads:
+        torch.set_num_threads(threads)
+    kinds: dict[str, list[str]] = {k: [f"student.kind={k}"] for k in cfg.kinds}
+    if cfg.before:
+        kinds["foundry_before"] = ["student.kind=foundry", *BEFORE_LADDER]
+    t0, sizes = time.time(), {}
+    for n in cfg.sizes:
+        groups = round(n * 64 / 1024)
+        ev = [
+            *(QUICK.eval if eval_overrides is None else eval_overrides),
+            f"svm.num_points={n}",
+            f"fidelity.num_points={n}",
+            f"fidelity.teacher={teacher}",
+        ]
+        ev += [f"threads={threads}" if threads else "threads=null", "progress=false"]
+        folder = out / f"points{n}"
+        refs = {
+            name: _record(evaluate(spec, cfg.tasks, overrides=ev, out=folder / "eval", name=name, root=root))
+            for name, spec in (("teacher", teacher), ("floor", f"floor:{teacher}"))
+        }
+        runs: dict[str, dict[int, dict[str, Any]]] = {k: {} for k in kinds}
+        seconds: dict[str, Any] = {}
+        for seed in cfg.seeds:  # seed-major: a killed sweep has every kind at the seeds it reached
+            for kind, ov in kinds.items():
+                name = f"{kind}_seed{seed}"
+                run = folder / "students" / name
+                overrides = [
+                    *(DISTILL_COMMON if recipe is None else recipe),
+                    "data.cache_views=1",
+                    f"engine.steps={cfg.steps}",
+                    "engine.warmup_steps=50",
+                    "engine.progress=false",
+                    f"student.supertokens={cfg.supertokens}",
+                    f"data.num_points={n}",
+                    f"data.num_groups={groups}",
+                    f"engine.seed={seed}",
+                    f"data.cache_dir={folder / 'cache'}",
+                    *([f"data.root={root}"] if root else []),
+                    *ov,
+                ]
+                if not (run / "release" / "model.safetensors").exists():
+                    distill(teacher=teacher, overrides=overrides, out=run, resume=run.exists())
+                res = evaluate(str(run / "release"), cfg.tasks, overrides=ev, out=folder / "eval", name=name, root=root)
+                runs[kind][seed] = _record(res)
+                seconds[name] = {"train": train_seconds(run / "metrics.jsonl"), "eval": eval_seconds(runs[kind][seed])}
+        seconds.update({f"{k} eval": eval_seconds(v) for k, v in refs.items()})
+        sizes[str(n)] = size_summary(n, groups, cfg, refs, runs, seconds)
+    return {
+        "wall_this_call": round(time.time() - t0, 1),  # a resumed call skips what it has: the cost is seconds_total
+        "what": f"token-count sweep at s = {cfg.supertokens}: each kind's difference to DSO against tokens per "
+        "SuperToken",
+        "config": asdict(cfg),
+        "teacher": teacher,
+        "sizes": sizes,
+        "seconds_total": round(sum(r["seconds"]["total"] for r in sizes.values()), 1),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "threads": threads,
+            "torch": torch.__version__,
+        },
+    }
+
+
+def train_seconds(metrics: Path) -> float:
+    """A student's training time from its own log: the sum of the intervals between logged steps, an interval
+    longer than 10x the median (a kill and a resume later) counted as the median, so a resumed run is not
+    charged for the time it was stopped."""
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r.get("split") == "train"]
+    if len(rows) < 2:
+        return 0.0
+    steps = [(r["step"], r["time"]) for r in rows]
+    pairs = [(s1 - s0, (t1 - t0) / (s1 - s0)) for (s0, t0), (s1, t1) in itertools.pairwise(steps) if s1 > s0]
+    med = statistics.median(p for _, p in pairs)
+    return round(
+        sum(n * (p if p <= 10 * med else med) for n, p in pairs) + steps[0][0] * med, 1
+    )  # the steps before the first log at the median rate
+
+
+def eval_seconds(result: dict[str, Any]) -> float:
+    """The evaluation's own time (feature extraction included), summed over its tasks."""
+    return round(sum(float(t.get("seconds", 0.0)) for t in result["tasks"].values()), 1)
+
+
+def _record(res: Any) -> dict[str, Any]:
+    assert isinstance(res, dict)  # evaluate returns text only for compare=...
+    return res
+
+
+def size_summary(
+    n: int,
+    groups: int,
+    cfg: SweepConfig,
+    refs: dict[str, dict[str, Any]],
+    runs: dict[str, dict[int, dict[str, Any]]],
+    seconds: dict[str, Any],
+) -> dict[str, Any]:
+    """Teacher and floor (with the headroom: teacher - floor and its CI), then every kind over seeds with its
+    paired difference to DSO (the foundry kind, with the defaults the ladder chose) and, for token fidelity,
+    the context R² against the mlp student of the same seed."""
+    dso, seeds = "foundry", cfg.seeds
+    first = {k: v[seeds[0]] for k, v in runs.items()}
+    comp = comparison(refs["teacher"], refs["floor"], first)
+    tasks: dict[str, Any] = {}
+    for task in cfg.tasks:
+        proto = task.split(":", 1)[0]
+        row: dict[str, Any] = {
+            "teacher": primary(refs["teacher"]["tasks"][task], proto),
+            "floor": primary(refs["floor"]["tasks"][task], proto),
+            "headroom": next(iter(comp[task]["students"].values()))["gain"]["gap_ci95"] if task in comp else None,
+            "kinds": {},
+        }
+        for kind, per_seed in runs.items():
+            cell = over_seeds(proto, [per_seed[s]["tasks"][task] for s in seeds])
+            if kind != dso:
+                cell["dso_minus"] = paired_over_seeds(
+                    proto, [runs[dso][s]["tasks"][task] for s in seeds], [per_seed[s]["tasks"][task] for s in seeds]
+                )
+            row["kinds"][kind] = cell
+        if proto == "fidelity" and "mlp" in row["kinds"]:
+            ref = row["kinds"]["mlp"]["seeds"]
+            for cell in row["kinds"].values():
+                cell["context_r2"] = context_r2(cell["seeds"], ref)
+        tasks[task] = row
+    return {
+        "points": n,
+        "tokens": groups,
+        "tokens_per_supertoken": groups / cfg.supertokens,
+        "dso": dso,
+        "tasks": tasks,
+        "seconds": {**seconds, "total": round(sum(_flat(v) for v in seconds.values()), 1)},
+    }
+
+
+def _flat(v: Any) -> float:
+    return float(sum(v.values())) if isinstance(v, dict) else float(v)
