@@ -346,6 +346,8 @@ def _show_config(verb: str, fn: Callable[..., Any], rest: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``foundry3d`` command: dispatch a verb to its API function; deliberate errors and the user's environment
+    (read-only folder, full disk) print one line and exit 2."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
         try:

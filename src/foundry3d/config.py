@@ -195,6 +195,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | dict[str, Any] 
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A recipe file as a plain mapping: size-capped and parsed without YAML tags, so a config can never build
+    objects."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")
@@ -236,6 +238,7 @@ def load_config(
 
 
 def save_yaml(obj: Any, path: str | Path) -> None:
+    """Write a config (dataclass or mapping) as plain YAML, atomically: the resolved config saved beside every run."""
     write_text(path, yaml.safe_dump(to_dict(obj), sort_keys=False))
 
 

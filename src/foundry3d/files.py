@@ -75,6 +75,7 @@ def protected_folders() -> set[Path]:
 
 
 def refuse_protected(path: Path, what: str = "--out") -> None:
+    """Refuse ``/`` and home folders as an output (an overwrite there would delete what we did not write)."""
     real = path.resolve() if path.exists() else path.absolute()
     if real in protected_folders():
         raise OutputError(f"{what} {path} is the root or a home folder: choose a new folder for the output")
@@ -146,6 +147,7 @@ def atomic_write(
 
 
 def write_text(path: str | Path, text: str) -> None:
+    """Write a text file atomically: a reader sees the old file or the new one, never half of it."""
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
@@ -162,6 +164,7 @@ def read_marker(folder: Path) -> dict | None:
 
 
 def write_marker(folder: Path, kind: str) -> None:
+    """Mark ``folder`` as a foundry3d run of ``kind``: only marked folders are ever overwritten."""
     write_text(folder / MARKER, json.dumps({"foundry3d": "run", "kind": kind, "created": time.time()}) + "\n")
 
 

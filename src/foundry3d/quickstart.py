@@ -39,6 +39,9 @@ class QuickstartError(Foundry3DError, RuntimeError):
 
 @dataclass
 class Recipe:
+    """The quickstart's recipe: the students (s values), datasets, tasks, distillation and evaluation settings,
+    and what to benchmark."""
+
     supertokens: list[int] = field(default_factory=lambda: [1, 4, 16])
     build: list[str] = field(default_factory=lambda: ["sh3d16", "kicad"])  # embedded datasets to build if missing
     tasks: list[str] = field(

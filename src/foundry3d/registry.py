@@ -23,6 +23,9 @@ class RegistryError(Foundry3DError, ValueError):
 
 
 class Registry(Generic[T]):
+    """Named things of one kind (variants, student kinds, tasks, datasets ...): register once, look up with an
+    error that lists the known names."""
+
     def __init__(self, what: str) -> None:
         self.what = what
         self._items: dict[str, T] = {}

@@ -93,6 +93,9 @@ def _placeholder(module: str, name: str) -> type:
 
 
 class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that rebuilds only numpy arrays, torch tensors and plain containers; any other global
+    becomes an inert placeholder."""
+
     _table: dict[tuple[str, str], Any] | None = None
 
     def find_class(self, module: str, name: str) -> Any:
@@ -118,6 +121,7 @@ def restricted_load(file: Any, **kwargs: Any) -> Any:
 
 
 def restricted_loads(data: bytes, **kwargs: Any) -> Any:
+    """``restricted_load`` from bytes."""
     return restricted_load(io.BytesIO(data), **kwargs)
 
 

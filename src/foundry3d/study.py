@@ -55,6 +55,9 @@ class StudyError(Foundry3DError, RuntimeError):
 
 @dataclass
 class StudyConfig:
+    """What ``foundry3d study paper`` compares: teacher, tasks, the kinds and seeds of the ablation, the s
+    sweep, gate, merging, experts, the recipes, and the token-count sweep."""
+
     teacher: str = "embedded"
     root: str | None = None
     tasks: list[str] = field(

@@ -21,6 +21,9 @@ class DatasetError(Foundry3DError, ValueError):
 
 @dataclass
 class Sample:
+    """One cloud as the datasets hand it out: points, and the labels a task may read (class, normals, parts,
+    category)."""
+
     points: np.ndarray  # (N, 3) float32
     label: int = -1
     normals: np.ndarray | None = None  # (N, 3) float32

@@ -27,6 +27,7 @@ NORMALISATION = "centroid at origin, max norm 1"
 
 
 def workers(n: int | None) -> int:
+    """Worker processes for a build: ``n``, or every core when unset."""
     return max(1, n if n else (os.cpu_count() or 1))
 
 

@@ -72,6 +72,7 @@ def download_package(name: str, cache: Path) -> Path:
 
 
 def package_version(deb: Path) -> str:
+    """The ``Version`` field of a ``.deb`` (recorded with every dataset built from it)."""
     res = subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True)
     if res.returncode != 0:
         raise PackageError(f"{deb} is not a readable Debian package: {res.stderr.strip()}")

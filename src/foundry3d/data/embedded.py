@@ -35,6 +35,7 @@ def carve_val(train: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def built_dataset_path(name: str, root: str | Path | None = None) -> Path:
+    """The cache folder of a built dataset, or an error that gives the command that builds it."""
     entry = CATALOGUE[name]
     command = entry.command
     path = dataset_dir(entry.folder, entry.version, root)
@@ -49,6 +50,8 @@ def built_dataset_path(name: str, root: str | Path | None = None) -> Path:
 def load_embedded(
     name: str, split: str = "train", root: str | Path | None = None, path: Path | None = None
 ) -> ArrayDataset:
+    """One split of a dataset built from Debian packages, read from its cache folder (arrays memory-mapped); the model-
+    selection splits fit/val are carved here with a fixed seed."""
     splits_of = CATALOGUE[name].splits
     if split not in splits_of:
         raise DatasetError(f"{name} has no split {split!r}; splits: {', '.join(splits_of)}")

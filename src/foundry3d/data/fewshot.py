@@ -17,6 +17,9 @@ from foundry3d.data.base import DatasetError
 
 @dataclass
 class Episode:
+    """One few-shot fold: the classes drawn, the support and query items (indices into their pools) and their episode
+    labels."""
+
     fold: int
     classes: list[int]  # original class ids, episode label i = classes[i]
     support: np.ndarray  # indices into the support pool
@@ -26,6 +29,7 @@ class Episode:
 
 
 def eligible_classes(support_labels: np.ndarray, query_labels: np.ndarray, shot: int, query: int) -> list[int]:
+    """The classes with at least ``shot`` support and ``query`` query items: the only ones an episode can draw."""
     classes = sorted(set(np.unique(support_labels[support_labels >= 0]).tolist()))
     return [c for c in classes if (support_labels == c).sum() >= shot and (query_labels == c).sum() >= query]
 
@@ -76,4 +80,6 @@ def sample_folds(
     folds: int = 10,
     seed: int = 0,
 ) -> list[Episode]:
+    """``folds`` seeded N-way K-shot episodes from a support pool (train) and a query pool (test), so every model is
+    scored on the same folds."""
     return [sample_episode(support_labels, query_labels, way, shot, query, f, seed) for f in range(folds)]

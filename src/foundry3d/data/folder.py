@@ -118,6 +118,7 @@ def _files(root: Path, pattern: str | None) -> list[Path]:
 
 
 def file_sha(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in blocks: what names a file's cached cloud (an edited file is re-read)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -137,6 +138,7 @@ def _ply_has_faces(path: Path) -> bool:
 
 
 def is_mesh(path: Path) -> bool:
+    """Whether a file holds faces to sample (a PLY only when it has a face element), rather than points to keep."""
     suffix = path.suffix.lower()
     return suffix in MESH_SUFFIXES or (suffix == ".ply" and _ply_has_faces(path))
 

@@ -76,6 +76,8 @@ def _xy(node: list | None) -> tuple[float, float]:
 
 @dataclass
 class Placement:
+    """One footprint's 3-D model on a board: the model file and its transform into the board frame."""
+
     library: str  # model library folder, e.g. Capacitor_SMD
     model: str  # path of the .wrl inside kicad-packages3d
     matrix: np.ndarray  # 4x4, model (mm) -> board frame (mm)
@@ -83,6 +85,8 @@ class Placement:
 
 @dataclass
 class Board:
+    """A KiCad board as the scene builder reads it: outline, thickness and the placed component models."""
+
     name: str
     thickness: float
     loops: list[np.ndarray] = field(default_factory=list)  # closed outline polygons (x, y), mm

@@ -111,6 +111,7 @@ def fixed_folds(name: str) -> Callable[..., tuple[PointCloudDataset, PointCloudD
 
 
 def list_names() -> list[str]:
+    """Every dataset name a spec can start with (built, synthetic, benchmarks, your folder)."""
     return [*sorted(CATALOGUE), "synthetic", *BENCHMARKS.names(), "folder:PATH"]
 
 

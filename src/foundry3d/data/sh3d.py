@@ -180,6 +180,8 @@ def parse_catalog(text: str) -> dict[int, dict[str, str]]:
 
 @dataclass
 class CatalogEntry:
+    """One model of a Sweet Home 3D furniture catalogue: where it lives in the package and its category."""
+
     key: str  # "<pack>/<index>"
     pack: str
     pack_path: str

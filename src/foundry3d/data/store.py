@@ -32,10 +32,12 @@ def cache_dir(override: str | Path | None = None) -> Path:
 
 
 def dataset_dir(name: str, version: str, root: str | Path | None = None) -> Path:
+    """Where a built dataset of this name and format version lives in the cache."""
     return cache_dir(root) / "datasets" / f"{name}-v{version}"
 
 
 def is_complete(path: Path) -> bool:
+    """Whether a dataset folder was finished (its ``meta.json`` says complete): a half-built folder is never read."""
     meta = path / "meta.json"
     if not meta.is_file():
         return False
@@ -46,6 +48,7 @@ def is_complete(path: Path) -> bool:
 
 
 def read_meta(path: Path) -> dict[str, Any]:
+    """The build record of a complete dataset folder."""
     if not is_complete(path):
         raise DatasetError(f"{path} is not a complete dataset (no meta.json with complete: true)")
     return json.loads((path / "meta.json").read_text())
@@ -86,6 +89,8 @@ class DatasetWriter:
 
 
 def load_array(path: Path, name: str, mmap: bool = True) -> np.ndarray:
+    """One array of a built dataset (memory-mapped by default), or a one-line error asking for a rebuild when it is
+    missing or corrupt."""
     f = path / f"{name}.npy"
     if not f.is_file():
         raise DatasetError(f"{f} is missing: the dataset at {path} is incomplete; rebuild it")

@@ -65,6 +65,8 @@ _MAKERS = [_sphere, _box, _cylinder, _cone, _torus, _capsule]
 
 
 def make_shape(label: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One generated cloud of class ``label`` with its part labels: a seeded primitive, scaled, rotated and normalised
+    (for tests and tiny recipes)."""
     rng = np.random.default_rng(seed)
     p, parts = _MAKERS[label](n, rng)
     p = p * rng.uniform(0.5, 1.5, size=3)

@@ -89,6 +89,8 @@ def normalize(points: Tensor) -> Tensor:
 def random_scale(
     points: Tensor, low: float, high: float, anisotropic: bool, flip_xz: bool, generator: torch.Generator
 ) -> Tensor:
+    """Scale each cloud by a random factor (per axis when anisotropic; optionally mirrored in x and z), Point-MAE's
+    training augmentation."""
     b = points.shape[0]
     shape = (b, 1, 3) if anisotropic else (b, 1, 1)
     s = low + (high - low) * torch.rand(shape, generator=generator)
@@ -111,11 +113,13 @@ def rotate_up(points: Tensor, generator: torch.Generator) -> Tensor:
 
 
 def translate(points: Tensor, shift: float, generator: torch.Generator) -> Tensor:
+    """Shift each cloud by a random offset in [-shift, shift]^3."""
     t = (torch.rand(points.shape[0], 1, 3, generator=generator) * 2 - 1) * shift
     return points + t.to(points)
 
 
 def jitter(points: Tensor, sigma: float, generator: torch.Generator, clip: float | None = None) -> Tensor:
+    """Add Gaussian noise to every point (clipped when ``clip`` is set)."""
     noise = torch.randn(points.shape, generator=generator) * sigma
     if clip is not None:
         noise = noise.clamp(-clip, clip)
@@ -123,6 +127,8 @@ def jitter(points: Tensor, sigma: float, generator: torch.Generator, clip: float
 
 
 def augment(points: Tensor, cfg: AugmentConfig, generator: torch.Generator) -> Tensor:
+    """The training augmentation a config asks for, in a fixed order and from one generator (so a resumed run draws the
+    same)."""
     if cfg.scale is not None:
         points = random_scale(points, cfg.scale[0], cfg.scale[1], cfg.anisotropic, cfg.flip_xz, generator)
     if cfg.normalize:

@@ -229,6 +229,8 @@ def _ratios(rows: list[dict[str, Any]], ref: str, batches: list[int], explicit: 
 
 
 def format_bench(result: dict[str, Any], batches: list[int] | None = None) -> str:
+    """The benchmark result as a plain-text table: cost, memory and latency per model and size, each beside the
+    teacher's."""
     batches = batches or [1]
     head = f"{'model':<34} {'points':>8} {'GFLOPs':>9} {'xT':>6} {'act MB':>8}"
     for b in batches:

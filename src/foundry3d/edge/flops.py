@@ -39,4 +39,5 @@ def count_flops(model: PointModel, points: torch.Tensor, **kwargs: Any) -> dict[
 
 
 def count_params(model: PointModel) -> int:
+    """Number of parameters of a model."""
     return int(sum(p.numel() for p in model.parameters()))

@@ -26,6 +26,7 @@ MB = 2**20
 
 
 def main(argv: list[str] | None = None) -> None:
+    """One timing in a fresh process (the bench runs each model and size here so no run warms another's caches)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
     ap.add_argument("--points", type=int, required=True)

@@ -19,6 +19,9 @@ from foundry3d.models.base import PointModel
 
 
 class PeakTensorMemory(TorchDispatchMode):
+    """The peak bytes of live tensor storage during a forward pass, counted by dispatch (allocator and platform
+    independent)."""
+
     def __init__(self) -> None:
         super().__init__()
         self.live: dict[int, list[int]] = {}  # storage ptr -> [bytes, tracked tensors]

@@ -163,6 +163,8 @@ def onnx_features(model: OnnxPointModel, clouds: np.ndarray, batch: int = 16) ->
 
 
 def describe(path: str | Path) -> dict[str, Any]:
+    """The opset and operator counts of an exported ONNX file (read without its external weights): what a
+    runtime must support."""
     import onnx
 
     m = onnx.load(str(path), load_external_data=False)

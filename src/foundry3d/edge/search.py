@@ -41,6 +41,8 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def index_mean(emb: np.ndarray) -> np.ndarray:
+    """The mean embedding of an index, summed in chunks in float64 so a memory-mapped index of millions of rows
+    is never loaded whole."""
     total = np.zeros(emb.shape[1], np.float64)
     for s in range(0, len(emb), CHUNK):
         total += np.asarray(emb[s : s + CHUNK], np.float64).sum(0)

@@ -38,6 +38,7 @@ def primary(res: dict[str, Any], proto: str) -> float | None:
 
 
 def ci(res: dict[str, Any]) -> tuple[float, float] | None:
+    """The 95 % interval of a task result, or None when it has no per-item outcomes."""
     c = res.get("ci95")
     return None if c is None else (float(c[0]), float(c[1]))
 
@@ -64,6 +65,7 @@ def statistic(proto: str) -> Callable[[dict[str, np.ndarray], np.ndarray], float
 
 
 def per_item(res: dict[str, Any]) -> dict[str, np.ndarray]:
+    """A result's per-item outcomes as arrays (what every interval and paired comparison resamples)."""
     items = res.get("per_item")
     if not items:
         raise ResultsError("result has no per-item outcomes (computed by an older foundry3d?): re-run it")
@@ -176,6 +178,8 @@ def paired_over_seeds(
 
 
 def format_gain(g: dict[str, Any]) -> str:
+    """``84 % [71, 97]``: the encoder gain kept with its CI, or ``no headroom`` where the teacher does not beat
+    its floor."""
     if not g["headroom"]:
         return "no headroom"
     lo, hi = g["gain_ci95"]
@@ -184,6 +188,8 @@ def format_gain(g: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------------- files
 def load_results(path: str | Path) -> dict[str, Any]:
+    """A ``results.json`` written by ``foundry3d eval`` (or its folder), checked to be one: missing and corrupt
+    files are one-line errors."""
     p = Path(path)
     p = p / "results.json" if p.is_dir() else p
     if not p.exists():
@@ -246,6 +252,8 @@ def _fit(name: str, width: int) -> str:
 
 
 def format_comparison(table: dict[str, dict[str, Any]]) -> str:
+    """The comparison as plain text: per task the teacher, the floor, and each student with its gain kept and
+    ratio to the teacher."""
     lines = []
     for task, row in table.items():
         proto = task.split(":", 1)[0]

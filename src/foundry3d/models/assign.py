@@ -37,6 +37,7 @@ def register_assignment(name: str, centres: bool = False) -> Callable[[Assignmen
 
 
 def needs_centres(name: str) -> bool:
+    """Whether the assignment ``name`` reads the patch centres (the caller must pass them)."""
     return bool(name in ASSIGNMENTS and ASSIGNMENTS.info(name).get("centres"))
 
 

@@ -124,6 +124,7 @@ def _init_weights(m: nn.Module) -> None:
 
 
 def backbone_from_config(cfg: dict | BackboneConfig) -> PointTransformer:
+    """A backbone with random weights from its (stored or given) config."""
     c = cfg if isinstance(cfg, BackboneConfig) else from_dict(BackboneConfig, cfg)
     return PointTransformer(dataclasses.replace(c))
 

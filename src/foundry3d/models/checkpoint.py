@@ -46,6 +46,8 @@ def weights_hash(state: dict[str, torch.Tensor]) -> str:
 
 
 def model_kind(model: nn.Module) -> str:
+    """The release kind a model is saved as (backbone, student, ...); models foundry3d cannot reload are
+    refused."""
     kind = getattr(model, "kind", None)
     if not isinstance(kind, str):
         raise CheckpointError(

@@ -45,6 +45,9 @@ from foundry3d.registry import Registry
 
 @dataclass
 class Conversion:
+    """An official checkpoint converted: our config and weights, which official key became which of ours, what
+    was dropped and why."""
+
     config: BackboneConfig
     state_dict: dict[str, Tensor]
     mapping: dict[str, str] = field(default_factory=dict)  # official key -> our key

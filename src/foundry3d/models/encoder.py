@@ -29,6 +29,9 @@ class DropPath(nn.Module):
 
 
 class Mlp(nn.Module):
+    """The transformer block's feed-forward layer (Linear, GELU, Linear), named as in timm so official weights
+    map one to one."""
+
     def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
@@ -78,6 +81,9 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
+    """A pre-norm ViT block (attention, MLP, layer scale and drop path), the same as the official Point-MAE /
+    Point-JEPA block."""
+
     def __init__(
         self,
         dim: int,

@@ -31,6 +31,7 @@ LIBRARY_OPS = os.environ.get("FOUNDRY3D_LIBRARY_OPS", "1") != "0"
 
 
 def available() -> bool:
+    """Whether the fast library path for large clouds (fpsample, pykdtree) is installed."""
     try:
         import fpsample  # noqa: F401
         import pykdtree  # noqa: F401

@@ -88,6 +88,7 @@ def cost_vs_s(rows: list[dict[str, Any]], points: int, out: Path) -> Path:
 
 
 def latency_vs_points(rows: list[dict[str, Any]], out: Path, batch: int = 1) -> Path:
+    """Latency and FLOPs per cloud against the number of points, one line per model (log-log)."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(7.6, 3.0))
     for name in dict.fromkeys(r["model"] for r in rows):
@@ -106,6 +107,7 @@ def latency_vs_points(rows: list[dict[str, Any]], out: Path, batch: int = 1) -> 
 
 
 def loss_curves(curves: dict[str, list[tuple[int, float]]], out: Path) -> Path:
+    """The distillation loss of each student against its steps."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.4, 3.0))
     for name, pts in curves.items():

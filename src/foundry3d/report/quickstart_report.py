@@ -26,6 +26,8 @@ def _band(res: dict[str, Any], task: str) -> tuple[float, float, float]:
 
 
 def cost_table(rows: list[dict[str, Any]], students: list[str]) -> Table:
+    """Per-cloud cost of the teacher and each student at the smallest benchmarked size (FLOPs, parameters,
+    latency, memory), with ratios to the teacher."""
     by = {(r["model"], r["points"]): r for r in rows}
     n = min(r["points"] for r in rows)
     t = Table(
@@ -48,6 +50,8 @@ def cost_table(rows: list[dict[str, Any]], students: list[str]) -> Table:
 
 
 def build_report(out: Path, recipe: Any, finger: dict[str, Any], stages: dict[str, Any]) -> tuple[str, dict]:
+    """The quickstart's tables and figures from its stage records: report.json, quickstart.md and a self-
+    contained HTML."""
     fig = out / "figures"
     fig.mkdir(parents=True, exist_ok=True)
     evals = stages["eval"]["results"]

@@ -50,6 +50,8 @@ def project(points: np.ndarray, azim: float = 35.0, elev: float = 20.0) -> tuple
 
 
 def draw_cloud(ax, points: np.ndarray, colors: np.ndarray | None = None, size: float = 2.0, title: str = "") -> None:
+    """Draw a cloud on a matplotlib axis: orthographic projection, far points first, coloured by depth unless
+    colours are given."""
     xy, depth = project(points)
     order = np.argsort(depth)  # far to near
     if colors is None:

@@ -11,6 +11,8 @@ from foundry3d.report.templates import write_pair
 
 
 def study_tables(record: dict[str, Any]) -> list[Table]:
+    """The study's tables (universal vs experts, ablation, s, gate, merging, seeds, token-count sweep) from its
+    record only."""
     cfg, comp, tasks, models = record["config"], record["comparison"], record["tasks"], record["models"]
     flops = {k: v["flops"] for k, v in models.items() if "flops" in v}
     s = cfg["supertokens"]
@@ -86,6 +88,7 @@ def _gate_order(name: str) -> tuple[int, float]:
 
 
 def write_study_report(out: Path, record: dict[str, Any]) -> dict[str, str]:
+    """Draw the study's figures and write study.md and a self-contained study.html from its record."""
     fig = out / "figures"
     fig.mkdir(parents=True, exist_ok=True)
     comp, tasks, cfg = record["comparison"], record["tasks"], record["config"]

@@ -25,6 +25,9 @@ def task_label(task: str) -> str:
 
 @dataclass
 class Table:
+    """A table as data (title, columns, rows of text cells, notes); the templates render it to Markdown and
+    HTML."""
+
     title: str
     columns: list[str]
     rows: list[list[str]] = field(default_factory=list)
@@ -32,6 +35,7 @@ class Table:
 
 
 def score_cell(res: dict[str, Any] | None, task: str) -> str:
+    """One table cell: a task's score with its CI, or ``-``."""
     return "-" if not res else format_score(res, task.split(":", 1)[0])
 
 
@@ -65,6 +69,8 @@ def comparison_table(
     names: list[str],
     flops: dict[str, float] | None = None,
 ) -> Table:
+    """Teacher, floor, then each named model: score [CI] and encoder gain kept per task, and FLOPs per cloud
+    when given."""
     cols = ["model", *(task_label(t) for t in tasks)] + (["GFLOPs / cloud"] if flops is not None else [])
     return Table(title, cols, model_rows(comparison, tasks, ["teacher", "floor", *names], flops))
 

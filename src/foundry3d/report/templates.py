@@ -37,6 +37,7 @@ _ENV.filters["html_cell"] = _html_cell
 
 
 def render(template: str, **context: Any) -> str:
+    """Render a report template (strict: a missing value is an error, never an empty cell)."""
     return _ENV.get_template(template).render(**context)
 
 

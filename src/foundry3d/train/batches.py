@@ -16,6 +16,7 @@ from foundry3d.train.engine import EngineConfig, Task, batch_indices, step_seed
 
 
 def shard(value: Any, rank: int, world: int) -> Any:
+    """This process's share of a global batch (a batch that does not divide among the processes is an error)."""
     if isinstance(value, torch.Tensor) and value.dim() > 0:
         n = value.shape[0]
         if n % world:
@@ -70,4 +71,6 @@ _CPU = torch.device("cpu")
 
 
 def worker_init(worker_id: int) -> None:
+    """DataLoader worker start: drop the run-folder lock inherited from the parent, so a killed run can be
+    resumed at once."""
     drop_inherited_locks()  # a killed run's folder is free at once for --resume

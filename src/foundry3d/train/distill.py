@@ -68,6 +68,9 @@ class StudentSection(StudentArch):
 
 @dataclass
 class LossSection:
+    """The distillation loss: target layer, SmoothL1 beta, balance and gate terms, the Gumbel temperature
+    schedule, DSO learning-rate scale, tokenizer hint."""
+
     target: Literal["final", "layer"] = "final"
     beta: float = 1.0  # SmoothL1 beta
     balance: float = 0.0  # weight of the per-cloud SuperToken usage-balancing term
@@ -83,6 +86,9 @@ class LossSection:
 
 @dataclass
 class DistillData:
+    """The distillation data: datasets (train and pool splits, never test), cloud and patch sizes, sampling,
+    augmentation, cached teacher views."""
+
     datasets: list[str] = field(
         default_factory=lambda: ["sh3d16:train*4", "sh3d16:pool*4", "kicad33:train", "kicad33:pool"]
     )
@@ -100,6 +106,9 @@ class DistillData:
 
 @dataclass
 class DistillConfig:
+    """A distillation recipe: teacher, student, loss, data, probe and engine (strict; saved resolved in every
+    run and release)."""
+
     teacher: str = "embedded"  # release dir/.safetensors, or "embedded" for the packaged tiny teacher
     student: StudentSection = field(default_factory=StudentSection)
     loss: LossSection = field(default_factory=LossSection)
@@ -265,6 +274,9 @@ class Distiller(nn.Module):
 
 
 class DistillTask(Task):
+    """The engine task of distillation: the student against the frozen teacher's cached targets, with its hooks
+    (SuperToken init, release)."""
+
     find_unused_parameters = False
     module: Distiller
 
@@ -467,6 +479,8 @@ def occupancy_on(student: Student, probe: Probe, num_points: int) -> dict[str, f
 
 
 def cache_key(teacher: PointTransformer, dataset: Any, cfg: DistillConfig) -> str:
+    """What the teacher-target cache is keyed by: the teacher, the clouds' content and every data setting that
+    changes a target."""
     d = cfg.data
     key = {
         "teacher": model_hash(teacher),

@@ -13,6 +13,9 @@ from foundry3d.errors import ConfigError
 
 @dataclass(frozen=True)
 class DistInfo:
+    """This process's place in a multi-process run (rank, world size, local rank); one process when not
+    launched by torchrun."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -40,6 +43,8 @@ def init_distributed(device: torch.device) -> DistInfo:
 
 
 def resolve_device(name: str, info_local_rank: int = 0) -> torch.device:
+    """The device a run uses (``auto``: CUDA when present); asking for CUDA where there is none is a one-line
+    error."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
@@ -51,6 +56,7 @@ def resolve_device(name: str, info_local_rank: int = 0) -> torch.device:
 
 
 def all_reduce_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """The mean of ``values`` over every process (itself in a single-process run)."""
     if info.enabled:
         values = values.clone()
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
@@ -68,10 +74,12 @@ def all_finite(loss: torch.Tensor, info: DistInfo) -> bool:
 
 
 def barrier(info: DistInfo) -> None:
+    """Wait for every process (nothing in a single-process run)."""
     if info.enabled:
         dist.barrier()
 
 
 def cleanup(info: DistInfo) -> None:
+    """Leave the process group if this run joined one."""
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()

@@ -42,6 +42,8 @@ from foundry3d.train.loop import fit
 
 @dataclass
 class FinetuneSection:
+    """The expert's fine-tuning stage: head-only warm-up steps, label smoothing, schedule."""
+
     frozen_steps: int = 300  # head only, then the whole teacher
     label_smoothing: float = 0.1
     engine: EngineConfig = field(
@@ -53,6 +55,8 @@ class FinetuneSection:
 
 @dataclass
 class KDSection:
+    """The expert's distillation stage: temperature and weight of the logit KD, schedule."""
+
     temperature: float = 4.0
     alpha: float = 0.5  # weight of the KL term (1 - alpha on cross-entropy)
     engine: EngineConfig = field(
@@ -64,6 +68,9 @@ class KDSection:
 
 @dataclass
 class ExpertConfig:
+    """The expert baseline's recipe: one task, the teacher, the student's architecture, the fine-tuning and the
+    KD stages."""
+
     task: str = "cls:sh3d16"  # cls:DATASET (classification) or seg:DATASET (part segmentation)
     teacher: str = "embedded"
     root: str | None = None
@@ -148,6 +155,8 @@ class _Stage(nn.Module):
 
 
 class ExpertTask(Task):
+    """The engine task of one expert stage (fine-tuning or KD), with the head-only warm-up."""
+
     module: _Stage
 
     def __init__(self, module: _Stage, train: Any, cfg: ExpertConfig, frozen_steps: int = 0) -> None:

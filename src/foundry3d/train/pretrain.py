@@ -30,12 +30,17 @@ from foundry3d.train.probe import Probe, ProbeSection, probe_datasets
 
 @dataclass
 class ModelSection:
+    """The backbone to pretrain: a registered variant and its config overrides."""
+
     variant: str = "tiny"
     options: dict = field(default_factory=dict)  # BackboneConfig overrides, e.g. {drop_path_rate: 0.1}
 
 
 @dataclass
 class DataSection:
+    """The pretraining data (Debian-built corpora or your folders, never a test split), cloud size, sampling
+    and augmentation."""
+
     datasets: list[str] = field(
         default_factory=lambda: ["sh3d16:train", "sh3d16:pool", "kicad33:train", "kicad33:pool"]
     )
@@ -50,6 +55,9 @@ class DataSection:
 
 @dataclass
 class PretrainConfig:
+    """A pretraining recipe: backbone, Point-JEPA objective, data, probe, engine and snapshots (strict; saved
+    resolved with the run)."""
+
     model: ModelSection = field(default_factory=ModelSection)
     jepa: JEPAConfig = field(default_factory=JEPAConfig)
     data: DataSection = field(default_factory=DataSection)
@@ -65,6 +73,8 @@ class PretrainConfig:
 
 
 class PretrainTask(Task):
+    """The engine task of Point-JEPA pretraining, with the probe and snapshot hooks."""
+
     module: PointJEPA
 
     def __init__(self, cfg: PretrainConfig, run_dir: Path | None = None) -> None:

@@ -39,6 +39,8 @@ def linear_svm(x: np.ndarray, y: np.ndarray, C: float, seed: int = 0) -> Any:
 class ProbeSection:
     # None: the run's own training data (each labelled dataset it names with fit/val splits), so a run
     # on folder:/scans probes /scans and never needs a dataset the user did not name
+    """The cheap in-training probe: datasets and splits (validation, never test), cloud size and a fixed C."""
+
     datasets: list[str] | None = None
     train_split: str = "fit"
     test_split: str = "val"
@@ -77,6 +79,8 @@ def _labelled(ds: Any) -> Any:
 
 
 class Probe:
+    """A fixed-C linear probe on validation splits during training: a comparable curve, not a score to report."""
+
     def __init__(self, cfg: ProbeSection, root: str | None) -> None:
         self.cfg = cfg
         self.root = root

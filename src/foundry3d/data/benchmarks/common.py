@@ -22,6 +22,7 @@ def require(path: Path, what: str, layout: str) -> Path:
 
 
 def read_lines(path: Path, layout: str) -> list[str]:
+    """The non-empty lines of a benchmark's list file, or an error naming the file and the expected layout."""
     require(path, "split/list file", layout)
     return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
 
@@ -34,6 +35,7 @@ def pc_normalize(points: np.ndarray) -> np.ndarray:
 
 
 def load_npy(path: Path) -> np.ndarray:
+    """A benchmark's ``.npy`` without pickles; a truncated or corrupt file is a one-line DatasetError."""
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError) as e:
@@ -41,6 +43,7 @@ def load_npy(path: Path) -> np.ndarray:
 
 
 def check_point_array(points: np.ndarray, path: Path | str) -> np.ndarray:
+    """``points`` if it is an (N, >=3) array of finite coordinates, else a DatasetError naming the file."""
     if points.ndim != 2 or points.shape[1] < 3 or not np.isfinite(points[:, :3]).all():
         raise DatasetError(f"{path}: expected an (N, >=3) array of finite coordinates, got {points.shape}")
     return points
@@ -48,6 +51,8 @@ def check_point_array(points: np.ndarray, path: Path | str) -> np.ndarray:
 
 @dataclass
 class BenchmarkEntry:
+    """A benchmark read from the user's folder: its loader, splits, expected layout and its evaluation metadata."""
+
     loader: Callable[..., PointCloudDataset]
     splits: tuple[str, ...]
     layout: str  # what the folder must contain (shown when it does not)

@@ -135,6 +135,7 @@ def load_modelnet40(root: Path, split: str) -> PointCloudDataset:
 
 
 def fewshot_folder(root: Path, way: int, shot: int) -> Path:
+    """The folder of one way/shot setting of the official few-shot folds (both spellings in use)."""
     for name in (f"{way}way_{shot}shot", f"{way}way{shot}shot"):
         if (root / name).is_dir():
             return root / name

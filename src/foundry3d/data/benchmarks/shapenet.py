@@ -26,6 +26,8 @@ LAYOUT = "ROOT/shapenet_pc/*.npy and ROOT/ShapeNet-55/{train,test}.txt (Point-BE
 
 
 class ShapeNetPC(PointCloudDataset):
+    """ShapeNet-55/34 as Point-BERT distributes it (``.npy`` clouds and list files), the unseen-21 split included."""
+
     def __init__(self, root: Path, family: str, split: str) -> None:
         self.name = f"shapenet{family.split('-')[-1].lower()}"
         self.split = split
@@ -62,9 +64,11 @@ class ShapeNetPC(PointCloudDataset):
 
 @register_benchmark("shapenet55", ("train", "test", "whole"), LAYOUT)
 def load_shapenet55(root: Path, split: str) -> ShapeNetPC:
+    """ShapeNet-55 split ``split`` from ``root``."""
     return ShapeNetPC(root, "55", split)
 
 
 @register_benchmark("shapenet34", ("train", "test", "unseen21"), LAYOUT.replace("55/", "34/"))
 def load_shapenet34(root: Path, split: str) -> ShapeNetPC:
+    """ShapeNet-34 split ``split`` from ``root`` (``unseen21``: the 21 held-out categories)."""
     return ShapeNetPC(root, "34", split)

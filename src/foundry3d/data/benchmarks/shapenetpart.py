@@ -41,6 +41,9 @@ PART_RANGES = {
 
 
 class ShapeNetPart(PointCloudDataset):
+    """ShapeNetPart (``shapenetcore_partanno_segmentation_benchmark_v0_normal``): points, normals, per-point part ids
+    and the category of each shape."""
+
     def __init__(self, root: Path, split: str) -> None:
         self.name, self.split, self.root = "shapenetpart", split, root
         rows = [ln.split() for ln in read_lines(root / "synsetoffset2category.txt", LAYOUT)]
@@ -100,4 +103,5 @@ class ShapeNetPart(PointCloudDataset):
 
 @register_benchmark("shapenetpart", ("train", "val", "trainval", "test"), LAYOUT, train_split="trainval")
 def load_shapenetpart(root: Path, split: str) -> ShapeNetPart:
+    """ShapeNetPart split ``split`` from ``root``."""
     return ShapeNetPart(root, split)

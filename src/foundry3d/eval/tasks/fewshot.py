@@ -30,6 +30,9 @@ from foundry3d.eval.task import EvalTask, register_task
 
 @dataclass
 class FewShotConfig:
+    """Few-shot settings: the episode shape (way, shot, query), how many folds, their seed and the classifier's
+    C."""
+
     way: int = 5
     shot: int = 10
     query: int = 20
@@ -49,6 +52,8 @@ class FewShotConfig:
 
 
 def classify_fold(xs: np.ndarray, ys: np.ndarray, xq: np.ndarray, yq: np.ndarray, C: float) -> float:
+    """Accuracy of a logistic regression fitted on one fold's support features (standardised by the support
+    statistics) on its queries."""
     scaler = StandardScaler().fit(xs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

@@ -30,6 +30,9 @@ from foundry3d.train.loop import fit
 
 @dataclass
 class FinetuneConfig:
+    """Fine-tuning settings: the published protocol's augmentation, label smoothing, head warm-up, votes and
+    the engine's schedule."""
+
     num_points: int = 1024
     label_smoothing: float = 0.2
     frozen_steps: int = 0  # backbone frozen for the first steps (head warm-up)
@@ -64,6 +67,9 @@ class _Loss(nn.Module):
 
 
 class FinetuneTask(Task):
+    """The engine task of fine-tuning: a copy of the model with a classification head, trained end to end on
+    augmented clouds."""
+
     module: _Loss
 
     def __init__(self, backbone: PointModel, train: PointCloudDataset, cfg: FinetuneConfig) -> None:
@@ -88,6 +94,8 @@ class FinetuneTask(Task):
 
 @torch.no_grad()
 def predict(model: Classifier, data: PointCloudDataset, cfg: FinetuneConfig, batch_size: int = 64) -> np.ndarray:
+    """Predicted classes of every item of ``data`` (averaging the logits of augmented passes when votes are
+    asked for)."""
     model.eval()
     gen = torch.Generator().manual_seed(0)
     preds = []
@@ -109,6 +117,7 @@ def finetune_protocol(
     run_dir: Path,
     seed: int = 0,
 ) -> dict[str, Any]:
+    """Fine-tune a copy of ``backbone`` on ``train`` and score ``test``: accuracy and the hits per test item."""
     seed_all(seed)
     task = FinetuneTask(backbone, train, cfg)
     fit(task, cfg.engine, run_dir, {"finetune": "classification", "seed": seed}, overwrite=True)

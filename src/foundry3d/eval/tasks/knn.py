@@ -24,6 +24,8 @@ from foundry3d.eval.task import EvalError, EvalTask, register_task
 
 @dataclass
 class KNNConfig:
+    """k-NN retrieval settings: the clouds the features come from and k for precision@k and the vote."""
+
     num_points: int = 1024
     sampling: Sampling = "first"
     k: int = 10  # neighbours for precision@k and the vote

@@ -40,6 +40,9 @@ from foundry3d.train.loop import fit
 
 @dataclass
 class PartSegConfig:
+    """Part-segmentation settings: which token features, the cloud and patch sizes, the head and its training
+    schedule, the seeds."""
+
     num_points: int = 2048
     num_groups: int | None = None  # None: the backbone's ratio (128 for 2048 points)
     features: Literal["blocks", "output"] = "blocks"  # see the module docstring
@@ -64,6 +67,8 @@ class PartSegConfig:
 
 
 def thirds(depth: int) -> list[int]:
+    """Three blocks spread over the depth (the last of each third): 3/7/11 of a 12-block ViT, as Point-JEPA
+    reads them."""
     return sorted({max(0, round(depth * k / 3) - 1) for k in (1, 2, 3)})
 
 
@@ -133,6 +138,9 @@ class _SegLoss(nn.Module):
 
 
 class PartSegTask(Task):
+    """The engine task of the part head: random points of each training shape, cross-entropy over its
+    category's parts."""
+
     module: _SegLoss
 
     def __init__(self, data: dict[str, np.ndarray], spec: PartSpec, cfg: PartSegConfig) -> None:
@@ -160,6 +168,7 @@ class PartSegTask(Task):
 
 @torch.no_grad()
 def score(head: PartSegHead, data: dict[str, np.ndarray], spec: PartSpec, batch_size: int = 32) -> dict[str, Any]:
+    """Per test shape its IoU over the parts of its category (argmax restricted to them), and the category."""
     head.eval()
     ious, cats = [], []
     allowed = torch.full((len(spec.categories), spec.num_parts), float("-inf"))

@@ -31,6 +31,8 @@ from foundry3d.train.loop import fit
 
 @dataclass
 class SceneSegConfig:
+    """Scene-segmentation settings: points per scene the model sees, the point head and its schedule."""
+
     num_points: int = 100_000  # points per board the backbone sees (the stored boards hold more)
     hidden: int = 128
     points_per_step: int = 4096
@@ -90,6 +92,8 @@ class _Loss(nn.Module):
 
 
 class SceneSegTask(Task):
+    """The engine task of the scene head: random points of each training scene, class-weighted cross-entropy."""
+
     module: _Loss
 
     def __init__(self, data: dict[str, np.ndarray], classes: int, cfg: SceneSegConfig) -> None:
@@ -115,6 +119,7 @@ class SceneSegTask(Task):
 
 
 def confusion(pred: np.ndarray, gt: np.ndarray, classes: int) -> np.ndarray:
+    """The classes x classes confusion matrix of one scene (rows: truth)."""
     return np.bincount(gt.astype(np.int64) * classes + pred, minlength=classes * classes).reshape(classes, classes)
 
 
@@ -129,6 +134,8 @@ def miou(conf: np.ndarray) -> float:
 def sceneseg_protocol(
     model: PointModel, train: PointCloudDataset, test: PointCloudDataset, cfg: SceneSegConfig, run_dir: Path
 ) -> dict[str, Any]:
+    """Train a point head on ``train`` scenes' token features and score ``test``: pooled mIoU and each scene's
+    confusion matrix."""
     spec = train.part_spec
     assert spec is not None
     c = spec.num_parts

@@ -94,6 +94,9 @@ def svm_probe(
 
 @dataclass
 class SVMConfig:
+    """SVM settings: the clouds the features come from, the C grid searched by cross-validation on train, and
+    the published fixed-C probe."""
+
     num_points: int = 1024
     sampling: Sampling = "first"
     grid: list[float] = field(default_factory=lambda: list(C_GRID))
