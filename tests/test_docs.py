@@ -35,7 +35,9 @@ def test_every_python_snippet_runs(page, tmp_path, monkeypatch):
     namespace: dict = {"__name__": "__snippet__"}
     for i, code in enumerate(_snippets(page)):
         try:
-            exec(compile(code, f"{page.name}#snippet{i + 1}", "exec"), namespace)
+            exec(
+                compile(code, f"{page.name}#snippet{i + 1}", "exec", dont_inherit=True), namespace
+            )  # as a user runs it
         except Exception as e:
             raise AssertionError(f"{page.name} snippet {i + 1} failed: {type(e).__name__}: {e}\n{code}") from e
 
