@@ -86,3 +86,34 @@ def test_missing_apt_explains_the_alternative(tmp_path, monkeypatch):
 def test_unknown_build_name():
     with pytest.raises(DatasetError, match="buildable"):
         build_mod.build("imagenet")
+
+
+def test_reading_datasets_imports_no_builder_or_model_dependency():
+    """The reader, the catalogue and every spec stay light: no builder's (trimesh, scipy, matplotlib) or model's
+    (torch) dependency is imported to list or read datasets."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from foundry3d.data.registry import list_datasets, load_dataset\n"
+        "from foundry3d.data.catalogue import catalogue\n"
+        "assert len(catalogue()) >= 6 and list_datasets()\n"
+        "load_dataset('synthetic:test@2')\n"
+        "print(sorted(m for m in ('trimesh', 'scipy', 'matplotlib', 'torch', 'sklearn') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_every_built_dataset_has_a_spec_file_and_every_build_a_builder():
+    from foundry3d.data.catalogue import builds, catalogue
+
+    names = set(catalogue().names())
+    assert {"sh3d16", "kicad33", "kicadparts", "corpus", "oad", "kicadboards"} <= names
+    for key, spec in builds().items():
+        assert callable(spec.load_builder()), key  # the module:function path resolves
+    from foundry3d.data.build import build
+
+    with pytest.raises(DatasetError, match=r"buildable: corpus, kicad, kicadboards, sh3d16"):
+        build("modelnet")

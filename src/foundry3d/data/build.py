@@ -1,8 +1,9 @@
 """``foundry3d data build``: one entry point for every dataset built from Debian packages.
 
-Each dataset's recipe lives in its own module (:mod:`foundry3d.data.sh3d`, :mod:`~foundry3d.data.kicad`,
-:mod:`~foundry3d.data.corpus`, :mod:`~foundry3d.data.kicadboards`); what they share (parallel map,
-splits, metadata schema) is :mod:`foundry3d.data.building`.
+Each dataset's spec (:mod:`foundry3d.data.datasets`) names its build; each build's recipe lives in its own
+module (:mod:`foundry3d.data.sh3d`, :mod:`~foundry3d.data.kicad`, :mod:`~foundry3d.data.corpus`,
+:mod:`~foundry3d.data.kicadboards`), imported only when it runs; what they share (parallel map, splits,
+metadata schema) is :mod:`foundry3d.data.building`.
 """
 
 from __future__ import annotations
@@ -12,33 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from foundry3d.data.base import DatasetError
-from foundry3d.data.catalogue import KICAD_VERSION, SH3D_VERSION, build_name
-from foundry3d.data.corpus import build_corpus
-from foundry3d.data.kicad import build_kicad
-from foundry3d.data.kicadboards import build_kicadboards
-from foundry3d.data.sh3d import build_sh3d16
-from foundry3d.registry import Registry
+from foundry3d.data.catalogue import build_name, builds
 
-__all__ = [
-    "BUILDERS",
-    "KICAD_VERSION",
-    "SH3D_VERSION",
-    "build",
-    "build_corpus",
-    "build_kicad",
-    "build_kicadboards",
-    "build_sh3d16",
-]
-
-
-BUILDERS: Registry = Registry("buildable dataset")
-for _name, _fn in (
-    ("sh3d16", build_sh3d16),
-    ("kicad", build_kicad),
-    ("corpus", build_corpus),
-    ("kicadboards", build_kicadboards),
-):
-    BUILDERS.register(_name, _fn)
+__all__ = ["build"]
 
 
 def build(
@@ -62,8 +39,9 @@ def build(
         progress: show progress bars.
     """
     key = build_name(name.lower()) or name.lower()
-    if key not in BUILDERS:
-        raise DatasetError(f"unknown buildable dataset {name!r}; buildable: {', '.join(BUILDERS.names())}")
+    known = builds()
+    if key not in known:
+        raise DatasetError(f"unknown buildable dataset {name!r}; buildable: {', '.join(sorted(known))}")
     if points is not None and points < 2048:
         raise DatasetError(f"points={points}: store at least 2048 points per shape (1024/2048-point protocols)")
     if workers is not None and workers < 1:
@@ -73,7 +51,7 @@ def build(
         kwargs["points"] = points
     if deb is not None:
         kwargs["deb"] = deb
-    path = BUILDERS.get(key)(**kwargs)
+    path = known[key].load_builder()(**kwargs)
     meta = json.loads((path / "meta.json").read_text())
     if progress:
         print(

@@ -12,11 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from foundry3d.data.base import ConcatDataset, DatasetError, PointCloudDataset
 from foundry3d.data.benchmarks import BENCHMARKS
-from foundry3d.data.catalogue import CATALOGUE
+from foundry3d.data.catalogue import catalogue
 from foundry3d.data.embedded import built_dataset_path, load_embedded
 from foundry3d.data.folder import folder_info, is_folder_spec, load_folder, parse_folder_spec
 from foundry3d.data.store import dataset_dir, is_complete, read_meta
@@ -71,7 +69,7 @@ def load_dataset(spec: str, split: str | None = None, root: str | Path | None = 
     name, s, r = parse_spec(spec)
     split = s or split or "train"
     root = r or root
-    if name in CATALOGUE:
+    if name in catalogue():
         return load_embedded(name, split, root)
     if name == "synthetic":
         if split not in ("train", "test", "pool"):
@@ -112,7 +110,7 @@ def fixed_folds(name: str) -> Callable[..., tuple[PointCloudDataset, PointCloudD
 
 def list_names() -> list[str]:
     """Every dataset name a spec can start with (built, synthetic, benchmarks, your folder)."""
-    return [*sorted(CATALOGUE), "synthetic", *BENCHMARKS.names(), "folder:PATH"]
+    return [*catalogue().names(), "synthetic", *BENCHMARKS.names(), "folder:PATH"]
 
 
 def list_datasets(root: str | Path | None = None) -> list[dict[str, Any]]:
@@ -122,7 +120,7 @@ def list_datasets(root: str | Path | None = None) -> list[dict[str, Any]]:
         root: dataset cache folder.
     """
     rows = []
-    for name, entry in CATALOGUE.items():
+    for name, entry in catalogue().items():
         path = dataset_dir(entry.folder, entry.version, root)
         rows.append(
             {
@@ -171,7 +169,8 @@ def dataset_info(name: str, root: str | Path | None = None) -> dict[str, Any]:
     base, split, r = parse_spec(name)
     if split is not None:  # one split: its own counts (an unknown split is an error, never ignored)
         return load_dataset(name, root=root).info()
-    if base in CATALOGUE:
+    if base in catalogue():
+        spec = catalogue().get(base)
         path = built_dataset_path(base, r or root)
         meta = read_meta(path)
         out: dict[str, Any] = {
@@ -182,31 +181,10 @@ def dataset_info(name: str, root: str | Path | None = None) -> dict[str, Any]:
             "package_version": meta["package_version"],
             "points_per_shape": meta["points_per_shape"],
         }
-        splits = {s: load_embedded(base, s, path=path) for s in CATALOGUE[base].splits if s not in ("all", "labelled")}
-        if base == "kicadparts":
-            ds = load_embedded(base, "all", path=path)
-            spec = ds.part_spec
-            assert spec is not None
-            counts = np.bincount(np.asarray(ds.part_labels).ravel(), minlength=spec.num_parts)
-            share = {p: round(float(c) / counts.sum(), 4) for p, c in zip(spec.parts, counts)}
-            out.update(
-                shapes=len(ds),
-                categories=len(spec.categories),
-                parts=spec.parts,
-                part_point_share=share,
-                category_parts={spec.categories[k]: [spec.parts[p] for p in v] for k, v in spec.category_parts.items()},
-                per_category={c: int((ds.labels() == i).sum()) for i, c in enumerate(spec.categories)},
-            )
-        elif base == "corpus":
-            out.update(shapes=meta["shapes"], packages=meta["packages"], dedup=meta["dedup"])
-        elif base == "kicadboards":  # scenes: no labelled/pool split, one label per point
-            out.update(
-                boards=meta["boards"],
-                classes=len(meta["classes"]),
-                models_placed=f"{meta['models_read']} of {meta['models_wanted']} footprint models read",
-                skipped_boards=meta["skipped"]["shapes"],
-            )
-        else:
+        splits = {s: load_embedded(base, s, path=path) for s in spec.splits if s not in ("all", "labelled")}
+        if spec.info is not None:
+            out.update(spec.info(path, meta))
+        else:  # a labelled set with an unlabelled pool
             lab = load_embedded(base, "labelled", path=path)
             out.update(
                 shapes=meta["shapes"],

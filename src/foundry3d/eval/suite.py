@@ -134,7 +134,9 @@ def evaluate(
         return compare_results(compare)  # the CLI prints it
     if model is None:
         raise EvalError("eval needs a model (--model SPEC), or --compare RESULTS...")
-    cfg = load_config(_eval_config(), config, overrides)  # built now: a task registered at run time has its section
+    cfg: Any = load_config(
+        _eval_config(), config, overrides
+    )  # built now: a task registered at run time has its section
     tasks = list(tasks or DEFAULT_TASKS)
     parsed = [parse_task(t) for t in tasks]  # fail on a bad task name before any work
     if cfg.threads:
