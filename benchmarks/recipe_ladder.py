@@ -40,19 +40,21 @@ def main() -> None:
     for r in args.recipe or ["base="]:
         name, _, ov = r.partition("=")
         recipes[name] = [o for o in ov.split(";") if o]
-    ev = [*QUICK.eval, "splits=val", "progress=false", f"fidelity.teacher={args.teacher}"]
+    ev = ["splits=val", "progress=false", f"fidelity.teacher={args.teacher}"]
+    protocol = {"config": QUICK.eval, "overrides": ev, "out": out / "eval"}
     results = {
-        "teacher": evaluate(args.teacher, args.tasks, overrides=ev, out=out / "eval", name="teacher"),
-        "floor": evaluate(f"floor:{args.teacher}", args.tasks, overrides=ev, out=out / "eval", name="floor"),
+        "teacher": evaluate(args.teacher, args.tasks, name="teacher", **protocol),
+        "floor": evaluate(f"floor:{args.teacher}", args.tasks, name="floor", **protocol),
     }
     for name, ov in recipes.items():
         for s in args.s:
             run = out / "students" / f"{name}_s{s}"
-            overrides = [*QUICK.distill, f"data.cache_dir={out / 'cache'}", "engine.progress=false", *ov]
-            distill(teacher=args.teacher, supertokens=s, overrides=overrides, out=run, resume=run.exists())
-            results[f"{name} s={s}"] = evaluate(
-                str(run / "release"), args.tasks, overrides=ev, out=out / "eval", name=f"{name}_s{s}"
-            )
+            overrides = [f"data.cache_dir={out / 'cache'}", "engine.progress=false", *ov]
+            distill(
+                teacher=args.teacher, supertokens=s, config=QUICK.distill, overrides=overrides, out=run,
+                resume=run.exists(),
+            )  # fmt: skip
+            results[f"{name} s={s}"] = evaluate(str(run / "release"), args.tasks, name=f"{name}_s{s}", **protocol)
     comp = comparison(
         results["teacher"], results["floor"], {k: v for k, v in results.items() if k not in ("teacher", "floor")}
     )

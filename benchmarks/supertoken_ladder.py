@@ -30,7 +30,7 @@ import torch
 from foundry3d.eval.results import context_r2, over_seeds, paired_over_seeds, primary
 from foundry3d.eval.suite import evaluate
 from foundry3d.files import MARKER, atomic_write
-from foundry3d.quickstart import DISTILL_COMMON, QUICK
+from foundry3d.quickstart import QUICK
 from foundry3d.token_sweep import BEFORE_LADDER
 from foundry3d.train.distill import distill
 
@@ -59,9 +59,8 @@ DATA = "data.datasets=[sh3d16:fit, sh3d16:pool, kicad33:fit, kicad33:pool]"  # n
 
 
 def _recipe(steps: int) -> list[str]:
-    common = [o for o in DISTILL_COMMON if not o.startswith("data.datasets=")]
+    """Changes to the quickstart's distillation config (``QUICK.distill``): fit splits, ``steps`` steps."""
     return [
-        *common,
         DATA,
         "data.cache_views=1",
         f"engine.steps={steps}",
@@ -92,11 +91,12 @@ def main() -> None:
             run = out / "students" / name
             ov = [*_recipe(a.steps), f"engine.seed={seed}", f"data.cache_dir={out / 'cache'}", *RUNGS[rung]]
             if not (run / "release" / "model.safetensors").exists():
-                distill(teacher=a.teacher, overrides=ov, out=run, resume=run.exists())
+                distill(teacher=a.teacher, config=QUICK.distill, overrides=ov, out=run, resume=run.exists())
             res = evaluate(
                 str(run / "release"),
                 TASKS,
-                overrides=[*QUICK.eval, "splits=val", f"fidelity.teacher={a.teacher}", f"threads={a.threads}"],
+                config=QUICK.eval,
+                overrides=["splits=val", f"fidelity.teacher={a.teacher}", f"threads={a.threads}"],
                 out=out / "eval",
                 name=name,
             )

@@ -5,7 +5,13 @@ import torch
 
 import foundry3d
 from foundry3d import quickstart as qs
+from foundry3d.config import apply_overrides
 from foundry3d.models.checkpoint import save_release
+
+
+def as_config(*settings: str) -> dict:
+    """A partial config (what a recipe's distill / eval field holds) from dotted settings."""
+    return apply_overrides({}, list(settings))
 
 
 def tiny_recipe() -> qs.Recipe:
@@ -14,7 +20,7 @@ def tiny_recipe() -> qs.Recipe:
         build=[],
         tasks=["svm:synthetic@8", "fewshot:synthetic@12", "partseg:synthetic@4", "fidelity:synthetic@4"],
         showcase=["synthetic:test@2"],
-        distill=[
+        distill=as_config(
             "data.datasets=[synthetic:train@10]",
             "data.num_points=256",
             "data.cache_views=1",
@@ -25,8 +31,8 @@ def tiny_recipe() -> qs.Recipe:
             "engine.tensorboard=false",
             "engine.progress=false",
             "engine.log_every=5",
-        ],
-        eval=[
+        ),
+        eval=as_config(
             "progress=false",
             "svm.grid=[0.1]",
             "svm.num_points=256",
@@ -37,7 +43,7 @@ def tiny_recipe() -> qs.Recipe:
             "partseg.num_points=256",
             "partseg.engine.batch_size=8",
             "partseg.points_per_step=32",
-        ],
+        ),
         bench_points=[256, 512],
         bench_batches=[1, 2],
         bench_budget_s=0.05,

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import foundry3d
+from foundry3d.config import apply_overrides
 from foundry3d.models.checkpoint import save_release
 from foundry3d.study import StudyError, study
 
@@ -39,8 +40,8 @@ ABLATION_ONLY = {
     "gate_keep": [],
     "merging": [],
     "experts": [],
-    "distill": [o for o in DISTILL if not o.startswith("engine.steps")] + ["engine.steps=4"],
-    "eval": EVAL,
+    "distill": apply_overrides({}, [o for o in DISTILL if not o.startswith("engine.steps")] + ["engine.steps=4"]),
+    "eval": apply_overrides({}, EVAL),
     "flops_points": 256,
 }
 
@@ -63,9 +64,9 @@ def test_study_end_to_end_on_a_tiny_teacher(tmp_path):
         gate_keep=[4],
         merging=["tome", "pitome"],
         experts=["cls:synthetic@6"],
-        distill=DISTILL,
+        distill=apply_overrides({}, DISTILL),
         expert_overrides=EXPERT,
-        eval=EVAL,
+        eval=apply_overrides({}, EVAL),
         flops_points=256,
     )
     res = study("paper", config=cfg, out=tmp_path / "paper")

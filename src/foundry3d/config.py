@@ -237,6 +237,36 @@ def load_config(
     return from_dict(cls, apply_overrides(data, overrides))
 
 
+def partial_settings(config: str | Path | dict[str, Any]) -> list[str]:
+    """A partial config (built-in name, YAML file or mapping) as the dotted ``key=value`` settings it makes, for
+    reports: ``distill/quickstart`` -> ``["data.datasets=[...]", "data.cache_views=1", ...]``."""
+    if isinstance(config, dict):
+        data = config
+    else:
+        p = Path(config)
+        data = read_yaml(p if p.suffix in (".yaml", ".yml") or p.exists() else builtin_config(str(config)))
+
+    def flat(node: dict[str, Any], prefix: str) -> list[str]:
+        out = []
+        for k, v in node.items():
+            if isinstance(v, dict) and v:
+                out += flat(v, f"{prefix}{k}.")
+            else:
+                out.append(f"{prefix}{k}={_plain(v)}")
+        return out
+
+    return flat(data, "")
+
+
+def _plain(v: Any) -> str:
+    """A value as a command-line override writes it: ``[a, b]``, ``true``, ``null``, ``1e-06``."""
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_plain(x) for x in v) + "]"
+    if isinstance(v, bool) or v is None:
+        return {True: "true", False: "false", None: "null"}[v]
+    return str(v)
+
+
 def save_yaml(obj: Any, path: str | Path) -> None:
     """Write a config (dataclass or mapping) as plain YAML, atomically: the resolved config saved beside every run."""
     write_text(path, yaml.safe_dump(to_dict(obj), sort_keys=False))

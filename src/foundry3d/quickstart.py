@@ -54,53 +54,19 @@ class Recipe:
         ]
     )
     showcase: list[str] = field(default_factory=lambda: ["sh3d16:test", "kicad33:test"])  # occupancy + renders
-    distill: list[str] = field(default_factory=list)  # distillation overrides
-    eval: list[str] = field(default_factory=list)  # evaluation overrides
+    # the students' and the protocols' recipes: partial configs (a built-in name under foundry3d/configs, a YAML
+    # file, or a mapping) that every student and evaluation starts from
+    distill: str | dict = "distill/quickstart"
+    eval: str | dict = "eval/quickstart"
     bench_points: list[int] = field(default_factory=lambda: [1024, 8192, 32768])
     bench_batches: list[int] = field(default_factory=lambda: [1, 32])
     bench_budget_s: float = 1.5
     bench_batch32_max_points: int = 2048  # batch 32 only up to this many points (time)
 
 
-DISTILL_COMMON = [
-    "data.datasets=[sh3d16:train, sh3d16:pool, kicad33:train, kicad33:pool]",  # train splits + pools only
-    "probe.enabled=false",
-    "engine.tensorboard=false",
-    # the engine settings the recorded runs used (before a partial engine section kept the recipe's other
-    # defaults, any engine.* override reset them to the engine's own: batch 32, lr 1e-3, checkpoints every 200)
-    "engine.batch_size=32",
-    "engine.lr=0.001",
-    "engine.ckpt_every=200",
-]
-# the same for the part-segmentation head's engine (its recipe defaults: lr 2e-3, warm-up 30, ...)
-PARTSEG_AS_RECORDED = [
-    "partseg.engine.lr=0.001",
-    "partseg.engine.min_lr=1e-06",
-    "partseg.engine.warmup_steps=100",
-    "partseg.engine.log_every=10",
-    "partseg.engine.ckpt_every=200",
-    "partseg.engine.progress=true",
-]
 QUICK = Recipe(
     # part segmentation (no headroom on the embedded teacher and the slowest task) runs in --full and the study
     tasks=["svm:sh3d16", "svm:kicad33", "fewshot:kicad33", "fidelity:kicad33"],
-    distill=[
-        *DISTILL_COMMON,
-        "data.cache_views=1",
-        "engine.steps=600",
-        "engine.warmup_steps=50",
-        "engine.log_every=20",
-    ],
-    eval=[
-        "svm.published=false",
-        "svm.grid=[0.03, 0.1, 0.3]",
-        "svm.cv_max_samples=1200",
-        "partseg.features=output",
-        "partseg.seeds=[0]",
-        "partseg.max_train_shapes=1000",
-        "partseg.engine.steps=300",
-        *PARTSEG_AS_RECORDED,
-    ],
 )
 FULL = Recipe(
     build=["sh3d16", "kicad", "kicadboards"],
@@ -112,8 +78,8 @@ FULL = Recipe(
         "fidelity:kicad33",
         "sceneseg:kicadboards",
     ],
-    distill=[*DISTILL_COMMON, "data.cache_views=4", "engine.steps=4000", "engine.log_every=50"],
-    eval=["partseg.features=output"],
+    distill="distill/quickstart_full",
+    eval="eval/quickstart_full",
     bench_budget_s=6.0,
     bench_batch32_max_points=8192,
 )
@@ -225,11 +191,9 @@ def _stage_distill(out: Path, recipe: Recipe, teacher: str, root: str | None) ->
     for s in recipe.supertokens:
         print(f"[quickstart] distill: student with s = {s} SuperTokens", flush=True)
         t1 = time.time()
-        ov = [*recipe.distill, f"data.cache_dir={out / 'cache'}"]
-        if root:
-            ov.append(f"data.root={root}")
+        ov = [f"data.cache_dir={out / 'cache'}", *([f"data.root={root}"] if root else [])]
         run = out / "students" / f"s{s}"
-        distill(teacher=teacher, supertokens=s, overrides=ov, out=run, resume=run.exists())
+        distill(teacher=teacher, supertokens=s, config=recipe.distill, overrides=ov, out=run, resume=run.exists())
         students[str(s)] = str(out / "students" / f"s{s}" / "release")
         timings[str(s)] = round(time.time() - t1, 1)
     return _finish(out, "distill", {"students": students, "seconds_per_student": timings}, t0)
@@ -246,8 +210,16 @@ def _stage_eval(out: Path, recipe: Recipe, teacher: str, distilled: dict[str, An
     results = {}
     for name, spec in _models(teacher, distilled).items():
         print(f"[quickstart] eval: {name}", flush=True)
-        ov = [*recipe.eval, f"fidelity.teacher={teacher}"]  # the reference every model's tokens are compared with
-        r = evaluate(spec, recipe.tasks, overrides=ov, out=out / "eval", root=root, name=name.replace("=", ""))
+        ov = [f"fidelity.teacher={teacher}"]  # the reference every model's tokens are compared with
+        r = evaluate(
+            spec,
+            recipe.tasks,
+            config=recipe.eval,
+            overrides=ov,
+            out=out / "eval",
+            root=root,
+            name=name.replace("=", ""),
+        )
         results[name] = r
     return _finish(out, "eval", {"results": results, "tasks": recipe.tasks}, t0)
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from foundry3d.config import load_config
+from foundry3d.config import load_config, partial_settings
 from foundry3d.edge.flops import count_flops
 from foundry3d.errors import Foundry3DError
 from foundry3d.eval.results import comparison, context_r2, over_seeds, paired_over_seeds
@@ -42,7 +42,6 @@ from foundry3d.files import atomic_write, holds_record, run_folder
 from foundry3d.models.backbone import PointTransformer
 from foundry3d.models.hub import load_teacher, model_hash, resolve
 from foundry3d.models.merging import flops_matched_r
-from foundry3d.quickstart import QUICK
 from foundry3d.report.study_report import write_study_report
 from foundry3d.token_sweep import SweepConfig, token_sweep
 from foundry3d.train.distill import distill
@@ -84,20 +83,8 @@ class StudyConfig:
     gate_keep: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
     merging: list[str] = field(default_factory=lambda: ["tome", "pitome"])
     experts: list[str] = field(default_factory=lambda: ["cls:sh3d16", "cls:kicad33", "seg:kicadparts"])
-    distill: list[str] = field(
-        default_factory=lambda: [
-            "data.datasets=[sh3d16:train, sh3d16:pool, kicad33:train, kicad33:pool]",
-            "data.cache_views=2",
-            "engine.steps=1500",
-            "engine.warmup_steps=100",
-            "engine.log_every=50",
-            "probe.enabled=false",
-            "engine.tensorboard=false",
-            "engine.batch_size=32",  # the engine settings the recorded study ran with (see quickstart.py)
-            "engine.lr=0.001",
-            "engine.ckpt_every=200",
-        ]
-    )
+    # the students' recipe: a partial DistillConfig (built-in name, YAML file or mapping) every student starts from
+    distill: str | dict = "distill/study"
     gate_distill: list[str] = field(default_factory=lambda: ["student.gate=true", "loss.gate_lambda=0.01"])
     # experts: a short fine-tuning (head only for a third, then everything) and a KD of the same length;
     # segmentation at 1,024 points so that an expert costs minutes on a CPU
@@ -121,7 +108,7 @@ class StudyConfig:
             ),
         ]
     )
-    eval: list[str] = field(default_factory=lambda: list(QUICK.eval))  # the quickstart's protocols
+    eval: str | dict = "eval/quickstart"  # the protocols: a partial EvalConfig (the quickstart's)
     flops_points: int = 1024
     token_sweep: SweepConfig = field(default_factory=SweepConfig)
 
@@ -211,12 +198,12 @@ def _run(out: Path, name: str, cfg: StudyConfig, teacher: Any, finger: dict[str,
     for sname, ov in _students(cfg).items():
         run = out / "students" / _slug(sname)
         t1 = time.time()
-        overrides_list = [*cfg.distill, f"data.cache_dir={out / 'cache'}", *(f"{k}={v}" for k, v in ov.items())]
+        overrides_list = [f"data.cache_dir={out / 'cache'}", *(f"{k}={v}" for k, v in ov.items())]
         if cfg.root:
             overrides_list.append(f"data.root={cfg.root}")
         if cfg.data:
             overrides_list.append(f"data.datasets=[{', '.join(cfg.data)}]")
-        distill(teacher=cfg.teacher, overrides=overrides_list, out=run, resume=run.exists())
+        distill(teacher=cfg.teacher, config=cfg.distill, overrides=overrides_list, out=run, resume=run.exists())
         seconds[f"distill {sname}"] = round(time.time() - t1, 1)
         group = "gate" if "gate" in sname else "seed" if " seed=" in sname else "student"
         models[sname] = {"spec": str(run / "release"), "group": group, "kind": ov["student.kind"]}
@@ -249,8 +236,16 @@ def _run(out: Path, name: str, cfg: StudyConfig, teacher: Any, finger: dict[str,
     x = torch.randn(1, cfg.flops_points, 3, generator=torch.Generator().manual_seed(0))
     for mname, m in models.items():
         t1 = time.time()
-        protocol = [*cfg.eval, f"fidelity.teacher={cfg.teacher}"]  # every model's tokens against the study's teacher
-        record = evaluate(m["spec"], cfg.tasks, overrides=protocol, out=out / "eval", root=cfg.root, name=_slug(mname))
+        protocol = [f"fidelity.teacher={cfg.teacher}"]  # every model's tokens against the study's teacher
+        record = evaluate(
+            m["spec"],
+            cfg.tasks,
+            config=cfg.eval,
+            overrides=protocol,
+            out=out / "eval",
+            root=cfg.root,
+            name=_slug(mname),
+        )
         assert isinstance(record, dict)  # a record (only compare=... returns text)
         results[mname] = record
         net, info = resolve(m["spec"])
@@ -264,15 +259,18 @@ def _run(out: Path, name: str, cfg: StudyConfig, teacher: Any, finger: dict[str,
     sweep = None
     if cfg.token_sweep.enabled:
         t1 = time.time()
-        recipe = [*cfg.distill, *([f"data.root={cfg.root}"] if cfg.root else [])]
-        recipe += [f"data.datasets=[{', '.join(cfg.data)}]"] if cfg.data else []
-        sweep = token_sweep(cfg.token_sweep, out / "sweep", cfg.teacher, recipe, cfg.eval, threads=None, root=cfg.root)
+        extra = [*([f"data.root={cfg.root}"] if cfg.root else [])]
+        extra += [f"data.datasets=[{', '.join(cfg.data)}]"] if cfg.data else []
+        sweep = token_sweep(
+            cfg.token_sweep, out / "sweep", cfg.teacher, cfg.distill, extra, cfg.eval, threads=None, root=cfg.root
+        )
         seconds["token sweep"] = round(time.time() - t1, 1)
     record = {
         "seeds": seed_table(cfg, results),
         "token_sweep": sweep,
         "study": name,
         "config": asdict(cfg),
+        "recipes": {"distill": partial_settings(cfg.distill), "eval": partial_settings(cfg.eval)},
         "teacher": {"spec": cfg.teacher, "hash": model_hash(teacher), "name": teacher.cfg.name},
         "models": models,
         "tasks": cfg.tasks,

@@ -30,7 +30,6 @@ from foundry3d.data.registry import dataset_base, dataset_info
 from foundry3d.errors import ConfigError
 from foundry3d.eval.results import comparison, context_r2, over_seeds, paired_over_seeds, primary
 from foundry3d.eval.suite import evaluate
-from foundry3d.quickstart import DISTILL_COMMON, QUICK
 from foundry3d.train.distill import distill
 
 # the DSO before the ladder chose its defaults (docs/study/ladder.json): kind foundry_before
@@ -81,8 +80,9 @@ def token_sweep(
     cfg: SweepConfig,
     out: Path,
     teacher: str = "embedded",
-    recipe: list[str] | None = None,
-    eval_overrides: list[str] | None = None,
+    recipe: str | dict = "distill/quickstart",
+    recipe_overrides: list[str] | None = None,
+    eval_config: str | dict = "eval/quickstart",
     threads: int | None = 1,
     root: str | None = None,
 ) -> dict[str, Any]:
@@ -93,9 +93,10 @@ def token_sweep(
         cfg: kinds, sizes, seeds, steps, tasks.
         out: the sweep's folder (students, evaluations and the teacher-target cache of each size).
         teacher: the teacher spec every kind is distilled from.
-        recipe: the distillation overrides every student shares (default: the quickstart's); the sweep adds
-            steps, cloud size, patch tokens, s and seed after them.
-        eval_overrides: evaluation protocol settings (default: the quickstart's).
+        recipe: the partial distillation config every student starts from (default: the quickstart's).
+        recipe_overrides: changes to it every student shares (data, root); the sweep sets steps, cloud size,
+            patch tokens, s and seed after them.
+        eval_config: the partial evaluation config (default: the quickstart's protocols).
         threads: torch threads (None: all cores).
         root: dataset cache folder.
     """
@@ -109,7 +110,6 @@ def token_sweep(
     for n in cfg.sizes:
         groups = round(n * 64 / 1024)
         ev = [
-            *(QUICK.eval if eval_overrides is None else eval_overrides),
             f"svm.num_points={n}",
             f"fidelity.num_points={n}",
             f"fidelity.teacher={teacher}",
@@ -117,7 +117,9 @@ def token_sweep(
         ev += [f"threads={threads}" if threads else "threads=null", "progress=false"]
         folder = out / f"points{n}"
         refs = {
-            name: _record(evaluate(spec, cfg.tasks, overrides=ev, out=folder / "eval", name=name, root=root))
+            name: _record(
+                evaluate(spec, cfg.tasks, config=eval_config, overrides=ev, out=folder / "eval", name=name, root=root)
+            )
             for name, spec in (("teacher", teacher), ("floor", f"floor:{teacher}"))
         }
         runs: dict[str, dict[int, dict[str, Any]]] = {k: {} for k in kinds}
@@ -127,7 +129,7 @@ def token_sweep(
                 name = f"{kind}_seed{seed}"
                 run = folder / "students" / name
                 overrides = [
-                    *(DISTILL_COMMON if recipe is None else recipe),
+                    *(recipe_overrides or []),
                     "data.cache_views=1",
                     f"engine.steps={cfg.steps}",
                     "engine.warmup_steps=50",
@@ -141,8 +143,11 @@ def token_sweep(
                     *ov,
                 ]
                 if not (run / "release" / "model.safetensors").exists():
-                    distill(teacher=teacher, overrides=overrides, out=run, resume=run.exists())
-                res = evaluate(str(run / "release"), cfg.tasks, overrides=ev, out=folder / "eval", name=name, root=root)
+                    distill(teacher=teacher, config=recipe, overrides=overrides, out=run, resume=run.exists())
+                res = evaluate(
+                    str(run / "release"), cfg.tasks, config=eval_config, overrides=ev, out=folder / "eval", name=name,
+                    root=root,
+                )  # fmt: skip
                 runs[kind][seed] = _record(res)
                 seconds[name] = {"train": train_seconds(run / "metrics.jsonl"), "eval": eval_seconds(runs[kind][seed])}
         seconds.update({f"{k} eval": eval_seconds(v) for k, v in refs.items()})

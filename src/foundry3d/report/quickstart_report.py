@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from foundry3d.config import partial_settings
 from foundry3d.eval.results import ci, comparison, primary
 from foundry3d.files import atomic_write
 from foundry3d.report.plots import cost_vs_s, latency_vs_points, loss_curves, score_vs_s
@@ -126,8 +127,8 @@ def build_report(out: Path, recipe: Any, finger: dict[str, Any], stages: dict[st
         "tables": {"main": main, "costs": costs, "occupancy": occ_table, "bench": bench},
         "partseg": partseg,
         "recipe": {
-            "distill": recipe.distill,
-            "eval": recipe.eval,
+            "distill": partial_settings(recipe.distill),  # the partial configs, as the settings they make
+            "eval": partial_settings(recipe.eval),
             "bench_points": recipe.bench_points,
             "bench_batches": recipe.bench_batches,
             "bench_budget_s": recipe.bench_budget_s,
