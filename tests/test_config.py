@@ -62,3 +62,20 @@ def test_a_partial_section_keeps_the_recipes_other_defaults():
     assert (changed.engine.batch_size, changed.engine.lr, changed.engine.ckpt_every) == (64, 5e-4, 250)
     lines = describe_config(changed)
     assert "engine.steps: 7" in lines and any(ln.startswith("loss.beta: 1.0  # SmoothL1 beta") for ln in lines)
+
+
+def test_the_recipes_partial_configs_resolve_and_read_back_as_their_settings():
+    from foundry3d.config import load_config, partial_settings, to_dict
+    from foundry3d.eval.suite import EvalConfig
+    from foundry3d.quickstart import FULL, QUICK
+    from foundry3d.study import StudyConfig
+    from foundry3d.train.distill import DistillConfig
+
+    pairs = [(DistillConfig, c) for c in (QUICK.distill, FULL.distill, StudyConfig().distill)]
+    pairs += [(EvalConfig, c) for c in (QUICK.eval, FULL.eval)]
+    for cls, cfg in pairs:
+        settings = partial_settings(cfg)
+        assert settings and to_dict(load_config(cls, None, settings)) == to_dict(load_config(cls, cfg)), cfg
+    quick = load_config(DistillConfig, QUICK.distill)
+    assert (quick.engine.steps, quick.data.cache_views, quick.probe.enabled) == (600, 1, False)
+    assert all(":test" not in d and ":val" not in d for d in quick.data.datasets)  # never a held-out split
