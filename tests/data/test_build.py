@@ -117,3 +117,9 @@ def test_every_built_dataset_has_a_spec_file_and_every_build_a_builder():
 
     with pytest.raises(DatasetError, match=r"buildable: corpus, kicad, kicadboards, sh3d16"):
         build("modelnet")
+
+
+def test_data_info_shows_the_protocol_a_dataset_is_evaluated_with():
+    from foundry3d.data.registry import dataset_info
+
+    assert dataset_info("synthetic:test@2")["protocol"]["sampling"] == "first"

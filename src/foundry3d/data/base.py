@@ -98,6 +98,9 @@ class PointCloudDataset:
         }
         if (labels < 0).any():
             out["unlabelled"] = int((labels < 0).sum())
+        protocol = getattr(self, "protocol", None)  # the cloud size, patches and sampling its protocol reads
+        if protocol:
+            out["protocol"] = dict(protocol)
         return out
 
     def __repr__(self) -> str:
