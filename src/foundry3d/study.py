@@ -77,7 +77,7 @@ class StudyConfig:
     )
     # engine.seed of the compared students: every kind of the ablation is distilled once per seed, so the
     # differences between kinds carry the training noise (the SuperToken question needs >= 3)
-    seeds: list[int] = field(default_factory=lambda: [1])
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     sweep: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
     gate_r: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 0.9, 1.0])
     gate_keep: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
