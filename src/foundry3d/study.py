@@ -36,7 +36,7 @@ import torch
 from foundry3d.config import load_config, partial_settings
 from foundry3d.edge.flops import count_flops
 from foundry3d.errors import Foundry3DError
-from foundry3d.eval.results import comparison, context_r2, over_seeds, paired_over_seeds
+from foundry3d.eval.results import comparison, kinds_over_seeds
 from foundry3d.eval.suite import evaluate
 from foundry3d.files import atomic_write, holds_record, run_folder
 from foundry3d.models.backbone import PointTransformer
@@ -299,16 +299,7 @@ def seed_table(cfg: StudyConfig, results: dict[str, dict[str, Any]]) -> dict[str
     for task in cfg.tasks:
         proto = task.split(":", 1)[0]
         runs = {k: [results[n]["tasks"][task] for n in v] for k, v in names.items() if task in results[v[0]]["tasks"]}
-        rows: dict[str, Any] = {}
-        for kind, rs in runs.items():
-            rows[kind] = over_seeds(proto, rs)
-            if kind != "foundry" and "foundry" in runs:
-                rows[kind]["minus_foundry"] = paired_over_seeds(proto, rs, runs["foundry"])
-        if proto == "fidelity" and "mlp" in rows:
-            ref = rows["mlp"]["seeds"]
-            for row in rows.values():
-                row["context_r2"] = context_r2(row["seeds"], ref)
-        table["tasks"][task] = rows
+        table["tasks"][task] = kinds_over_seeds(proto, runs, "foundry", "minus_foundry", ref_minus_kind=False)
     return table
 
 

@@ -28,7 +28,7 @@ import torch
 
 from foundry3d.data.registry import dataset_base, dataset_info
 from foundry3d.errors import ConfigError
-from foundry3d.eval.results import comparison, context_r2, over_seeds, paired_over_seeds, primary
+from foundry3d.eval.results import comparison, kinds_over_seeds, primary
 from foundry3d.eval.suite import evaluate
 from foundry3d.train.distill import distill
 
@@ -216,19 +216,9 @@ def size_summary(
             "teacher": primary(refs["teacher"]["tasks"][task], proto),
             "floor": primary(refs["floor"]["tasks"][task], proto),
             "headroom": next(iter(comp[task]["students"].values()))["gain"]["gap_ci95"] if task in comp else None,
-            "kinds": {},
         }
-        for kind, per_seed in runs.items():
-            cell = over_seeds(proto, [per_seed[s]["tasks"][task] for s in seeds])
-            if kind != dso:
-                cell["dso_minus"] = paired_over_seeds(
-                    proto, [runs[dso][s]["tasks"][task] for s in seeds], [per_seed[s]["tasks"][task] for s in seeds]
-                )
-            row["kinds"][kind] = cell
-        if proto == "fidelity" and "mlp" in row["kinds"]:
-            ref = row["kinds"]["mlp"]["seeds"]
-            for cell in row["kinds"].values():
-                cell["context_r2"] = context_r2(cell["seeds"], ref)
+        per_kind = {kind: [per_seed[s]["tasks"][task] for s in seeds] for kind, per_seed in runs.items()}
+        row["kinds"] = kinds_over_seeds(proto, per_kind, dso, "dso_minus", ref_minus_kind=True)
         tasks[task] = row
     return {
         "points": n,

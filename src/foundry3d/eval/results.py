@@ -43,14 +43,14 @@ def ci(res: dict[str, Any]) -> tuple[float, float] | None:
     return None if c is None else (float(c[0]), float(c[1]))
 
 
-def format_score(res: dict[str, Any], proto: str, scale: float = 100.0) -> str:
-    """``84.6 [81.0, 88.1]`` (95 % CI), ``-`` when the task has no result."""
+def format_score(res: dict[str, Any], proto: str) -> str:
+    """``84.6 [81.0, 88.1]`` (95 % CI; in the task's own scale, e.g. points for accuracy), ``-`` when the task has
+    no result."""
     v = primary(res, proto)
     if v is None:
         return "-"
     c = ci(res)
-    own, digits = scale_digits(proto)
-    s = scale if own != 1.0 else 1.0
+    s, digits = scale_digits(proto)
     text = f"{s * v:.{digits}f}"
     return text + (f" [{s * c[0]:.{digits}f}, {s * c[1]:.{digits}f}]" if c is not None else "")
 
@@ -175,6 +175,25 @@ def paired_over_seeds(
         boot[j] = np.mean(d)
     lo, hi = np.percentile(boot, [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2])
     return [point, float(lo), float(hi)]
+
+
+def kinds_over_seeds(
+    proto: str, runs: dict[str, list[dict[str, Any]]], ref: str, diff_key: str, ref_minus_kind: bool
+) -> dict[str, dict[str, Any]]:
+    """Each model kind trained with several seeds (``runs[kind][k]``: its result with the k-th seed) on one task:
+    :func:`over_seeds`, its paired difference to kind ``ref`` under ``diff_key`` (ref - kind when
+    ``ref_minus_kind``, else kind - ref), and for token fidelity the context R^2 against the ``mlp`` kind."""
+    rows: dict[str, dict[str, Any]] = {}
+    for kind, rs in runs.items():
+        rows[kind] = over_seeds(proto, rs)
+        if kind != ref and ref in runs:
+            a, b = (runs[ref], rs) if ref_minus_kind else (rs, runs[ref])
+            rows[kind][diff_key] = paired_over_seeds(proto, a, b)
+    if proto == "fidelity" and "mlp" in rows:
+        mlp = rows["mlp"]["seeds"]
+        for row in rows.values():
+            row["context_r2"] = context_r2(row["seeds"], mlp)
+    return rows
 
 
 def format_gain(g: dict[str, Any]) -> str:

@@ -67,7 +67,11 @@ def _eval_config() -> type:
     return cls
 
 
-EvalConfig: Any = _eval_config()
+def __getattr__(name: str) -> Any:
+    """``EvalConfig`` (for ``--show-config`` and imports) is built on first use: building it imports every task."""
+    if name == "EvalConfig":
+        return _eval_config()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def parse_task(task: str) -> tuple[str, str, str | None]:
@@ -134,9 +138,8 @@ def evaluate(
         return compare_results(compare)  # the CLI prints it
     if model is None:
         raise EvalError("eval needs a model (--model SPEC), or --compare RESULTS...")
-    cfg: Any = load_config(
-        _eval_config(), config, overrides
-    )  # built now: a task registered at run time has its section
+    # built per call: a task registered at run time has its section
+    cfg: Any = load_config(_eval_config(), config, overrides)
     tasks = list(tasks or DEFAULT_TASKS)
     parsed = [parse_task(t) for t in tasks]  # fail on a bad task name before any work
     if cfg.threads:
@@ -213,4 +216,11 @@ def _safe(s: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in Path(s).name or s)[:60] or "model"
 
 
-__all__ = ["DEFAULT_TASKS", "DatasetError", "EvalConfig", "EvalError", "EvalSettings", "evaluate", "verb_help"]
+__all__ = [
+    "DEFAULT_TASKS",
+    "DatasetError",
+    "EvalError",
+    "EvalSettings",
+    "evaluate",
+    "verb_help",
+]  # and EvalConfig, built on use

@@ -102,11 +102,6 @@ def tasks() -> Registry[type[EvalTask]]:
 _loaded: list[bool] = []
 
 
-def task(name: str) -> EvalTask:
-    """The task called ``name`` (an unknown name lists the registered ones)."""
-    return tasks().get(name)()
-
-
 def statistic(name: str) -> Callable[[Items, np.ndarray], float]:
     """f(per-item arrays, item indices) -> the task's headline on those items."""
     return tasks().get(name).statistic
