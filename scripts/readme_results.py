@@ -26,7 +26,15 @@ from foundry3d.eval.results import comparison, format_gain, format_score
 from foundry3d.eval.task import scale_digits
 from foundry3d.report.plots import sweep_differences
 from foundry3d.report.study_report import study_tables
-from foundry3d.report.tables import Table, paper_claim_lines, seed_cell, sweep_table, sweep_verdict, task_label
+from foundry3d.report.tables import (
+    Table,
+    no_headroom_lines,
+    paper_claim_lines,
+    seed_cell,
+    sweep_table,
+    sweep_verdict,
+    task_label,
+)
 from foundry3d.train.runlog import read_metrics
 
 START, END = "<!-- SUMMARY -->", "<!-- /SUMMARY -->"
@@ -59,6 +67,9 @@ test items and seeds (95 % CIs; a CI holding 0 is no difference):
 - **{{ line }}**
 {% endfor %}
 {% for line in sweep.verdict %}
+- {{ line }}
+{% endfor %}
+{% for line in sweep.no_headroom %}
 - {{ line }}
 {% endfor %}
 
@@ -333,6 +344,7 @@ def sweep_context(path: Path) -> dict[str, Any] | None:
         "table": sweep_table("Token-count sweep: each kind against DSO as one SuperToken stands for more tokens", rec),
         "figure": str(figure.relative_to(path.parent.parent.parent)),
         "verdict": sweep_verdict(rec),
+        "no_headroom": no_headroom_lines(rec),
         "claims": paper_claim_lines(rec),
         "seeds": len(rec["config"]["seeds"]),
         "record": rec,

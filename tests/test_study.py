@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -129,6 +130,8 @@ def test_the_token_sweep_pairs_each_kind_with_dso_at_every_size_and_reports_it(t
             "supertokens": 4,
             "steps": 3,
             "tasks": ["svm:synthetic@4", "fidelity:synthetic@4"],
+            "large_tasks": ["knn:synthetic@4"],  # measured only at the larger size, as partseg is
+            "large_from": 512,
         },
     )
     study("paper", config=cfg, out=tmp_path / "paper")
@@ -137,6 +140,13 @@ def test_the_token_sweep_pairs_each_kind_with_dso_at_every_size_and_reports_it(t
         (256, 16, 4.0),
         (512, 32, 8.0),
     ]
+    assert list(sweep["sizes"]["256"]["tasks"]) == ["svm:synthetic@4", "fidelity:synthetic@4"]
+    big = sweep["sizes"]["512"]  # knn is compared only where teacher - floor has headroom, else it says so
+    compared, left_out = "knn:synthetic@4" in big["tasks"], big["no_headroom"].get("knn:synthetic@4")
+    assert compared != bool(left_out) and "no_headroom" in sweep["sizes"]["256"]
+    if left_out:
+        lo, hi = left_out["gap_ci95"]
+        assert not lo > 0 and lo <= left_out["gap"] <= hi
     fid = sweep["sizes"]["512"]["tasks"]["fidelity:synthetic@4"]
     assert set(fid["kinds"]) == {"foundry", "kmeans", "mlp", "foundry_before"}
     assert len(fid["kinds"]["kmeans"]["seeds"]) == 2 and "dso_minus" not in fid["kinds"]["foundry"]
@@ -147,6 +157,11 @@ def test_the_token_sweep_pairs_each_kind_with_dso_at_every_size_and_reports_it(t
     assert "num_groups: 32" in text and "empty_bins: fallback" in text and "seed: 2" in text
     md = (tmp_path / "paper" / "study.md").read_text()
     assert "6. Token-count sweep" in md and "figures/token_sweep.png" in md
+    rows = [line for line in md.splitlines() if line.startswith("| 256 points")]
+    if compared:  # a task measured at one size only shows '-' at the other
+        assert rows and all("| - |" in line.split("teacher", 1)[-1] for line in rows)
+    else:
+        assert "at 512 points: no headroom, so no kind was compared on it" in md
     assert (tmp_path / "paper" / "figures" / "token_sweep.png").stat().st_size > 0
 
 
@@ -167,3 +182,22 @@ def test_a_students_training_cost_comes_from_its_log_without_the_time_it_was_sto
     rows = [(10, 100.0), (20, 110.0), (30, 120.0), (40, 5000.0), (50, 5010.0)]  # killed after 30, resumed later
     log.write_text("\n".join(json.dumps({"step": s, "split": "train", "time": t}) for s, t in rows))
     assert train_seconds(log) == 50.0  # 10 steps before the first log + 40 steps at 1 s per step
+
+
+def test_a_large_size_task_is_compared_only_where_the_teacher_has_headroom_and_the_table_says_why_not():
+    from foundry3d.report.tables import no_headroom_lines
+    from foundry3d.token_sweep import headroom
+
+    def res(score):
+        return {"per_item": {"score": score}, "acc": float(np.mean(score))}
+
+    ones, half = [1] * 200, [1, 0] * 100
+    room = headroom("svm:kicad33", {"teacher": {"tasks": {"svm:kicad33": res(ones)}},
+                                    "floor": {"tasks": {"svm:kicad33": res(half)}}})  # fmt: skip
+    assert room["headroom"] and room["gap"] == 0.5 and room["gap_ci95"][0] > 0
+    flat = headroom("svm:kicad33", {"teacher": {"tasks": {"svm:kicad33": res(half)}},
+                                    "floor": {"tasks": {"svm:kicad33": res(ones)}}})  # fmt: skip
+    assert not flat["headroom"] and flat["gap_ci95"][1] < 0
+    sweep = {"sizes": {"4096": {"points": 4096, "no_headroom": {"svm:kicad33": flat}}}}
+    (line,) = no_headroom_lines(sweep)
+    assert "at 4,096 points: no headroom" in line and "teacher 50.0, floor 100.0, teacher − floor -50.0" in line

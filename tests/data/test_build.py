@@ -110,12 +110,12 @@ def test_every_built_dataset_has_a_spec_file_and_every_build_a_builder():
     from foundry3d.data.catalogue import builds, catalogue
 
     names = set(catalogue().names())
-    assert {"sh3d16", "kicad33", "kicadparts", "corpus", "oad", "kicadboards"} <= names
+    assert {"sh3d16", "kicad33", "kicadparts", "corpus", "oad", "kicadboards", "ufoai"} <= names
     for key, spec in builds().items():
         assert callable(spec.load_builder()), key  # the module:function path resolves
     from foundry3d.data.build import build
 
-    with pytest.raises(DatasetError, match=r"buildable: corpus, kicad, kicadboards, sh3d16"):
+    with pytest.raises(DatasetError, match=r"buildable: corpus, kicad, kicadboards, sh3d16, ufoai"):
         build("modelnet")
 
 
@@ -123,3 +123,10 @@ def test_data_info_shows_the_protocol_a_dataset_is_evaluated_with():
     from foundry3d.data.registry import dataset_info
 
     assert dataset_info("synthetic:test@2")["protocol"]["sampling"] == "first"
+
+
+def test_a_deb_for_a_build_of_several_packages_is_one_line():
+    from foundry3d.data.build import build
+
+    with pytest.raises(DatasetError, match=r"--deb x.deb: kicadboards is built from several packages"):
+        build("kicadboards", deb="x.deb")

@@ -1,13 +1,15 @@
 """``foundry3d data build``: one entry point for every dataset built from Debian packages.
 
-Each dataset's spec (:mod:`foundry3d.data.datasets`) names its build; each build's recipe lives in its own
-module (:mod:`foundry3d.data.sh3d`, :mod:`~foundry3d.data.kicad`, :mod:`~foundry3d.data.corpus`,
-:mod:`~foundry3d.data.kicadboards`), imported only when it runs; what they share (parallel map, splits,
-metadata schema) is :mod:`foundry3d.data.building`.
+Each dataset's spec (:mod:`foundry3d.data.datasets`) names its build, imported only when it runs. Builds
+from packages are recipes on one skeleton (:func:`foundry3d.data.building.build_from_debian`: download ->
+extract -> parallel map -> label -> split -> metadata -> write): ``sh3d16``, ``kicad`` and ``ufoai`` (whose
+recipe sits in its spec's file); ``corpus`` (seven packages, deduplicated) and ``kicadboards`` (boards
+assembled from two packages) run their own flow on the same parts (parallel map, splits, atomic writer).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -30,11 +32,12 @@ def build(
     """Build an embedded dataset from its Debian package(s), once; later calls reuse it.
 
     Args:
-        name: sh3d16, kicad (KiCad-33 + KiCad-Parts) or corpus (the pretraining corpus + oad).
+        name: sh3d16, kicad (KiCad-33 + KiCad-Parts), corpus (the pretraining corpus + oad), kicadboards or
+            ufoai (UFO:AI-10), or any other build the catalogue holds.
         root: dataset cache folder (default: $FOUNDRY3D_CACHE or ~/.cache/foundry3d).
-        points: points stored per shape (default: 8192 sh3d16, 4096 kicad and corpus).
+        points: points stored per shape (default: 8192 sh3d16, 4096 kicad, corpus and ufoai).
         workers: processes (default: all cores).
-        deb: use this .deb instead of downloading it with apt-get (sh3d16, kicad).
+        deb: use this .deb instead of downloading it with apt-get (builds from one package).
         force: rebuild even if the dataset exists.
         progress: show progress bars.
     """
@@ -51,7 +54,10 @@ def build(
         kwargs["points"] = points
     if deb is not None:
         kwargs["deb"] = deb
-    path = known[key].load_builder()(**kwargs)
+    builder = known[key].load_builder()
+    if deb is not None and "deb" not in inspect.signature(builder).parameters:
+        raise DatasetError(f"--deb {deb}: {key} is built from several packages; only one-package builds take --deb")
+    path = builder(**kwargs)
     meta = json.loads((path / "meta.json").read_text())
     if progress:
         print(

@@ -11,21 +11,17 @@ Coordinates are converted from KiCad's Z-up to the Y-up convention of the other 
 from __future__ import annotations
 
 import fnmatch
-import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from foundry3d.data.base import DatasetError
-from foundry3d.data.building import base_meta, parallel_map, split_or_all
+from foundry3d.data.building import DebianRecipe, Labelled, Sources, build_from_debian, split_or_all
 from foundry3d.data.catalogue import KICAD_VERSION
-from foundry3d.data.debian import download_package, iter_members, package_version
-from foundry3d.data.mesh import MeshError, normalize_unit_sphere, sample_labelled_surface, shape_seed
-from foundry3d.data.store import DatasetWriter, cache_dir, dataset_dir, is_complete
+from foundry3d.data.debian import iter_members
+from foundry3d.data.mesh import MeshError, normalize_unit_sphere, sample_labelled_surface
 from foundry3d.data.vrml import VRMLError, read_mesh
-from foundry3d.errors import InputError
 
 # (library folder patterns, class) in the order the classes are numbered.
 LIBRARY_CLASSES: list[tuple[list[str], str]] = [
@@ -97,13 +93,94 @@ def sample_wrl(data: bytes, source: str, num_points: int, seed: int) -> tuple[np
     return normalize_unit_sphere(pts), parts.astype(np.uint8), sorted(set(materials))
 
 
-def sample_job(args: tuple[str, bytes, int, int]) -> tuple[str, str, object]:
-    """Worker entry point: (path, 'ok', result) or (path, 'skip', reason)."""
-    path, data, num_points, seed = args
-    try:
-        return path, "ok", sample_wrl(data, path, num_points, shape_seed(seed, path))
-    except (MeshError, VRMLError) as e:
-        return path, "skip", str(e)
+class KiCad(DebianRecipe):
+    """Every VRML model of the library folders, sampled with per-point parts; classes from the folders."""
+
+    name = "kicad"
+    version = KICAD_VERSION
+    packages = ("kicad-packages3d",)
+    errors = (MeshError, VRMLError)
+    sort_by_key = True  # members stream in archive order
+
+    def __init__(self, libraries: list[str] | None = None, limit_per_library: int | None = None) -> None:
+        self.libraries, self.limit_per_library = libraries, limit_per_library
+        self.subset = libraries is not None or limit_per_library is not None
+
+    def folder(self) -> str:
+        return "kicad-subset" if self.subset else self.name
+
+    def jobs(self, src: Sources, points: int) -> Iterator[tuple[str, tuple[str, bytes]]]:
+        patterns = (
+            [f"usr/share/kicad/3dmodels/{lib}.3dshapes/*.wrl" for lib in self.libraries]
+            if self.libraries
+            else ["usr/share/kicad/3dmodels/*.3dshapes/*.wrl"]
+        )
+        per_lib: Counter = Counter()
+        for path, data in iter_members(src.debs["kicad-packages3d"], patterns):
+            lib = path.split("/")[-2].removesuffix(".3dshapes")
+            if self.limit_per_library is not None and per_lib[lib] >= self.limit_per_library:
+                continue
+            per_lib[lib] += 1
+            yield path, (path, data)
+
+    @staticmethod
+    def sample(job: tuple[str, bytes], points: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        path, data = job
+        return sample_wrl(data, path, points, seed)
+
+    def label(self, keys: list[str], jobs: list, results: list, src: Sources) -> Labelled:
+        libs = [p.split("/")[-2].removesuffix(".3dshapes") for p in keys]
+        names = [library_class(lib) for lib in libs]
+        cls_index = {c: i for i, c in enumerate(CLASSES)}
+        labels = np.array([cls_index.get(n, -1) for n in names], np.int64)
+        parts = np.stack([r[1] for r in results])
+        tr, te = split_or_all(labels)
+        pool_idx = [int(i) for i in np.flatnonzero(labels < 0)]
+        excluded = {cls_index[c] for c in PARTS_EXCLUDED_CLASSES}
+        parts_train = [i for i in tr if labels[i] not in excluded]
+        parts_test = [i for i in te if labels[i] not in excluded]
+        part_categories = [c for c in CLASSES if c not in PARTS_EXCLUDED_CLASSES]
+        cat_index = {cls_index[c]: j for j, c in enumerate(part_categories)}
+        category_parts = {}
+        for j, c in enumerate(part_categories):
+            members = [i for i in parts_train if labels[i] == cls_index[c]]
+            present = sorted(
+                {int(p) for i in members for p, n in zip(*np.unique(parts[i], return_counts=True)) if n >= 16}
+            )
+            category_parts[j] = present or [0]
+        both = parts[parts_train + parts_test]
+        share = np.bincount(both.ravel(), minlength=3) / max(1, both.size)
+        outside = sum(int((~np.isin(parts[i], category_parts[cat_index[int(labels[i])]])).sum()) for i in parts_test)
+        return Labelled(
+            labels=labels,
+            classes=CLASSES,
+            shapes=[
+                {"id": p, "library": lib, "class": n, "materials": r[2]}
+                for p, lib, n, r in zip(keys, libs, names, results)
+            ],
+            splits={"train": tr, "test": te, "pool": pool_idx, "parts_train": parts_train, "parts_test": parts_test},
+            arrays={"parts": parts},
+            files={
+                "parts.json": {
+                    "parts": PARTS,
+                    "categories": part_categories,
+                    "category_parts": {str(k): v for k, v in category_parts.items()},
+                }
+            },
+            meta={
+                "datasets": ["kicad33", "kicadparts"],
+                "up_axis": "y (converted from KiCad's z-up)",
+                "parts": PARTS,
+                "part_point_share": {n: round(float(v), 4) for n, v in zip(PARTS, share)},
+                "parts_test_points_outside_category_parts": outside,
+                "subset": {"libraries": self.libraries, "limit_per_library": self.limit_per_library}
+                if self.subset
+                else None,
+            },
+        )
+
+    def attribution(self, labelled: Labelled, src: Sources) -> str:
+        return _kicad_attribution(src.versions["kicad-packages3d"], Counter(s["library"] for s in labelled.shapes))
 
 
 def build_kicad(
@@ -122,116 +199,10 @@ def build_kicad(
     ``libraries``/``limit_per_library`` restrict the build to a subset (for quick tests); such a
     build goes to a separate ``kicad-subset`` folder.
     """
-    if points < 2048:
-        raise InputError(f"points={points}: store at least 2048 points per shape (1024/2048-point protocols)")
-    subset = libraries is not None or limit_per_library is not None
-    final = dataset_dir("kicad-subset" if subset else "kicad", KICAD_VERSION, root)
-    if is_complete(final) and not force:
-        return final
-    t0 = time.time()
-    cache = cache_dir(root)
-    deb_path = Path(deb) if deb else download_package("kicad-packages3d", cache)
-    version = package_version(deb_path)
-    patterns = (
-        [f"usr/share/kicad/3dmodels/{lib}.3dshapes/*.wrl" for lib in libraries]
-        if libraries
-        else ["usr/share/kicad/3dmodels/*.3dshapes/*.wrl"]
-    )
-    copyright_text = ""
-    for _, data in iter_members(deb_path, ["usr/share/doc/kicad-packages3d/copyright"]):
-        copyright_text = data.decode(errors="replace")
-
-    def jobs():
-        per_lib: Counter = Counter()
-        for path, data in iter_members(deb_path, patterns):
-            lib = path.split("/")[-2].removesuffix(".3dshapes")
-            if limit_per_library is not None and per_lib[lib] >= limit_per_library:
-                continue
-            per_lib[lib] += 1
-            yield (path, data, points, seed)
-
-    results: dict[str, tuple[str, Any]] = {}
-    total = 6227 if not subset else None
-    for path, status, out in parallel_map(sample_job, jobs(), workers, "kicad", progress, total=total, chunksize=8):
-        results[path] = (status, out)
-    if not results:
-        raise DatasetError(f"{deb_path}: no .wrl models matched {patterns}")
-    paths = sorted(results)
-    kept = [p for p in paths if results[p][0] == "ok"]
-    skipped = [{"shape": p, "reason": results[p][1]} for p in paths if results[p][0] != "ok"]
-    libs = [p.split("/")[-2].removesuffix(".3dshapes") for p in kept]
-    names = [library_class(lib) for lib in libs]
-    cls_index = {c: i for i, c in enumerate(CLASSES)}
-    labels = np.array([cls_index.get(n, -1) for n in names], np.int64)
-    parts = np.stack([results[p][1][1] for p in kept])
-    tr, te = split_or_all(labels)
-    pool_idx = [int(i) for i in np.flatnonzero(labels < 0)]
-    excluded = {cls_index[c] for c in PARTS_EXCLUDED_CLASSES}
-    parts_train = [i for i in tr if labels[i] not in excluded]
-    parts_test = [i for i in te if labels[i] not in excluded]
-    part_categories = [c for c in CLASSES if c not in PARTS_EXCLUDED_CLASSES]
-    cat_index = {cls_index[c]: j for j, c in enumerate(part_categories)}
-    category_parts = {}
-    for j, c in enumerate(part_categories):
-        members = [i for i in parts_train if labels[i] == cls_index[c]]
-        present = sorted({int(p) for i in members for p, n in zip(*np.unique(parts[i], return_counts=True)) if n >= 16})
-        category_parts[j] = present or [0]
-    share = np.bincount(parts[parts_train + parts_test].ravel(), minlength=3) / max(
-        1, parts[parts_train + parts_test].size
-    )
-    outside = sum(int((~np.isin(parts[i], category_parts[cat_index[int(labels[i])]])).sum()) for i in parts_test)
-    w = DatasetWriter(final)
-    try:
-        w.array("points", np.stack([results[p][1][0] for p in kept]).astype(np.float16))
-        w.array("labels", labels.astype(np.int16))
-        w.array("parts", parts)
-        w.json(
-            "shapes.json",
-            [
-                {"id": p, "library": lib, "class": n, "materials": results[p][1][2]}
-                for p, lib, n in zip(kept, libs, names)
-            ],
-        )
-        w.json("classes.json", CLASSES)
-        w.json(
-            "splits.json",
-            {"train": tr, "test": te, "pool": pool_idx, "parts_train": parts_train, "parts_test": parts_test},
-        )
-        w.json(
-            "parts.json",
-            {
-                "parts": PARTS,
-                "categories": part_categories,
-                "category_parts": {str(k): v for k, v in category_parts.items()},
-            },
-        )
-        w.text("ATTRIBUTION.md", _kicad_attribution(version, Counter(libs)))
-        if copyright_text:
-            w.text("LICENSE-debian-copyright.txt", copyright_text)
-        splits = {"train": tr, "test": te, "pool": pool_idx, "parts_train": parts_train, "parts_test": parts_test}
-        meta = base_meta(
-            "kicad",
-            KICAD_VERSION,
-            "kicad-packages3d",
-            version,
-            points,
-            seed,
-            t0,
-            skipped,
-            CLASSES,
-            labels,
-            splits,
-            datasets=["kicad33", "kicadparts"],
-            up_axis="y (converted from KiCad's z-up)",
-            parts=PARTS,
-            part_point_share={n: round(float(v), 4) for n, v in zip(PARTS, share)},
-            parts_test_points_outside_category_parts=outside,
-            subset={"libraries": libraries, "limit_per_library": limit_per_library} if subset else None,
-        )
-        return w.commit(meta)
-    except BaseException:
-        w.abort()
-        raise
+    recipe = KiCad(libraries, limit_per_library)
+    debs = {"kicad-packages3d": deb} if deb else None
+    total = None if recipe.subset else 6227
+    return build_from_debian(recipe, root, points, seed, workers, force, progress, debs, total=total)
 
 
 def _kicad_attribution(version: str, libs: Counter) -> str:

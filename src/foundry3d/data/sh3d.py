@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import io
 import re
-import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import trimesh
 
 from foundry3d.data.base import DatasetError
-from foundry3d.data.building import base_meta, parallel_map, split_or_all
+from foundry3d.data.building import DebianRecipe, Labelled, Sources, build_from_debian
 from foundry3d.data.catalogue import SH3D_VERSION
-from foundry3d.data.debian import download_package, extract_members, package_version
-from foundry3d.data.mesh import MeshError, normalize_unit_sphere, sample_labelled_surface, shape_seed
-from foundry3d.data.store import DatasetWriter, cache_dir, dataset_dir, is_complete
-from foundry3d.errors import InputError
+from foundry3d.data.mesh import MeshError, normalize_unit_sphere, sample_labelled_surface
 
 CLASSES = [
     "chair",
@@ -254,13 +251,55 @@ def sample_entry(entry: CatalogEntry, num_points: int, seed: int) -> tuple[np.nd
     return normalize_unit_sphere(pts), groups.astype(np.uint8), names
 
 
-def sample_job(args: tuple[CatalogEntry, int, int]) -> tuple[str, object]:
-    """Worker entry point: ('ok', (points, groups, names)) or ('skip', reason)."""
-    entry, num_points, seed = args
-    try:
-        return "ok", sample_entry(entry, num_points, shape_seed(seed, entry.key))
-    except MeshError as e:
-        return "skip", str(e)
+class SH3D16(DebianRecipe):
+    """The catalogue entries of every furniture pack, sampled with their OBJ groups; classes from the names."""
+
+    name = "sh3d16"
+    version = SH3D_VERSION
+    packages = ("sweethome3d-furniture",)
+    extract: ClassVar[dict[str, tuple[str, ...]]] = {
+        "sweethome3d-furniture": ("usr/share/sweethome3d/furniture/*.sh3f",)
+    }
+    default_points = 8192
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit
+
+    def folder(self) -> str:
+        return self.name if self.limit is None else f"sh3d16-subset{self.limit}"
+
+    def jobs(self, src: Sources, points: int) -> list[tuple[str, CatalogEntry]]:
+        entries = read_packs(src.folders["sweethome3d-furniture"] / "usr/share/sweethome3d/furniture")
+        if not entries:
+            raise DatasetError(f"no furniture packs found in {src.folders['sweethome3d-furniture']}")
+        return [(e.key, e) for e in entries[: self.limit]]
+
+    @staticmethod
+    def sample(job: CatalogEntry, points: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        return sample_entry(job, points, seed)
+
+    def label(self, keys: list[str], jobs: list[CatalogEntry], results: list, src: Sources) -> Labelled:
+        cls_index = {c: i for i, c in enumerate(CLASSES)}
+        shapes = [
+            {
+                "id": e.key, "name": e.name, "category": e.category, "class": e.label, "creator": e.creator,
+                "pack": e.pack, "license": e.license, "model": e.model, "rotation": e.rotation, "groups": r[2],
+            }
+            for e, r in zip(jobs, results)
+        ]  # fmt: skip
+        return Labelled(
+            labels=np.array([cls_index.get(e.label, -1) for e in jobs], np.int64),
+            classes=CLASSES,
+            shapes=shapes,
+            arrays={"groups": np.stack([r[1] for r in results])},
+            meta={"up_axis": "y", "limit": self.limit},
+        )
+
+    def attribution(self, labelled: Labelled, src: Sources) -> str:
+        return _sh3d_attribution(labelled.shapes, src.versions["sweethome3d-furniture"])
+
+    def skip_record(self, key: str, job: CatalogEntry, reason: str) -> dict[str, str]:
+        return {"shape": key, "name": job.name, "reason": reason}
 
 
 def build_sh3d16(
@@ -278,89 +317,11 @@ def build_sh3d16(
     ``limit`` keeps only the first ``limit`` catalog entries (for quick tests); such a build
     goes to a separate ``sh3d16-subset`` folder so that it is never taken for the full set.
     """
-    if points < 2048:
-        raise InputError(f"points={points}: store at least 2048 points per shape (1024/2048-point protocols)")
-    name = "sh3d16" if limit is None else f"sh3d16-subset{limit}"
-    final = dataset_dir(name, SH3D_VERSION, root)
-    if is_complete(final) and not force:
-        return final
-    t0 = time.time()
-    cache = cache_dir(root)
-    deb_path = Path(deb) if deb else download_package("sweethome3d-furniture", cache)
-    version = package_version(deb_path)
-    src = cache / "src" / f"sweethome3d-furniture_{version}"
-    if not (src / ".complete").exists():
-        extract_members(
-            deb_path,
-            src,
-            ["usr/share/sweethome3d/furniture/*.sh3f", "usr/share/doc/sweethome3d-furniture/copyright"],
-        )
-        (src / ".complete").write_text("ok\n")
-    entries = read_packs(src / "usr/share/sweethome3d/furniture")
-    if not entries:
-        raise DatasetError(f"no furniture packs found in {src}")
-    if limit is not None:
-        entries = entries[:limit]
-    jobs = [(e, points, seed) for e in entries]
-    results = list(parallel_map(sample_job, jobs, workers, "sh3d16", progress, total=len(entries)))
-    kept = [(e, r[1]) for e, r in zip(entries, results) if r[0] == "ok"]
-    skipped = [{"shape": e.key, "name": e.name, "reason": r[1]} for e, r in zip(entries, results) if r[0] != "ok"]
-    cls_index = {c: i for i, c in enumerate(CLASSES)}
-    labels = np.array([cls_index.get(e.label, -1) for e, _ in kept], np.int64)
-    tr, te = split_or_all(labels)
-    pool_idx = [int(i) for i in np.flatnonzero(labels < 0)]
-    w = DatasetWriter(final)
-    try:
-        w.array("points", np.stack([r[0] for _, r in kept]).astype(np.float16))
-        w.array("labels", labels.astype(np.int16))
-        w.array("groups", np.stack([r[1] for _, r in kept]))
-        w.json(
-            "shapes.json",
-            [
-                {
-                    "id": e.key,
-                    "name": e.name,
-                    "category": e.category,
-                    "class": e.label,
-                    "creator": e.creator,
-                    "pack": e.pack,
-                    "license": e.license,
-                    "model": e.model,
-                    "rotation": e.rotation,
-                    "groups": r[2],
-                }
-                for e, r in kept
-            ],
-        )
-        w.json("classes.json", CLASSES)
-        w.json("splits.json", {"train": tr, "test": te, "pool": pool_idx})
-        w.text("ATTRIBUTION.md", _sh3d_attribution(kept, version))
-        copyright_file = src / "usr/share/doc/sweethome3d-furniture/copyright"
-        if copyright_file.exists():
-            w.text("LICENSE-debian-copyright.txt", copyright_file.read_text(errors="replace"))
-        splits = {"train": tr, "test": te, "pool": pool_idx}
-        meta = base_meta(
-            "sh3d16",
-            SH3D_VERSION,
-            "sweethome3d-furniture",
-            version,
-            points,
-            seed,
-            t0,
-            skipped,
-            CLASSES,
-            labels,
-            splits,
-            up_axis="y",
-            limit=limit,
-        )
-        return w.commit(meta)
-    except BaseException:
-        w.abort()
-        raise
+    debs = {"sweethome3d-furniture": deb} if deb else None
+    return build_from_debian(SH3D16(limit), root, points, seed, workers, force, progress, debs)
 
 
-def _sh3d_attribution(kept: list, version: str) -> str:
+def _sh3d_attribution(shapes: list[dict], version: str) -> str:
     lines = [
         "# SH3D-16 attribution",
         "",
@@ -372,6 +333,6 @@ def _sh3d_attribution(kept: list, version: str) -> str:
         "| shape | name | creator | licence |",
         "|---|---|---|---|",
     ]
-    for e, _ in kept:
-        lines.append(f"| {e.key} | {e.name} | {e.creator or 'unknown'} | {e.license} |")
+    for e in shapes:
+        lines.append(f"| {e['id']} | {e['name']} | {e['creator'] or 'unknown'} | {e['license']} |")
     return "\n".join(lines) + "\n"

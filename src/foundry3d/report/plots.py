@@ -10,6 +10,7 @@ import numpy as np
 from foundry3d.eval.task import scale_digits
 from foundry3d.files import atomic_write
 from foundry3d.report.render import label_colors
+from foundry3d.report.tables import sweep_tasks
 
 
 def _plt():
@@ -201,16 +202,18 @@ def sweep_differences(sweep: dict[str, Any], out: Path) -> Path:
     SuperToken, one panel per task, and the context R² (mean ± sd over seeds) in the last panel."""
     plt = _plt()
     sizes = sorted(sweep["sizes"].values(), key=lambda r: r["tokens_per_supertoken"])
-    tasks = list(sizes[0]["tasks"])
+    tasks = sweep_tasks(sweep)
     kinds = [k for k in sizes[0]["tasks"][tasks[0]]["kinds"] if k != sizes[0]["dso"]]
     x = [r["tokens_per_supertoken"] for r in sizes]
     fig, axes = plt.subplots(1, len(tasks) + 1, figsize=(3.1 * (len(tasks) + 1), 3.0), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         scale = scale_digits(task.split(":", 1)[0])[0]
+        at = [r for r in sizes if task in r["tasks"]]  # a large-size task has points only where it was measured
+        xt = np.array([r["tokens_per_supertoken"] for r in at])
         for i, kind in enumerate(kinds):
-            d = np.array([r["tasks"][task]["kinds"][kind]["dso_minus"] for r in sizes]) * scale
+            d = np.array([r["tasks"][task]["kinds"][kind]["dso_minus"] for r in at]) * scale
             ax.errorbar(
-                np.array(x) * (1 + 0.03 * (i - len(kinds) / 2)), d[:, 0], yerr=[d[:, 0] - d[:, 1], d[:, 2] - d[:, 0]],
+                xt * (1 + 0.03 * (i - len(kinds) / 2)), d[:, 0], yerr=[d[:, 0] - d[:, 1], d[:, 2] - d[:, 0]],
                 marker="o", ms=3, capsize=2, color=f"C{i}", label=kind,
             )  # fmt: skip
         ax.axhline(0, color="0.3", lw=1)
