@@ -2,9 +2,10 @@
 
 Each dataset's spec (:mod:`foundry3d.data.datasets`) names its build, imported only when it runs. Builds
 from packages are recipes on one skeleton (:func:`foundry3d.data.building.build_from_debian`: download ->
-extract -> parallel map -> label -> split -> metadata -> write): ``sh3d16``, ``kicad`` and ``ufoai`` (whose
-recipe sits in its spec's file); ``corpus`` (seven packages, deduplicated) and ``kicadboards`` (boards
-assembled from two packages) run their own flow on the same parts (parallel map, splits, atomic writer).
+extract -> parallel map -> label -> split -> metadata -> write): ``sh3d16``, ``kicad``, ``corpus`` (seven
+packages, near-duplicates dropped in its label step) and ``ufoai`` (whose recipe sits in its spec's file).
+``kicadboards`` (boards assembled from two packages: per-point scene labels, no shape classes) runs its own
+flow on the same parts (package download, member streaming, the atomic writer).
 """
 
 from __future__ import annotations

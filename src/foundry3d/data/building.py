@@ -134,6 +134,8 @@ class Labelled:
     """What a recipe's ``label`` step hands back for the kept shapes (in the order the skeleton kept them).
 
     ``splits`` None: the standard rule (stratified train/test of the labelled shapes, the rest the pool).
+    ``keep``: the shapes (indices into those handed to ``label``) the dataset holds when the recipe drops some
+    itself (near-duplicates); labels, records, arrays and splits then refer to the kept ones in that order.
     """
 
     labels: np.ndarray  # class index per shape, -1 for the unlabelled pool
@@ -143,6 +145,7 @@ class Labelled:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # per-shape arrays beyond points and labels
     files: dict[str, Any] = field(default_factory=dict)  # further JSON files of the dataset
     meta: dict[str, Any] = field(default_factory=dict)  # the dataset's own meta.json fields
+    keep: list[int] | None = None
 
 
 @dataclass
@@ -187,7 +190,8 @@ class DebianRecipe:
         raise NotImplementedError
 
     def label(self, keys: list[str], jobs: list[Any], results: list[Any], src: Sources) -> Labelled:
-        """Classes, labels, shape records (and any further arrays, files, splits) of the kept shapes."""
+        """Classes, labels, shape records (and any further arrays, files, splits) of the kept shapes (``jobs``: what
+        ``describe`` kept of each)."""
         raise NotImplementedError
 
     def attribution(self, labelled: Labelled, src: Sources) -> str:
@@ -197,6 +201,11 @@ class DebianRecipe:
             f"# {self.name} attribution\n\nPoint clouds sampled from the 3D models of the Debian package(s) {pkgs}; "
             "their licences (LICENSE-debian-copyright*.txt next to this file) apply to the derived clouds.\n"
         )
+
+    def describe(self, job: Any) -> Any:
+        """What the build keeps of a job for ``label`` and ``skip_record`` (default: the job itself); a recipe whose
+        jobs carry file contents keeps less, so a large package never sits in memory whole."""
+        return job
 
     def skip_record(self, key: str, job: Any, reason: str) -> dict[str, Any]:
         """How a skipped shape is recorded in meta.json."""
@@ -274,7 +283,7 @@ def build_from_debian(
     def tasks() -> Iterator[tuple[Any, ...]]:
         for key, job in recipe.jobs(src, points):
             keys.append(key)
-            jobs.append(job)
+            jobs.append(recipe.describe(job))
             yield (recipe.sample, recipe.errors, key, job, points, seed)
 
     results = list(parallel_map(_sample_one, tasks(), workers, recipe.name, progress, total=total, chunksize=8))
@@ -286,6 +295,8 @@ def build_from_debian(
     if not kept:
         raise DatasetError(f"{recipe.name}: none of the {len(keys)} shapes could be sampled ({skipped[0]['reason']})")
     lab = recipe.label([keys[i] for i in kept], [jobs[i] for i in kept], [results[i][1] for i in kept], src)
+    if lab.keep is not None:
+        kept = [kept[j] for j in lab.keep]
     splits = lab.splits
     if splits is None:
         tr, te = split_or_all(lab.labels)

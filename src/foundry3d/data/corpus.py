@@ -22,10 +22,10 @@ from __future__ import annotations
 import io
 import re
 import struct
-import time
 import zipfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
@@ -37,13 +37,11 @@ from scipy.spatial import cKDTree
 from sklearn.model_selection import train_test_split
 
 from foundry3d.data.base import DatasetError
-from foundry3d.data.building import parallel_map
+from foundry3d.data.building import DebianRecipe, Labelled, Sources, build_from_debian
 from foundry3d.data.catalogue import CORPUS_VERSION
-from foundry3d.data.debian import download_package, extract_members, iter_members, package_version
+from foundry3d.data.debian import iter_members
 from foundry3d.data.gamemesh import read_g3d, read_pie, read_pmd
-from foundry3d.data.mesh import MeshError, normalize_unit_sphere, sample_labelled_surface, shape_seed
-from foundry3d.data.store import DatasetWriter, cache_dir, dataset_dir, is_complete
-from foundry3d.errors import InputError
+from foundry3d.data.mesh import MeshError, normalize_unit_sphere, sample_labelled_surface
 
 
 @dataclass(frozen=True)
@@ -147,24 +145,23 @@ def read_any(name: str, data: bytes) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(loaded.vertices, np.float64), np.asarray(loaded.faces, np.int64)
 
 
-def sample_job(args: tuple[str, bytes, int, int]) -> tuple[str, str, Any]:
-    """Worker: (key, 'ok', points (P, 3) float16) or (key, 'skip', reason)."""
-    key, data, points, seed = args
+def sample_mesh(key: str, data: bytes, points: int, seed: int) -> np.ndarray:
+    """One mesh file -> its unit-sphere cloud (P, 3) float16; a mesh that is no shape raises ``MeshError``."""
     try:
         v, f = read_any(key, data)
         if len(f) < 8:
             raise MeshError(f"only {len(f)} triangles (a billboard or marker, not a shape)")
-        pts, _ = sample_labelled_surface(v, f, np.zeros(len(f), np.int64), points, shape_seed(seed, key))
+        pts, _ = sample_labelled_surface(v, f, np.zeros(len(f), np.int64), points, seed)
         pts = normalize_unit_sphere(pts)
         ev = np.sort(np.linalg.eigvalsh(np.cov(pts.T)))
         if ev[0] <= 0 or np.sqrt(ev[0] / ev[-1]) < 0.01:
             raise MeshError("flat as a sheet (smallest/largest principal extent < 1 %)")
-        return key, "ok", pts.astype(np.float16)
+        return pts.astype(np.float16)
     except (MeshError, ValueError, IndexError, struct.error) as e:
-        return key, "skip", str(e)[:160]
+        raise MeshError(str(e)[:160]) from e
 
 
-def iter_meshes(source: Source, deb: Path, scratch: Path) -> Iterator[tuple[str, bytes]]:
+def iter_meshes(source: Source, deb: Path, scratch: Path) -> Generator[tuple[str, bytes], None, None]:
     """(key, bytes) of every mesh file of one package; keys are ``package/path[/inner path]``."""
 
     if not source.members:
@@ -173,12 +170,11 @@ def iter_meshes(source: Source, deb: Path, scratch: Path) -> Iterator[tuple[str,
         for name, data in iter_members(deb, list(source.members)):
             yield f"{source.package}/{name}", data
         return
-    # zip containers: unpack them once into the scratch folder, then read their members
-    done = scratch / ".complete"
-    if not done.exists():
-        extract_members(deb, scratch, list(source.members))
-        done.write_text("ok\n")
-    for container in sorted(p for p in scratch.rglob("*") if p.is_file() and p.name != ".complete"):
+    # zip containers: unpacked once into the scratch folder (the build's extract step), then read their members
+    containers = [p for p in scratch.rglob("*") if p.is_file() and p.name != ".complete"]
+    for container in sorted(
+        p for p in containers if any(fnmatch(p.relative_to(scratch).as_posix(), m) for m in source.members)
+    ):
         rel = container.relative_to(scratch).as_posix()
         try:
             zf = zipfile.ZipFile(container)
@@ -189,15 +185,6 @@ def iter_meshes(source: Source, deb: Path, scratch: Path) -> Iterator[tuple[str,
                 if info.is_dir() or not any(fnmatch(info.filename.lower(), p) for p in source.inner):
                     continue
                 yield f"{source.package}/{rel}/{info.filename}", zf.read(info)
-
-
-def _jobs(
-    src: Source, deb: Path, scratch: Path, points: int, seed: int, limit: int | None
-) -> Iterator[tuple[str, bytes, int, int]]:
-    for i, (key, data) in enumerate(iter_meshes(src, deb, scratch)):
-        if limit is not None and i >= limit:
-            return
-        yield key, data, points, seed
 
 
 def chamfer(a: np.ndarray, b: np.ndarray) -> float:
@@ -239,6 +226,102 @@ def deduplicate(clouds: np.ndarray, ratio: float, probe: int = 512, neighbours: 
     return owner
 
 
+class Corpus(DebianRecipe):
+    """Every readable mesh of the chosen packages, near-duplicates dropped; 0 A.D.'s labelled for ``oad``."""
+
+    name = "corpus"
+    version = CORPUS_VERSION
+    sort_by_key = True  # deterministic, independent of the packages' archive order
+
+    def __init__(
+        self, packages: list[str] | None = None, limit_per_package: int | None = None, dedup_ratio: float = 1.2
+    ) -> None:
+        known = {s.package: s for s in SOURCES}
+        unknown = sorted(set(packages or []) - set(known))
+        if unknown:
+            raise DatasetError(f"unknown corpus package(s) {', '.join(unknown)}; corpus packages: {', '.join(known)}")
+        self.sources = [known[p] for p in packages] if packages else SOURCES
+        self.packages = tuple(s.package for s in self.sources)  # type: ignore[misc]  # per build, not per class
+        self.extract = {s.package: s.members for s in self.sources if s.inner}  # type: ignore[misc]
+        self.subset = {"packages": packages, "limit_per_package": limit_per_package}
+        self.limit, self.dedup_ratio = limit_per_package, dedup_ratio
+        self.skipped: list[dict[str, str]] = []  # per package, for the report
+        self.report: dict[str, dict[str, Any]] = {}
+
+    def folder(self) -> str:
+        return "corpus-subset" if self.subset["packages"] or self.limit is not None else self.name
+
+    def jobs(self, src: Sources, points: int) -> Iterator[tuple[str, tuple[str, bytes]]]:
+        for source in self.sources:
+            with closing(iter_meshes(source, src.debs[source.package], src.folders[source.package])) as meshes:
+                for i, (key, data) in enumerate(meshes):
+                    if self.limit is not None and i >= self.limit:
+                        break  # closing stops the package's reader (and its dpkg-deb) now
+                    yield key, (key, data)
+
+    def describe(self, job: tuple[str, bytes]) -> None:
+        return None  # the key says everything; the mesh bytes stay with the worker
+
+    @staticmethod
+    def sample(job: tuple[str, bytes], points: int, seed: int) -> tuple[np.ndarray]:
+        return (sample_mesh(job[0], job[1], points, seed),)
+
+    def label(self, keys: list[str], jobs: list, results: list, src: Sources) -> Labelled:
+        arr = np.stack([r[0] for r in results])
+        owner = deduplicate(arr, self.dedup_ratio)
+        keep = [int(i) for i in np.flatnonzero(owner == np.arange(len(owner)))]
+        pkg_of = [k.split("/", 1)[0] for k in keys]
+        found = Counter(pkg_of) + Counter(r["package"] for r in self.skipped)
+        report: dict[str, dict[str, Any]] = {}
+        for s in self.sources:
+            p = s.package
+            readable = sum(1 for q in pkg_of if q == p)
+            dup = sum(1 for i in range(len(keys)) if pkg_of[i] == p and owner[i] != i)
+            reasons = Counter(re.sub(r"\b\d+\b", "N", r["reason"])[:60] for r in self.skipped if r["package"] == p)
+            report[p] = {
+                "version": src.versions[p], "licence": s.licence, "mesh_files": found[p], "readable": readable,
+                "skipped": found[p] - readable, "skip_reasons": dict(reasons.most_common()), "note": s.note,
+                "near_duplicates": dup, "shapes": readable - dup,
+            }  # fmt: skip
+        keys, pkg_of = [keys[i] for i in keep], [pkg_of[i] for i in keep]
+        # the 0 A.D. evaluation set: classes from paths, small classes left unlabelled
+        names = [oad_class(k) if p == "0ad-data" else "" for k, p in zip(keys, pkg_of)]
+        counts = Counter(n for n in names if n)
+        classes = sorted(c for c, n in counts.items() if n >= OAD_MIN_PER_CLASS)
+        index = {c: i for i, c in enumerate(classes)}
+        labels = np.array([index.get(n, -1) for n in names], np.int64)
+        lab = np.flatnonzero(labels >= 0)
+        splits: dict[str, list[int]] = {"oad_train": [], "oad_val": [], "oad_test": []}
+        if len(classes) >= 2 and len(lab) >= 10 * len(classes):
+            tr, te = train_test_split(lab, test_size=0.2, random_state=0, stratify=labels[lab])
+            tr, va = train_test_split(tr, test_size=0.2, random_state=0, stratify=labels[tr])
+            splits = {
+                "oad_train": sorted(map(int, tr)),
+                "oad_val": sorted(map(int, va)),
+                "oad_test": sorted(map(int, te)),
+            }
+        held = set(splits["oad_val"]) | set(splits["oad_test"])
+        splits["pretrain"] = [i for i in range(len(keys)) if i not in held]
+        self.report = report
+        return Labelled(
+            labels, classes, [{"id": k, "package": p, "class": n} for k, p, n in zip(keys, pkg_of, names)],
+            splits=splits, keep=keep,
+            meta={
+                "datasets": ["corpus", "oad"], "packages": report, "up_axis": "y",
+                "dedup": f"Chamfer distance to an earlier kept shape < {self.dedup_ratio} x their resampling noise "
+                "(512 points)",
+                "subset": self.subset if self.folder() != self.name else None,
+            },
+        )  # fmt: skip
+
+    def skip_record(self, key: str, job: None, reason: str) -> dict[str, str]:
+        self.skipped.append({"package": key.split("/", 1)[0], "reason": reason})
+        return {"shape": key, "reason": reason}
+
+    def attribution(self, labelled: Labelled, src: Sources) -> str:
+        return _attribution(self.report)
+
+
 def build_corpus(
     root: str | Path | None = None,
     points: int = 4096,
@@ -257,127 +340,10 @@ def build_corpus(
     ``packages``/``limit_per_package`` restrict the build (quick tests); such a build goes to a
     separate ``corpus-subset`` folder so that it is never taken for the full corpus.
     """
-
-    if points < 2048:
-        raise InputError(f"points={points}: store at least 2048 points per shape (1024/2048-point protocols)")
     if deb is not None:
         raise DatasetError("the corpus comes from several packages: pass debs={package: path} (Python) instead of deb")
-    known = {s.package: s for s in SOURCES}
-    chosen = [known[p] for p in packages] if packages else SOURCES
-    unknown = sorted(set(packages or []) - set(known))
-    if unknown:
-        raise DatasetError(f"unknown corpus package(s) {', '.join(unknown)}; corpus packages: {', '.join(known)}")
-    subset = packages is not None or limit_per_package is not None
-    final = dataset_dir("corpus-subset" if subset else "corpus", CORPUS_VERSION, root)
-    if is_complete(final) and not force:
-        return final
-    t0 = time.time()
-    cache = cache_dir(root)
-    report: dict[str, dict[str, Any]] = {}
-    keys: list[str] = []
-    clouds: list[np.ndarray] = []
-    pkg_of: list[str] = []
-    skipped: list[dict[str, str]] = []
-    copyrights: dict[str, str] = {}
-    for src in chosen:
-        t1 = time.time()
-        deb = Path((debs or {}).get(src.package) or download_package(src.package, cache))
-        version = package_version(deb)
-        for _, data in iter_members(deb, [f"usr/share/doc/{src.package}/copyright"]):
-            copyrights[src.package] = data.decode(errors="replace")
-        scratch = cache / "src" / f"{src.package}_{version}"
-        found = kept_here = 0
-        reasons: Counter = Counter()
-
-        jobs = _jobs(src, deb, scratch, points, seed, limit_per_package)
-        for key, status, out in parallel_map(sample_job, jobs, workers, src.package, progress, chunksize=8):
-            found += 1
-            if status == "ok":
-                keys.append(key)
-                clouds.append(out)
-                pkg_of.append(src.package)
-                kept_here += 1
-            else:
-                skipped.append({"shape": key, "reason": out})
-                reasons[re.sub(r"\b\d+\b", "N", out)[:60]] += 1
-        report[src.package] = {
-            "version": version,
-            "licence": src.licence,
-            "mesh_files": found,
-            "readable": kept_here,
-            "skipped": found - kept_here,
-            "skip_reasons": dict(reasons.most_common()),
-            "note": src.note,
-            "seconds": round(time.time() - t1, 1),
-        }
-    if not clouds:
-        raise DatasetError("the corpus packages yielded no readable mesh")
-    order = np.argsort(np.asarray(keys))  # deterministic, independent of worker scheduling
-    keys = [keys[i] for i in order]
-    pkg_of = [pkg_of[i] for i in order]
-    arr = np.stack([clouds[i] for i in order])
-    del clouds
-    owner = deduplicate(arr, dedup_ratio)
-    keep = np.flatnonzero(owner == np.arange(len(owner)))
-    for p in report:
-        dup = sum(1 for i in range(len(keys)) if pkg_of[i] == p and owner[i] != i)
-        report[p]["near_duplicates"] = dup
-        report[p]["shapes"] = report[p]["readable"] - dup
-    keys = [keys[i] for i in keep]
-    pkg_of = [pkg_of[i] for i in keep]
-    arr = arr[keep]
-    # the 0 A.D. evaluation set: classes from paths, small classes left unlabelled
-    names = [oad_class(k) if p == "0ad-data" else "" for k, p in zip(keys, pkg_of)]
-    counts = Counter(n for n in names if n)
-    classes = sorted(c for c, n in counts.items() if n >= OAD_MIN_PER_CLASS)
-    index = {c: i for i, c in enumerate(classes)}
-    labels = np.array([index.get(n, -1) for n in names], np.int64)
-    lab = np.flatnonzero(labels >= 0)
-    splits: dict[str, list[int]] = {"oad_train": [], "oad_val": [], "oad_test": []}
-    if len(classes) >= 2 and len(lab) >= 10 * len(classes):
-        tr, te = train_test_split(lab, test_size=0.2, random_state=0, stratify=labels[lab])
-        tr, va = train_test_split(tr, test_size=0.2, random_state=0, stratify=labels[tr])
-        splits = {"oad_train": sorted(map(int, tr)), "oad_val": sorted(map(int, va)), "oad_test": sorted(map(int, te))}
-    held = set(splits["oad_val"]) | set(splits["oad_test"])
-    splits["pretrain"] = [i for i in range(len(keys)) if i not in held]
-    w = DatasetWriter(final)
-    try:
-        w.array("points", arr)
-        w.array("labels", labels.astype(np.int16))
-        w.json("shapes.json", [{"id": k, "package": p, "class": n} for k, p, n in zip(keys, pkg_of, names)])
-        w.json("classes.json", classes)
-        w.json("splits.json", splits)
-        w.text("ATTRIBUTION.md", _attribution(report))
-        for p, text in copyrights.items():
-            w.text(f"LICENSE-debian-copyright-{p}.txt", text)
-        meta = {
-            "name": "corpus",
-            "version": CORPUS_VERSION,
-            "datasets": ["corpus", "oad"],
-            "source_package": f"{len(chosen)} Debian packages",
-            "package_version": "see packages",
-            "packages": report,
-            "points_per_shape": points,
-            "dtype": "float16",
-            "up_axis": "y",
-            "normalisation": "centroid at origin, max norm 1",
-            "sampling": "area-weighted uniform surface sampling (trimesh.sample.sample_surface), per-shape seed",
-            "dedup": f"Chamfer distance to an earlier kept shape < {dedup_ratio} x their resampling noise (512 points)",
-            "seed": seed,
-            "shapes": len(keys),
-            "labelled": len(lab),
-            "pool": int((labels < 0).sum()),
-            "classes": classes,
-            "per_class": {c: int((labels == i).sum()) for i, c in enumerate(classes)},
-            "splits": {k: len(v) for k, v in splits.items()},
-            "skipped": {"count": len(skipped), "shapes": skipped},
-            "subset": {"packages": packages, "limit_per_package": limit_per_package} if subset else None,
-            "build_seconds": round(time.time() - t0, 1),
-        }
-        return w.commit(meta)
-    except BaseException:
-        w.abort()
-        raise
+    recipe = Corpus(packages, limit_per_package, dedup_ratio)
+    return build_from_debian(recipe, root, points, seed, workers, force, progress, debs)
 
 
 def _attribution(report: dict[str, dict[str, Any]]) -> str:

@@ -93,6 +93,7 @@ def iter_members(deb: Path, patterns: list[str]) -> Iterator[tuple[str, bytes]]:
         raise PackageError("dpkg-deb is not available; install the 'dpkg' package or build on Debian/Ubuntu")
     proc = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None
+    stopped = False  # the reader stopped early (enough members): dpkg-deb's broken pipe is ours, not an error
     try:
         with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
             for m in tar:
@@ -109,11 +110,15 @@ def iter_members(deb: Path, patterns: list[str]) -> Iterator[tuple[str, bytes]]:
                     yield name, f.read()
     except tarfile.TarError as e:
         raise PackageError(f"{deb}: corrupt data archive ({e})") from e
+    except GeneratorExit:
+        stopped = True
+        proc.kill()
+        raise
     finally:
         proc.stdout.close()
         err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
         code = proc.wait()
-        if code not in (0, -13) and err:  # -13: we stopped reading early (SIGPIPE)
+        if code not in (0, -13) and err and not stopped:  # -13: we stopped reading early (SIGPIPE)
             raise PackageError(f"dpkg-deb failed on {deb}: {err.strip()[-300:]}")
 
 

@@ -123,6 +123,9 @@ class KiCad(DebianRecipe):
             per_lib[lib] += 1
             yield path, (path, data)
 
+    def describe(self, job: tuple[str, bytes]) -> None:
+        return None  # the key is the path; the bytes stay with the worker
+
     @staticmethod
     def sample(job: tuple[str, bytes], points: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
         path, data = job
