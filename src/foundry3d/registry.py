@@ -47,18 +47,22 @@ class Registry(Generic[T]):
         return add(obj) if obj is not None else add
 
     def get(self, name: str) -> T:
+        """The entry registered as ``name``, or a one-line error listing what is registered."""
         if name not in self._items:
             raise RegistryError(f"unknown {self.what} {name!r}; registered: {', '.join(self.names()) or 'none'}")
         return self._items[name]
 
     def info(self, name: str) -> dict[str, Any]:
+        """The flags ``name`` was registered with (e.g. a student kind's ``learned``)."""
         self.get(name)
         return dict(self._info[name])
 
     def names(self) -> list[str]:
+        """Every registered name, sorted (what help texts and errors list)."""
         return sorted(self._items)
 
     def items(self) -> Iterator[tuple[str, T]]:
+        """(name, entry) pairs in name order."""
         return iter(sorted(self._items.items()))
 
     def __contains__(self, name: object) -> bool:

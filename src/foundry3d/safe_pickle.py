@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch._utils
+from typing_extensions import override
 
 _DTYPE_NAMES = {
     "float16",
@@ -98,6 +99,7 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     _table: dict[tuple[str, str], Any] | None = None
 
+    @override
     def find_class(self, module: str, name: str) -> Any:
         if RestrictedUnpickler._table is None:
             RestrictedUnpickler._table = _allowed()

@@ -62,6 +62,7 @@ class SweepConfig:
         return [*self.tasks, *(t for t in self.large_tasks if n >= self.large_from and t not in self.tasks)]
 
     def validate(self) -> None:
+        """Refuse sizes below 256 points, repeated seeds, a sweep without DSO and counts below 1."""
         if not self.sizes or min(self.sizes) < 256:
             raise ConfigError(f"token_sweep.sizes must be cloud sizes >= 256 points, got {self.sizes}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):

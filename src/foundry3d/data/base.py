@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from typing_extensions import override
 
 from foundry3d.errors import Foundry3DError
 
@@ -42,6 +43,7 @@ class PartSpec:
 
     @property
     def num_parts(self) -> int:
+        """How many part ids the spec names (a segmentation head's output width)."""
         return len(self.parts)
 
 
@@ -83,9 +85,11 @@ class PointCloudDataset:
 
     @property
     def num_classes(self) -> int:
+        """How many classes the dataset names (a classifier's output width)."""
         return len(self.classes)
 
     def info(self) -> dict[str, Any]:
+        """Counts per class and what the dataset is (what ``foundry3d data info`` prints)."""
         labels = self.labels()
         counts = {c: int((labels == i).sum()) for i, c in enumerate(self.classes)}
         out: dict[str, Any] = {
@@ -156,9 +160,11 @@ class ArrayDataset(PointCloudDataset):
             name=self.names[i] if self.names else f"{self.name}/{i}",
         )
 
+    @override
     def labels(self) -> np.ndarray:
         return self._labels
 
+    @override
     def fingerprint(self) -> str:
         fp = getattr(self, "_fingerprint", None)
         if fp is None:
@@ -173,6 +179,7 @@ class ArrayDataset(PointCloudDataset):
         return fp
 
     def subset(self, idx: np.ndarray, split: str | None = None) -> ArrayDataset:
+        """The items ``idx`` as a dataset of their own, every per-item field kept aligned."""
         idx = np.asarray(idx, dtype=np.int64)
         return ArrayDataset(
             self.points[idx],
@@ -215,9 +222,11 @@ class ConcatDataset(PointCloudDataset):
             s.label = -1
         return s
 
+    @override
     def fingerprint(self) -> str:
         return hashlib.sha256("+".join(p.fingerprint() for p in self.parts).encode()).hexdigest()[:24]
 
+    @override
     def labels(self) -> np.ndarray:
         if not self._same:
             return np.full(len(self), -1, np.int64)

@@ -88,6 +88,7 @@ class BuiltDataset:
 
     @property
     def command(self) -> str:
+        """The command that builds this dataset (what an error asks a user to run)."""
         return f"foundry3d data build {self.build}"
 
     def load_builder(self) -> Callable[..., Path]:

@@ -35,6 +35,7 @@ import numpy as np
 import trimesh
 from scipy.spatial import cKDTree
 from sklearn.model_selection import train_test_split
+from typing_extensions import override
 
 from foundry3d.data.base import DatasetError
 from foundry3d.data.building import DebianRecipe, Labelled, Sources, build_from_debian
@@ -248,9 +249,11 @@ class Corpus(DebianRecipe):
         self.skipped: list[dict[str, str]] = []  # per package, for the report
         self.report: dict[str, dict[str, Any]] = {}
 
+    @override
     def folder(self) -> str:
         return "corpus-subset" if self.subset["packages"] or self.limit is not None else self.name
 
+    @override
     def jobs(self, src: Sources, points: int) -> Iterator[tuple[str, tuple[str, bytes]]]:
         for source in self.sources:
             with closing(iter_meshes(source, src.debs[source.package], src.folders[source.package])) as meshes:
@@ -259,13 +262,17 @@ class Corpus(DebianRecipe):
                         break  # closing stops the package's reader (and its dpkg-deb) now
                     yield key, (key, data)
 
+    @override
+    @override
     def describe(self, job: tuple[str, bytes]) -> None:
         return None  # the key says everything; the mesh bytes stay with the worker
 
     @staticmethod
+    @override
     def sample(job: tuple[str, bytes], points: int, seed: int) -> tuple[np.ndarray]:
         return (sample_mesh(job[0], job[1], points, seed),)
 
+    @override
     def label(self, keys: list[str], jobs: list, results: list, src: Sources) -> Labelled:
         arr = np.stack([r[0] for r in results])
         owner = deduplicate(arr, self.dedup_ratio)
@@ -314,10 +321,12 @@ class Corpus(DebianRecipe):
             },
         )  # fmt: skip
 
+    @override
     def skip_record(self, key: str, job: None, reason: str) -> dict[str, str]:
         self.skipped.append({"package": key.split("/", 1)[0], "reason": reason})
         return {"shape": key, "reason": reason}
 
+    @override
     def attribution(self, labelled: Labelled, src: Sources) -> str:
         return _attribution(self.report)
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from typing_extensions import override
 
 from foundry3d.data.base import DatasetError, PointCloudDataset, Sample
 from foundry3d.data.mesh import MeshError, normalize_unit_sphere, sample_labelled_surface, shape_seed
@@ -96,6 +97,7 @@ class Entry:
 
     @property
     def split(self) -> str:
+        """The split the file's content hash puts it in (stable however the folder is renamed or reordered)."""
         return split_of(self.sha)
 
 
@@ -343,6 +345,7 @@ class FolderIndex:
         os.replace(tmp, path)
 
     def cloud_path(self, sha: str) -> Path:
+        """Where the cached cloud of content hash ``sha`` lives (sharded by its first two hex digits)."""
         return self.cache / "clouds" / sha[:2] / f"{sha}.npy"
 
     def _read(self, files: list[Path], shas: dict[Path, str], progress: bool) -> dict[str, tuple[str, Any]]:
@@ -410,9 +413,11 @@ class FolderDataset(PointCloudDataset):
             raise DatasetError(f"{path}: cached cloud of {e.path} is unreadable ({err}); delete it to re-read") from err
         return Sample(points=pts, label=e.label, name=e.path)
 
+    @override
     def labels(self) -> np.ndarray:
         return np.array([e.label for e in self.entries], np.int64)
 
+    @override
     def fingerprint(self) -> str:
         h = hashlib.sha256(f"folder-v{FOLDER_VERSION}".encode())
         for e in self.entries:
@@ -430,6 +435,7 @@ class FolderDataset(PointCloudDataset):
             )
         return out
 
+    @override
     def info(self) -> dict[str, Any]:
         out = super().info()
         labels = self.labels()

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from typing_extensions import override
 
 from foundry3d.data.building import DebianRecipe, Labelled, Sources, build_from_debian, split_or_all
 from foundry3d.data.catalogue import KICAD_VERSION
@@ -106,9 +107,11 @@ class KiCad(DebianRecipe):
         self.libraries, self.limit_per_library = libraries, limit_per_library
         self.subset = libraries is not None or limit_per_library is not None
 
+    @override
     def folder(self) -> str:
         return "kicad-subset" if self.subset else self.name
 
+    @override
     def jobs(self, src: Sources, points: int) -> Iterator[tuple[str, tuple[str, bytes]]]:
         patterns = (
             [f"usr/share/kicad/3dmodels/{lib}.3dshapes/*.wrl" for lib in self.libraries]
@@ -123,14 +126,18 @@ class KiCad(DebianRecipe):
             per_lib[lib] += 1
             yield path, (path, data)
 
+    @override
+    @override
     def describe(self, job: tuple[str, bytes]) -> None:
         return None  # the key is the path; the bytes stay with the worker
 
     @staticmethod
+    @override
     def sample(job: tuple[str, bytes], points: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
         path, data = job
         return sample_wrl(data, path, points, seed)
 
+    @override
     def label(self, keys: list[str], jobs: list, results: list, src: Sources) -> Labelled:
         libs = [p.split("/")[-2].removesuffix(".3dshapes") for p in keys]
         names = [library_class(lib) for lib in libs]
@@ -182,6 +189,7 @@ class KiCad(DebianRecipe):
             },
         )
 
+    @override
     def attribution(self, labelled: Labelled, src: Sources) -> str:
         return _kicad_attribution(src.versions["kicad-packages3d"], Counter(s["library"] for s in labelled.shapes))
 

@@ -18,6 +18,7 @@ from typing import ClassVar
 
 import numpy as np
 import trimesh
+from typing_extensions import override
 
 from foundry3d.data.base import DatasetError
 from foundry3d.data.building import DebianRecipe, Labelled, Sources, build_from_debian
@@ -265,9 +266,11 @@ class SH3D16(DebianRecipe):
     def __init__(self, limit: int | None = None) -> None:
         self.limit = limit
 
+    @override
     def folder(self) -> str:
         return self.name if self.limit is None else f"sh3d16-subset{self.limit}"
 
+    @override
     def jobs(self, src: Sources, points: int) -> list[tuple[str, CatalogEntry]]:
         entries = read_packs(src.folders["sweethome3d-furniture"] / "usr/share/sweethome3d/furniture")
         if not entries:
@@ -275,9 +278,11 @@ class SH3D16(DebianRecipe):
         return [(e.key, e) for e in entries[: self.limit]]
 
     @staticmethod
+    @override
     def sample(job: CatalogEntry, points: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
         return sample_entry(job, points, seed)
 
+    @override
     def label(self, keys: list[str], jobs: list[CatalogEntry], results: list, src: Sources) -> Labelled:
         cls_index = {c: i for i, c in enumerate(CLASSES)}
         shapes = [
@@ -295,9 +300,11 @@ class SH3D16(DebianRecipe):
             meta={"up_axis": "y", "limit": self.limit},
         )
 
+    @override
     def attribution(self, labelled: Labelled, src: Sources) -> str:
         return _sh3d_attribution(labelled.shapes, src.versions["sweethome3d-furniture"])
 
+    @override
     def skip_record(self, key: str, job: CatalogEntry, reason: str) -> dict[str, str]:
         return {"shape": key, "name": job.name, "reason": reason}
 

@@ -65,15 +65,19 @@ class DatasetWriter:
         self.tmp.mkdir(parents=True)
 
     def array(self, name: str, value: np.ndarray) -> None:
+        """Write one array into the unfinished dataset (no pickles: arrays read back without code)."""
         np.save(self.tmp / f"{name}.npy", value, allow_pickle=False)
 
     def json(self, name: str, value: Any) -> None:
+        """Write one JSON file into the unfinished dataset."""
         (self.tmp / name).write_text(json.dumps(value, indent=1) + "\n")
 
     def text(self, name: str, value: str) -> None:
+        """Write one text file (attribution, licence) into the unfinished dataset."""
         (self.tmp / name).write_text(value)
 
     def commit(self, meta: dict[str, Any]) -> Path:
+        """Write meta.json last (complete: true) and swap the folder into place; returns the dataset folder."""
         self.json("meta.json", {**meta, "complete": True})
         old = self.final.with_name(self.final.name + f".old-{os.getpid()}")
         if self.final.exists():
@@ -84,6 +88,7 @@ class DatasetWriter:
         return self.final
 
     def abort(self) -> None:
+        """Remove the unfinished folder, so a failed build leaves nothing that looks like a dataset."""
         if self.tmp.exists():
             shutil.rmtree(self.tmp, ignore_errors=True)
 

@@ -8,6 +8,7 @@ geometric regions (e.g. cylinder side vs caps) so part segmentation can be exerc
 from __future__ import annotations
 
 import numpy as np
+from typing_extensions import override
 
 from foundry3d.data.base import PartSpec, PointCloudDataset, Sample
 
@@ -102,5 +103,6 @@ class SyntheticShapes(PointCloudDataset):
         pts, parts = make_shape(label, self.num_points, self.seed + i)
         return Sample(points=pts, label=label, parts=parts, category=label, name=f"synthetic/{self.split}/{i}")
 
+    @override
     def labels(self) -> np.ndarray:
         return np.arange(len(self)) % len(CLASSES)

@@ -50,6 +50,7 @@ class Index:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def ok(self) -> list[dict[str, str]]:
+        """The rows that were embedded (files that failed to read are kept in ``rows`` with their reason)."""
         return [r for r in self.rows if r["status"] == "ok"]
 
 

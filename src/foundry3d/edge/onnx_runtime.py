@@ -51,6 +51,7 @@ class OnnxPointModel:
         self.meta = meta
 
     def check(self, points: np.ndarray) -> np.ndarray:
+        """The clouds as a float32 (B, N, 3) array, or a one-line error naming what was given instead."""
         try:
             x = np.asarray(points)
         except ValueError as e:  # a ragged list of clouds
@@ -71,6 +72,7 @@ class OnnxPointModel:
         return x.astype(np.float32, copy=False)
 
     def __call__(self, points: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the exported model on ``points``: its outputs by name, as the PyTorch model returns them."""
         out = self.session.run(None, {self.input: self.check(points)})
         return dict(zip(self.outputs, out))
 

@@ -53,6 +53,7 @@ class EvalSettings:
     splits: Literal["test", "val"] = "test"
 
     def validate(self) -> None:
+        """Refuse settings no evaluation can run with, one line naming the field and what it expects."""
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.threads is not None and self.threads < 1:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from foundry3d.config import from_dict
 from foundry3d.errors import ConfigError
@@ -49,6 +50,7 @@ class BackboneConfig:
     extra: dict = field(default_factory=dict)  # free-form provenance (source checkpoint, ...)
 
     def validate(self) -> None:
+        """Refuse shapes no backbone can be built with (sizes below 1, a width the heads do not divide, depth < 0)."""
         for k in ("num_points", "num_groups", "group_size", "dim", "num_heads"):
             if getattr(self, k) < 1:
                 raise ConfigError(f"{k} must be >= 1, got {getattr(self, k)}")
@@ -90,6 +92,7 @@ class PointTransformer(PointModel):
         self.apply(_init_weights)
 
     @property
+    @override
     def num_blocks(self) -> int:
         return len(self.encoder.blocks)
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import override
 
 from foundry3d.config import to_dict
 from foundry3d.errors import InputError
@@ -141,10 +142,12 @@ class PointModel(nn.Module):
 
     @property
     def dim(self) -> int:
+        """Token width (what a head or a student that matches this model must take)."""
         return self.tcfg.dim
 
     @property
     def num_features(self) -> int:
+        """Width of the pooled features ``forward_head(pre_logits=True)`` returns ([max, mean] of the tokens)."""
         return 2 * self.tcfg.dim
 
     def groups_for(self, num_points: int) -> int:
@@ -178,6 +181,7 @@ class PointModel(nn.Module):
 
     @property
     def num_blocks(self) -> int:
+        """How many blocks ``forward_intermediates`` can return (1 for a model without blocks)."""
         return 1
 
     def forward_intermediates(
@@ -211,6 +215,7 @@ class PointModel(nn.Module):
         tokens = features["tokens"] if isinstance(features, dict) else features
         return pool_tokens(tokens)
 
+    @override
     def forward(self, points: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(points))
 
@@ -236,4 +241,5 @@ class PointModel(nn.Module):
         return out if arr.ndim == 3 else out[0]
 
     def config_dict(self) -> dict:
+        """The model's resolved config as plain data (saved with every checkpoint and release)."""
         return to_dict(self.cfg)

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import override
 
 from foundry3d.errors import InputError
 from foundry3d.models.backbone import PointTransformer
@@ -47,6 +48,7 @@ class MLPStudent(Student):
     def forward_tokens(
         self, tokens: Tensor, centres: Tensor, indices: list[int] | None = None, **_: Any
     ) -> TokenOutput:
+        """The teacher's tokens with no mixing across tokens: CAU's residual MLP on each token alone."""
         pos = self.pos_embed(centres)
         y = self.cau(torch.zeros_like(tokens), tokens, pos)
         out: TokenOutput = {"tokens": y, "centres": centres}
@@ -64,6 +66,7 @@ class MimicStudent(Student):
     def forward_tokens(
         self, tokens: Tensor, centres: Tensor, indices: list[int] | None = None, **_: Any
     ) -> TokenOutput:
+        """The light encoder on every token (no compression), mapped to the teacher's width."""
         pos = self.pos_embed(centres)
         x, hidden = self.encode(tokens, pos, None, indices)
         out: TokenOutput = {"tokens": self.cau(x, tokens, pos), "centres": centres}
@@ -88,6 +91,7 @@ class PatchMergerStudent(Student):
     def forward_tokens(
         self, tokens: Tensor, centres: Tensor, indices: list[int] | None = None, **_: Any
     ) -> TokenOutput:
+        """Soft-merge the tokens into s learned queries, encode them, route them back through the same weights."""
         pos = self.pos_embed(centres)
         xn = self.merge_norm(tokens)
         weights = F.softmax(xn @ self.queries.T / math.sqrt(xn.shape[-1]), dim=1)  # (B, c, s): over tokens
@@ -131,6 +135,7 @@ class ToMeStudent(Student):
         indices: list[int] | None = None,
         **_options: Any,
     ) -> TokenOutput:
+        """Merge the most similar tokens block by block (ToMe), then unmerge to every token for the loss."""
         b, c, _ = tokens.shape
         pos = self.pos_embed(centres)
         x, xpos = tokens, pos
@@ -173,15 +178,19 @@ class MergedBackbone(PointModel):
         self.r = r
 
     @property
+    @override
     def num_blocks(self) -> int:
         return self.backbone.num_blocks
 
+    @override
+    @override
     def config_dict(self) -> dict:
         return {"merged": self.method, "r": self.r, "backbone": self.backbone.config_dict()}
 
     def forward_tokens(
         self, tokens: Tensor, centres: Tensor, indices: list[int] | None = None, **_: Any
     ) -> TokenOutput:
+        """The backbone with training-free token merging between its blocks, unmerged to every token."""
         enc = self.backbone.encoder
         r = schedule(tokens.shape[1], len(enc.blocks), self.r)
         z, source = merged_blocks(enc.blocks, tokens, self.pos_embed(centres), r, self.method, enc.pos_every_layer)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import override
 
 from foundry3d.errors import InputError
 
@@ -20,6 +21,7 @@ class DropPath(nn.Module):
         super().__init__()
         self.p = p
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         if self.p == 0.0 or not self.training:
             return x
@@ -39,6 +41,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
         self.drop = nn.Dropout(drop)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
@@ -61,6 +64,7 @@ class Attention(nn.Module):
         # Point-MAE code does (what runs out of memory on large scenes); default: PyTorch's SDPA kernel.
         self.explicit = False
 
+    @override
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
@@ -102,6 +106,7 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
         self.drop_path = DropPath(drop_path)
 
+    @override
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), mask))
         return x + self.drop_path(self.mlp(self.norm2(x)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import override
 
 from foundry3d.models.backbone import PointTransformer
 from foundry3d.models.base import PointModel, TokenOutput
@@ -31,12 +32,14 @@ class Floor(PointModel):
         self.tokenizer = backbone.tokenizer
         self.pos_embed = backbone.pos_embed
 
+    @override
     def config_dict(self) -> dict:
         return {"floor_of": self.backbone.config_dict()}
 
     def forward_tokens(
         self, tokens: Tensor, centres: Tensor, indices: list[int] | None = None, **_: object
     ) -> TokenOutput:
+        """The tokenizer's tokens plus their positional embedding, layer-normed: no block, no training."""
         x = tokens + self.pos_embed(centres)
         out: TokenOutput = {"tokens": F.layer_norm(x, x.shape[-1:]), "centres": centres}
         if indices is not None:

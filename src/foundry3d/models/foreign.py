@@ -114,6 +114,7 @@ class ForeignTeacher(nn.Module):
         return backbone_from_config(self.cfg)
 
     def config_dict(self) -> dict[str, Any]:
+        """What identifies the adapted teacher (its spec, width and token count) in records."""
         return {"foreign_teacher": self.spec, "dim": self.dim, "num_groups": self.num_groups}
 
 

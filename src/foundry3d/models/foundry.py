@@ -32,6 +32,7 @@ from typing import cast
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import override
 
 from foundry3d.errors import InputError
 from foundry3d.models.assign import ASSIGNMENTS, needs_centres
@@ -164,6 +165,7 @@ class Gate(nn.Module):
         nn.init.zeros_(last.weight)
         nn.init.constant_(last.bias, 2.0)  # start by compressing most tokens (pi ~ 0.88)
 
+    @override
     def forward(self, tokens: Tensor) -> Tensor:
         return torch.sigmoid(self.mlp(tokens).squeeze(-1))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from foundry3d.models.base import PointModel
 from foundry3d.ops import fast
@@ -27,6 +28,7 @@ class ClassificationHead(nn.Module):
             nn.Linear(hidden, num_classes),
         )
 
+    @override
     def forward(self, pooled: Tensor) -> Tensor:
         return self.mlp(pooled)
 
@@ -69,6 +71,7 @@ class PartSegHead(nn.Module):
         )
         self.num_categories = num_categories
 
+    @override
     def forward(self, tokens: Tensor, idx: Tensor, weight: Tensor, xyz: Tensor, category: Tensor) -> Tensor:
         onehot = nn.functional.one_hot(category, self.num_categories).to(tokens.dtype)
         glob = self.global_proj(torch.cat([tokens.amax(1), tokens.mean(1), self.cat_embed(onehot)], -1))
@@ -85,6 +88,7 @@ class Classifier(nn.Module):
         self.head = ClassificationHead(backbone.num_features, num_classes)
 
     def logits(self, points: Tensor) -> Tensor:
+        """Class scores of clouds (B, N, 3) -> (B, classes)."""
         return self.head(self.backbone.forward_head(self.backbone.forward_features(points)))
 
 
@@ -97,6 +101,7 @@ class Segmenter(nn.Module):
         self.head = PartSegHead(backbone.num_features // 2, num_categories, num_parts, hidden)
 
     def logits(self, points: Tensor, category: Tensor, num_groups: int | None = None) -> Tensor:
+        """Per-point part scores of clouds (B, N, 3) -> (B, N, parts), tokens propagated to every point."""
         out = self.backbone.forward_features(points, num_groups or self.backbone.groups_for(points.shape[1]))
         tokens = nn.functional.layer_norm(out["tokens"], out["tokens"].shape[-1:])
         idx, w = three_nn(points, out["centres"])

@@ -32,6 +32,7 @@ from typing import Any, cast
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 from foundry3d.assets import ASSETS
 from foundry3d.models.backbone import BackboneConfig, PointTransformer, backbone_from_config
@@ -258,21 +259,26 @@ class WithOptions(nn.Module):
             return getattr(self._modules["model"], name)
 
     def forward_tokens(self, tokens: torch.Tensor, centres: torch.Tensor, **kwargs: Any) -> TokenOutput:
+        """The wrapped model's ``forward_tokens`` with the spec's options (e.g. a gate threshold) applied."""
         return self.model.forward_tokens(tokens, centres, **{**self.options, **kwargs})
 
     def forward_features(self, points: torch.Tensor, num_groups: int | None = None, **kwargs: Any) -> TokenOutput:
+        """The wrapped model's ``forward_features`` with the spec's options applied."""
         return self.model.forward_features(points, num_groups, **{**self.options, **kwargs})
 
     def forward_intermediates(self, points: torch.Tensor, *args: Any, **kwargs: Any) -> TokenOutput:
+        """The wrapped model's ``forward_intermediates`` with the spec's options applied."""
         return self.model.forward_intermediates(points, *args, **{**self.options, **kwargs})
 
     def forward_head(self, features: Any, pre_logits: bool = False) -> torch.Tensor:
+        """The wrapped model's ``forward_head`` (options do not change pooling or logits)."""
         return self.model.forward_head(features, pre_logits)
 
     def embed(self, points: Any, groups: int | None = None) -> torch.Tensor:
         """As :meth:`PointModel.embed`, with the bound options."""
         return PointModel.embed(self, points, groups)  # type: ignore[arg-type]
 
+    @override
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(points))
 

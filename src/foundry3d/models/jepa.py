@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import override
 
 from foundry3d.errors import ConfigError
 from foundry3d.models.backbone import PointTransformer
@@ -43,6 +44,7 @@ class JEPAConfig:
     random_fps_start: bool = True
 
     def validate(self) -> None:
+        """Refuse mask ratios outside (0, 1] or in the wrong order, an EMA schedule outside [0, 1], no targets."""
         for name in ("target_ratio", "context_ratio"):
             lo, hi = getattr(self, name)
             if not 0.0 < lo <= hi <= 1.0:
@@ -66,6 +68,7 @@ class Predictor(nn.Module):
         self.proj = nn.Linear(p, dim)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
 
+    @override
     def forward(self, context: Tensor, context_centres: Tensor, target_centres: Tensor) -> Tensor:
         b, n, _ = context.shape
         k = target_centres.shape[1]
@@ -118,6 +121,7 @@ class PointJEPA(nn.Module):
         torch._foreach_lerp_(target, online, 1.0 - tau)  # type: ignore[arg-type]  # Parameters are Tensors
         return tau
 
+    @override
     def forward(
         self, points: Tensor, generator: torch.Generator, fps_start: Tensor | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:

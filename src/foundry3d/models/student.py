@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from torch import Tensor, nn
+from typing_extensions import override
 
 from foundry3d.config import from_dict
 from foundry3d.errors import ConfigError, InputError
@@ -101,6 +102,7 @@ class StudentArch:
     empty_bins: Literal["fallback", "mask"] = "fallback"
 
     def validate(self) -> None:
+        """Refuse an unknown kind, SuperTokens below 1, a gate threshold outside [0, 1], a gate on another kind."""
         if self.kind not in student_kinds():
             raise ConfigError(f"student kind {self.kind!r} is not one of {', '.join(student_kinds().names())}")
         if self.supertokens < 1:
@@ -130,6 +132,7 @@ class FoundryConfig(StudentArch):
     teacher_name: str = ""
     teacher_hash: str = ""
 
+    @override
     def validate(self) -> None:
         super().validate()
         if not self.teacher:
@@ -137,9 +140,11 @@ class FoundryConfig(StudentArch):
 
     @property
     def teacher_config(self) -> BackboneConfig:
+        """The teacher's backbone config the student copies its tokenizer and blocks from."""
         return from_dict(BackboneConfig, self.teacher)
 
     def student_blocks(self) -> list[int]:
+        """Which teacher blocks the light encoder copies (evenly spread; none for the mlp kind)."""
         if self.kind == "mlp":
             return []
         depth = self.teacher_config.depth
@@ -161,6 +166,7 @@ class CAU(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
         self.skip = skip and dim == out_dim
 
+    @override
     def forward(self, routed: Tensor, tokens: Tensor, pos: Tensor) -> Tensor:
         out = self.mlp(self.norm(routed + tokens + pos))
         return routed + out if self.skip else out
@@ -211,6 +217,7 @@ class Student(PointModel):
         return student
 
     @property
+    @override
     def num_blocks(self) -> int:
         return max(1, len(self.blocks))
 

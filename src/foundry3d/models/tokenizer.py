@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from foundry3d.ops.group import group_points
 
@@ -39,6 +40,7 @@ class MiniPointNet(nn.Module):
         x = seq[1](x.reshape(m * k, -1)).reshape(m, k, -1)
         return seq[3](seq[2](x))
 
+    @override
     def forward(self, patches: Tensor) -> Tensor:
         # amax, not max(dim).values: the same values without the argmax indices, ~20x faster on a CPU
         # for (62, 32, 192) patches, which was a third of a small student's batch-1 latency at 1k points
@@ -80,6 +82,7 @@ class PointTokenizer(nn.Module):
         # 256 keeps the per-point activations in cache: the fastest on fp32 and bf16 (benchmarks/tokenizer_speed.py)
         self.chunk_groups = 256
 
+    @override
     def forward(
         self,
         points: Tensor,

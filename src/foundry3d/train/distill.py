@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+from typing_extensions import override
 
 from foundry3d.config import load_config, parse_override, to_dict
 from foundry3d.data.registry import load_dataset
@@ -101,6 +102,7 @@ class DistillData:
     cache_dir: str | None = None  # where cached views live (default: <out>/cache)
 
     def validate(self) -> None:
+        """Refuse training data that cannot be read at this cloud size (checked before any work)."""
         check_training_data(self.datasets, self.num_points, self.cache_views)
 
 
@@ -119,6 +121,8 @@ class DistillConfig:
     )
 
     def validate(self) -> None:
+        """Refuse options that make no sense together (a temperature schedule without Gumbel noise, Gumbel settings
+        on a kind with no learned assignment, ...), one line naming both."""
         loss, kind = self.loss, self.student.kind
         if not (loss.tau_start > 0 and (loss.tau_end is None or loss.tau_end > 0)):
             raise ConfigError(f"loss.tau_start and loss.tau_end must be > 0, got {loss.tau_start}, {loss.tau_end}")
@@ -166,6 +170,7 @@ def _student_for(teacher: PointTransformer, st: StudentSection) -> Student:
 class SuperTokenInit(Hook):
     """Before the first step (and before the step-0 evaluation), the SuperTokens from the data."""
 
+    @override
     def on_start(self, loop: Loop) -> None:
         loop.task.init_supertokens()  # type: ignore[attr-defined]
 
@@ -206,6 +211,7 @@ class Distiller(nn.Module):
         self.cfg = cfg
         self.train()  # the frozen parts in eval mode from the start (BatchNorm statistics never move)
 
+    @override
     def train(self, mode: bool = True) -> Distiller:
         super().train(mode)
         self.teacher.eval()  # frozen: no dropout, no drop path, BatchNorm running statistics
@@ -213,6 +219,7 @@ class Distiller(nn.Module):
             self.student.tokenizer.eval()
         return self
 
+    @override
     def forward(
         self,
         generator: torch.Generator,
@@ -319,22 +326,27 @@ class DistillTask(Task):
         self._initialised = bool(st.start_from)  # a continued student keeps its SuperTokens
         self._t0 = time.time()
 
+    @override
     def num_samples(self) -> int:
         return len(self.views()["targets"]) if self.cfg.data.cache_views else len(self.dataset)
 
     def tau(self, step: int) -> float:
+        """The Gumbel temperature at ``step``: annealed from tau_start to tau_end over the run."""
         frac = step / max(1, self.cfg.engine.steps - 1)
         end = self.cfg.loss.tau_end
         assert end is not None  # resolved when the task was built (resolve_dso_defaults)
         return self.cfg.loss.tau_start + (end - self.cfg.loss.tau_start) * frac
 
+    @override
     def hooks(self) -> list[Hook]:
         return [SuperTokenInit()]
 
+    @override
     def prepare_batches(self) -> None:
         if self.cfg.data.cache_views:
             self.views()  # built once here, read by every worker
 
+    @override
     def batch(self, indices: np.ndarray, generator: torch.Generator, device: torch.device) -> dict[str, Any]:
         out: dict[str, Any]
         if self.cfg.data.cache_views:
@@ -347,6 +359,7 @@ class DistillTask(Task):
         out["tau"] = self._tau
         return out
 
+    @override
     def before_step(self, step: int) -> None:
         self._tau = self.tau(step)
 
@@ -369,6 +382,7 @@ class DistillTask(Task):
             self.cache = build_cache(self.module.teacher, self.dataset, self.cfg, self.run_dir)
         return self.cache
 
+    @override
     def param_groups(self) -> list[dict[str, Any]]:
         groups = super().param_groups()
         dso_module = getattr(self.module.student, "dso", None)
@@ -424,9 +438,11 @@ class DistillTask(Task):
             flat = tokens.reshape(1, -1, tokens.shape[-1])
             st.dso.codebook.copy_(kmeans_fit(flat, st.cfg.supertokens, st.dso.kmeans_iters)[0])
 
+    @override
     def state_dict(self) -> dict[str, Any]:  # the teacher is frozen: not saved, only named by its hash
         return {"module": self.module.student.state_dict(), "teacher_hash": model_hash(self.module.teacher)}
 
+    @override
     def load_state_dict(self, state: dict[str, Any]) -> None:
         saved, now = state.get("teacher_hash"), model_hash(self.module.teacher)
         if saved is not None and saved != now:
@@ -437,6 +453,7 @@ class DistillTask(Task):
         self.module.student.load_state_dict(state["module"])
         self._initialised = True  # resumed: the SuperTokens are already trained
 
+    @override
     def evaluate(self, step: int) -> dict[str, float]:
         st = self.module.student
         out = self.probe(st)
@@ -446,6 +463,7 @@ class DistillTask(Task):
             out["wall_minutes"] = (time.time() - self._t0) / 60
         return out
 
+    @override
     def finalize(self, run_dir: Path) -> dict[str, Any]:
         st = self.module.student
         meta = {

@@ -22,10 +22,12 @@ class DistInfo:
 
     @property
     def is_main(self) -> bool:
+        """Whether this process writes logs, checkpoints and releases (rank 0)."""
         return self.rank == 0
 
     @property
     def enabled(self) -> bool:
+        """Whether more than one process trains (gradients are then averaged across them)."""
         return self.world_size > 1
 
 

@@ -64,6 +64,7 @@ class EngineConfig:
     workers: int = 0
 
     def validate(self) -> None:
+        """Refuse schedules the loop cannot run (steps, batch, accumulation, warm-up, intervals), one line each."""
         if self.steps < 1 or self.batch_size < 1:
             raise ConfigError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
         if self.workers < 0:
@@ -115,6 +116,7 @@ class Task:
     find_unused_parameters: bool = False
 
     def num_samples(self) -> int:
+        """How many training items one pass holds (what the sampler draws from)."""
         raise NotImplementedError
 
     def batch(self, indices: np.ndarray, generator: torch.Generator, device: torch.device) -> dict[str, Any]:
@@ -136,15 +138,19 @@ class Task:
         """Called before the batch of ``step`` is built (schedules that depend on the step)."""
 
     def after_step(self, step: int, total_steps: int) -> dict[str, float]:
+        """Work after an optimiser step (e.g. an EMA update); returns extra values to log."""
         return {}
 
     def evaluate(self, step: int) -> dict[str, float]:
+        """Validation values to log at ``eval_every`` (none by default)."""
         return {}
 
     def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must hold for ``--resume`` to continue bit-identically (the module by default)."""
         return {"module": self.module.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` saved."""
         self.module.load_state_dict(state["module"])
 
     def finalize(self, run_dir: Path) -> dict[str, Any]:
@@ -235,10 +241,14 @@ class Hook:
     """Called by the loop: once at the start, after every step (``done`` steps so far; ``vals`` the step's loss
     and metrics, tensors still on the device, and its learning rate), at the end."""
 
-    def on_start(self, loop: Loop) -> None: ...
+    def on_start(self, loop: Loop) -> None:
+        """Called once before the first step (after a resume: before the first step still to run)."""
 
-    def on_step(self, loop: Loop, done: int, vals: dict[str, Any]) -> None: ...
+    def on_step(self, loop: Loop, done: int, vals: dict[str, Any]) -> None:
+        """Called after every optimiser step with the step count and the values logged at it."""
 
-    def on_end(self, loop: Loop) -> None: ...
+    def on_end(self, loop: Loop) -> None:
+        """Called once after the last step."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release what the hook holds (files, writers), also when the run fails."""

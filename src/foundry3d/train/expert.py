@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import override
 
 from foundry3d.config import load_config, parse_override, to_dict
 from foundry3d.data.base import DatasetError
@@ -81,6 +82,7 @@ class ExpertConfig:
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(scale=(0.8, 1.2), rotate_up=False))
 
     def validate(self) -> None:
+        """Refuse a task that is not cls:DATASET or seg:DATASET and KD settings out of range."""
         kind, sep, name = self.task.partition(":")
         if kind not in ("cls", "seg") or not sep or not name:
             raise ConfigError(f"expert task must be cls:DATASET or seg:DATASET, got {self.task!r}")
@@ -89,10 +91,13 @@ class ExpertConfig:
 
     @property
     def kind(self) -> Literal["cls", "seg"]:
+        """cls or seg: which head and loss the expert trains."""
         return self.task.split(":")[0]  # type: ignore[return-value]
 
     @property
     def points(self) -> int:
+        """The cloud size the expert trains and is scored at (1,024 for classification, 2,048 for segmentation
+        unless set)."""
         return self.num_points or (1024 if self.kind == "cls" else 2048)
 
 
@@ -162,13 +167,16 @@ class ExpertTask(Task):
     def __init__(self, module: _Stage, train: Any, cfg: ExpertConfig, frozen_steps: int = 0) -> None:
         self.module, self.train_set, self.cfg, self.frozen_steps = module, train, cfg, frozen_steps
 
+    @override
     def num_samples(self) -> int:
         return len(self.train_set)
 
+    @override
     def before_step(self, step: int) -> None:
         if self.frozen_steps:
             self.module.model.backbone.requires_grad_(step >= self.frozen_steps)
 
+    @override
     def batch(self, indices: np.ndarray, generator: torch.Generator, device: torch.device) -> dict[str, Any]:
         b = collate([self.train_set[int(i)] for i in indices], self.cfg.points, "random", generator)
         pts = augment(b["points"], self.cfg.augment, generator) if self.cfg.kind == "cls" else b["points"]

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from typing_extensions import override
 
 from foundry3d.config import to_dict
 from foundry3d.files import write_text
@@ -22,11 +23,13 @@ from foundry3d.train.runlog import RunLogger, progress_bar
 class MetricsHook(Hook):
     """Means of the step metrics over ``log_every`` steps (all ranks) to metrics.jsonl / TensorBoard."""
 
+    @override
     def on_start(self, loop: Loop) -> None:
         self.acc: dict[str, Any] = {}  # float64 tensors on the device, or floats
         self.n, self.t0 = 0, time.time()
         self.bar = progress_bar(loop.cfg.steps, loop.start, loop.cfg.progress, loop.info)
 
+    @override
     def on_step(self, loop: Loop, done: int, vals: dict[str, Any]) -> None:
         for k, v in vals.items():  # summed in float64 where they are: no host sync until a row is logged
             v = v.detach().double() if isinstance(v, Tensor) else v
@@ -45,6 +48,7 @@ class MetricsHook(Hook):
         if self.bar is not None:
             self.bar.update(1)
 
+    @override
     def close(self) -> None:
         if getattr(self, "bar", None) is not None:
             self.bar.close()
@@ -54,14 +58,17 @@ class EvalHook(Hook):
     """The task's evaluation at step 0 (a curve from the initial weights), every ``eval_every`` steps,
     and at the end (its numbers open the run's summary)."""
 
+    @override
     def on_start(self, loop: Loop) -> None:
         if loop.cfg.eval_every and loop.start == 0:
             _evaluate(loop.task, 0, loop.info, loop.logger)
 
+    @override
     def on_step(self, loop: Loop, done: int, vals: dict[str, Any]) -> None:
         if loop.cfg.eval_every and done % loop.cfg.eval_every == 0 and done != loop.cfg.steps:
             _evaluate(loop.task, done, loop.info, loop.logger)
 
+    @override
     def on_end(self, loop: Loop) -> None:
         if loop.cfg.steps > loop.start or not (loop.run_dir / "release").exists():
             loop.summary = _evaluate(loop.task, loop.cfg.steps, loop.info, loop.logger)
@@ -70,6 +77,7 @@ class EvalHook(Hook):
 class ReleaseHook(Hook):
     """At the end: the task writes its release and the run its summary (a finished run resumed: read back)."""
 
+    @override
     def on_end(self, loop: Loop) -> None:
         run_dir = loop.run_dir
         if loop.cfg.steps > loop.start or not (run_dir / "release").exists():
@@ -83,6 +91,7 @@ class ReleaseHook(Hook):
 class CheckpointHook(Hook):
     """The training state every ``ckpt_every`` steps and at the last step (atomic writes)."""
 
+    @override
     def on_step(self, loop: Loop, done: int, vals: dict[str, Any]) -> None:
         if done % loop.cfg.ckpt_every == 0 or done == loop.cfg.steps:
             loop.last_good = _checkpoint(loop.task, loop.optim, done, loop.config, loop.run_dir, loop.info, loop.scaler)

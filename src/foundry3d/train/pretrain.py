@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from typing_extensions import override
 
 from foundry3d.config import load_config, parse_override, to_dict
 from foundry3d.data.registry import load_dataset
@@ -50,6 +51,7 @@ class DataSection:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def validate(self) -> None:
+        """Refuse pretraining data that cannot be read at this cloud size (checked before any work)."""
         check_training_data(self.datasets, self.num_points)
 
 
@@ -68,6 +70,7 @@ class PretrainConfig:
     snapshot_every: int = 0
 
     def validate(self) -> None:
+        """Refuse a negative snapshot interval (0: none)."""
         if self.snapshot_every < 0:
             raise ConfigError(f"snapshot_every must be >= 0 (0: none), got {self.snapshot_every}")
 
@@ -86,9 +89,11 @@ class PretrainTask(Task):
         self.probe = Probe(cfg.probe, cfg.data.root)
         self._t0 = time.time()
 
+    @override
     def num_samples(self) -> int:
         return len(self.dataset)
 
+    @override
     def batch(self, indices: np.ndarray, generator: torch.Generator, device: torch.device) -> dict[str, Any]:
         d = self.cfg.data
         b = collate([self.dataset[int(i)] for i in indices], d.num_points, d.sampling, generator)
@@ -96,6 +101,7 @@ class PretrainTask(Task):
         start = torch.randint(d.num_points, (len(indices),), generator=generator)
         return {"points": pts.to(device), "fps_start": start.to(device)}
 
+    @override
     def after_step(self, step: int, total_steps: int) -> dict[str, float]:
         tau = self.module.update_target(step, total_steps)
         every = self.cfg.snapshot_every
@@ -105,12 +111,14 @@ class PretrainTask(Task):
             save_release(self.module.backbone, snap, meta, overwrite=True)
         return {"ema_tau": tau}
 
+    @override
     def evaluate(self, step: int) -> dict[str, float]:
         out = self.probe(self.module.backbone)
         if out:
             out["wall_minutes"] = (time.time() - self._t0) / 60
         return out
 
+    @override
     def finalize(self, run_dir: Path) -> dict[str, Any]:
         meta = {
             "recipe": "point-jepa pretraining (foundry3d pretrain)",

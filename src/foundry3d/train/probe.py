@@ -87,6 +87,7 @@ class Probe:
         self._sets: dict[str, Any] | None = None
 
     def sets(self) -> dict[str, Any]:
+        """The probe's train and validation sets, loaded once on first use."""
         if self._sets is None:
             c = self.cfg
             self._sets = {
@@ -105,6 +106,7 @@ class Probe:
         return float((clf.predict(b["features"]) == b["labels"]).mean())
 
     def __call__(self, model: PointModel) -> dict[str, float]:
+        """Linear-probe accuracy of ``model``'s features on the validation sets (empty when the probe is off)."""
         if not self.cfg.enabled or not self.cfg.datasets:
             return {}
         was_training = model.training

@@ -30,6 +30,8 @@ class RunLogger:
                 self.tb = None
 
     def log(self, step: int, split: str, values: dict[str, float]) -> None:
+        """Append one row (step, split, time and the values) to metrics.jsonl and TensorBoard, on the main process
+        only."""
         if not self.info.is_main:
             return
         row = {"step": step, "split": split, "time": round(time.time(), 3), **values}
@@ -48,6 +50,7 @@ class RunLogger:
         self.path.write_text("".join(r + "\n" for r in keep))
 
     def close(self) -> None:
+        """Flush and close the TensorBoard writer."""
         if self.tb is not None:
             self.tb.close()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from typing_extensions import override
 
 
 class _SyncBN(torch.autograd.Function):
@@ -42,6 +43,7 @@ class _SyncBN(torch.autograd.Function):
 class CPUSyncBatchNorm(nn.BatchNorm1d):
     """BatchNorm1d whose training statistics span every process of the default group."""
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)

@@ -63,6 +63,7 @@ class BenchmarkEntry:
     folds: Callable[..., tuple[PointCloudDataset, PointCloudDataset]] | None = None
 
     def accepts(self, split: str) -> bool:
+        """Whether ``split`` is one the benchmark reads (a named split or one its pattern allows)."""
         return split in self.splits or (self.pattern is not None and re.fullmatch(self.pattern, split) is not None)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from typing_extensions import override
 
 from foundry3d.data.base import ArrayDataset, DatasetError, PointCloudDataset, Sample
 from foundry3d.data.benchmarks.common import check_point_array, pc_normalize, read_lines, register_benchmark, require
@@ -66,6 +67,7 @@ class ModelNetTxt(PointCloudDataset):
         check_point_array(pts, path)
         return Sample(points=pc_normalize(pts[:, :3]), normals=_normals(pts), label=int(self._labels[i]), name=sid)
 
+    @override
     def labels(self) -> np.ndarray:
         return self._labels
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from typing_extensions import override
 
 from foundry3d.data.base import PointCloudDataset, Sample
 from foundry3d.data.benchmarks.common import (
@@ -58,6 +59,7 @@ class ShapeNetPC(PointCloudDataset):
         pts = check_point_array(load_npy(path).astype(np.float32), path)[:, :3]
         return Sample(points=pc_normalize(pts), label=int(self._labels[i]), name=self.files[i])
 
+    @override
     def labels(self) -> np.ndarray:
         return self._labels
 

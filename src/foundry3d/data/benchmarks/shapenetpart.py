@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from typing_extensions import override
 
 from foundry3d.data.base import DatasetError, PartSpec, PointCloudDataset, Sample
 from foundry3d.data.benchmarks.common import pc_normalize, read_lines, register_benchmark, require
@@ -97,6 +98,7 @@ class ShapeNetPart(PointCloudDataset):
             name=f"{synset}/{model}",
         )
 
+    @override
     def labels(self) -> np.ndarray:
         return self._labels
 

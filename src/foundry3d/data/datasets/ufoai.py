@@ -20,6 +20,7 @@ import zipfile
 from typing import Any, ClassVar
 
 import numpy as np
+from typing_extensions import override
 
 from foundry3d.data.building import DebianRecipe, Labelled, Sources, recipe_builder
 from foundry3d.data.catalogue import BuiltDataset, register_dataset
@@ -98,6 +99,7 @@ class UFOAI(DebianRecipe):
     packages = (PACKAGE,)
     extract: ClassVar[dict[str, tuple[str, ...]]] = {PACKAGE: (ARCHIVE,)}
 
+    @override
     def jobs(self, src: Sources, points: int) -> list[tuple[str, tuple[str, str]]]:
         archive = src.folders[PACKAGE] / ARCHIVE
         try:
@@ -110,6 +112,7 @@ class UFOAI(DebianRecipe):
         return [(n, (str(archive), n)) for n in names]
 
     @staticmethod
+    @override
     def sample(job: tuple[str, str], points: int, seed: int) -> tuple[np.ndarray, str]:
         archive, path = job
         with zipfile.ZipFile(archive) as z:
@@ -122,6 +125,7 @@ class UFOAI(DebianRecipe):
             pts = np.stack([pts[:, 0], pts[:, 2], -pts[:, 1]], 1)  # MD2 is Z-up; the OBJ models are Y-up already
         return normalize_unit_sphere(pts), digest
 
+    @override
     def label(self, keys: list[str], jobs: list[Any], results: list[Any], src: Sources) -> Labelled:
         index = {c: i for i, c in enumerate(CLASSES)}
         first: dict[str, str] = {}
@@ -138,6 +142,7 @@ class UFOAI(DebianRecipe):
             meta={"up_axis": "y (MD2 turned from z-up)", "copies": copies},
         )
 
+    @override
     def attribution(self, labelled: Labelled, src: Sources) -> str:
         return (
             "# UFO:AI-10 attribution\n\n"

@@ -19,6 +19,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
+from typing_extensions import override
 
 from foundry3d.data.fewshot import Episode, sample_folds
 from foundry3d.data.registry import fixed_folds
@@ -42,6 +43,7 @@ class FewShotConfig:
     method: Literal["linear"] = "linear"
 
     def validate(self) -> None:
+        """Refuse episode shapes that cannot be sampled, one line naming the field."""
         if self.way < 2 or self.shot < 1 or self.query < 1 or self.folds < 1:
             raise ConfigError(
                 f"fewshot needs way >= 2, shot >= 1, query >= 1 and folds >= 1, got way={self.way} "
@@ -90,6 +92,7 @@ class FewShot(EvalTask):
     label = f"{FewShotConfig.way}-way {FewShotConfig.shot}-shot"
     reads = ("svm",)  # the SVM's clouds, so both protocols share one feature extraction
 
+    @override
     def run(self, ctx: Context, cfg: FewShotConfig, dataset: str, root: str | None) -> dict[str, Any]:
         official = fixed_folds(dataset)
         if official is not None:
@@ -117,6 +120,7 @@ class FewShot(EvalTask):
             **ids,
         }
 
+    @override
     def same_data(self, old: dict[str, Any], ctx: Context, dataset: str, root: str | None) -> bool:
         if fixed_folds(dataset) is not None:  # fixed files, named by their version
             return "dataset_version" in old

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from typing_extensions import override
 
 from foundry3d.data.base import PointCloudDataset
 from foundry3d.errors import InputError
@@ -107,6 +108,7 @@ class Fidelity(EvalTask):
     name, Config, metric, metric_label, label = "fidelity", FidelityConfig, "r2", "R²", "token fidelity"
     scale, digits = 1.0, 3
 
+    @override
     def run(self, ctx: Context, cfg: FidelityConfig, dataset: str, root: str | None) -> dict[str, Any]:
         teacher, spec = reference_teacher(ctx.model, cfg.teacher)
         te = ctx.data(dataset, "test", root)
@@ -114,5 +116,6 @@ class Fidelity(EvalTask):
         return {**res, "teacher": spec, "teacher_hash": model_hash(teacher), **data_ids(te)}
 
     @staticmethod
+    @override
     def statistic(items: Items, idx: np.ndarray) -> float:
         return float(1.0 - items["sse"][idx].sum() / max(1e-12, items["sst"][idx].sum()))

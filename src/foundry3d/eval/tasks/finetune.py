@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import override
 
 from foundry3d.data.base import PointCloudDataset
 from foundry3d.data.transforms import AugmentConfig, augment, collate, normalize
@@ -77,13 +78,16 @@ class FinetuneTask(Task):
         self.train_set = train
         self.cfg = cfg
 
+    @override
     def num_samples(self) -> int:
         return len(self.train_set)
 
+    @override
     def before_step(self, step: int) -> None:
         frozen = step < self.cfg.frozen_steps
         self.module.model.backbone.requires_grad_(not frozen)
 
+    @override
     def batch(self, indices: np.ndarray, generator: torch.Generator, device: torch.device) -> dict[str, Any]:
         b = collate([self.train_set[int(i)] for i in indices], self.cfg.num_points, "random", generator)
         return {
@@ -132,6 +136,7 @@ class Finetune(EvalTask):
 
     name, Config, metric, metric_label, label = "finetune", FinetuneConfig, "acc", "acc", "fine-tuned"
 
+    @override
     def run(self, ctx: Context, cfg: FinetuneConfig, dataset: str, root: str | None) -> dict[str, Any]:
         tr, te = ctx.data(dataset, "train", root), ctx.data(dataset, "test", root)
         res = finetune_protocol(ctx.model, tr, te, cfg, ctx.folder / f"finetune-{dataset}")

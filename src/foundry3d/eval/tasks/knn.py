@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import StandardScaler
+from typing_extensions import override
 
 from foundry3d.data.transforms import Sampling
 from foundry3d.errors import ConfigError
@@ -31,6 +32,7 @@ class KNNConfig:
     k: int = 10  # neighbours for precision@k and the vote
 
     def validate(self) -> None:
+        """Refuse a cloud size below one patch or a neighbour count below one."""
         if self.num_points < 32:
             raise ConfigError(f"knn.num_points must be >= 32 (at least one patch), got {self.num_points}")
         if self.k < 1:
@@ -61,6 +63,7 @@ class KNN(EvalTask):
 
     name, Config, metric, metric_label, label, labelled = "knn", KNNConfig, "acc", "top-1", "k-NN", True
 
+    @override
     def run(self, ctx: Context, cfg: KNNConfig, dataset: str, root: str | None) -> dict[str, Any]:
         tr, te = ctx.labelled(dataset, "train", root), ctx.labelled(dataset, "test", root)
         a, b = ctx.features(tr, cfg.num_points, cfg.sampling), ctx.features(te, cfg.num_points, cfg.sampling)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import override
 
 from foundry3d.data.base import ArrayDataset, DatasetError, PartSpec, PointCloudDataset
 from foundry3d.eval.context import Context, data_ids
@@ -148,9 +149,11 @@ class PartSegTask(Task):
         self.cfg = cfg
         self.module = _SegLoss(PartSegHead(data["tokens"].shape[-1], len(spec.categories), spec.num_parts, cfg.hidden))
 
+    @override
     def num_samples(self) -> int:
         return len(self.data["tokens"])
 
+    @override
     def batch(self, indices: np.ndarray, generator: torch.Generator, device: torch.device) -> dict[str, Any]:
         d = self.data
         n = d["xyz"].shape[1]
@@ -242,6 +245,7 @@ class PartSeg(EvalTask):
 
     name, Config, metric, metric_label, label = "partseg", PartSegConfig, "class_miou", "class mIoU", "seg."
 
+    @override
     def run(self, ctx: Context, cfg: PartSegConfig, dataset: str, root: str | None) -> dict[str, Any]:
         if not hasattr(ctx.model, "forward_intermediates") and cfg.features == "blocks":
             raise EvalError(f"{ctx.info['model']} has no forward_intermediates: use partseg.features=output")
@@ -252,6 +256,7 @@ class PartSeg(EvalTask):
         return {**res, "head_steps": cfg.engine.steps, **data_ids(test)}
 
     @staticmethod
+    @override
     def statistic(items: Items, idx: np.ndarray) -> float:
         iou, cat = items["iou"][idx], items["category"][idx]
         return float(np.mean([iou[cat == c].mean() for c in np.unique(cat)]))

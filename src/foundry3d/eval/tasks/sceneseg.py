@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import override
 
 from foundry3d.data.base import DatasetError, PointCloudDataset
 from foundry3d.eval.context import Context, data_ids
@@ -104,9 +105,11 @@ class SceneSegTask(Task):
         scale = torch.tensor(weight / weight[freq > 0].mean(), dtype=torch.float32)
         self.module = _Loss(_PointHead(data["features"].shape[-1], classes, cfg.hidden), scale)
 
+    @override
     def num_samples(self) -> int:
         return len(self.data["features"])
 
+    @override
     def batch(self, indices: np.ndarray, generator: torch.Generator, device: torch.device) -> dict[str, Any]:
         n = self.data["features"].shape[1]
         pick = torch.randint(n, (len(indices), self.cfg.points_per_step), generator=generator).numpy()
@@ -177,12 +180,14 @@ class SceneSeg(EvalTask):
 
     name, Config, metric, metric_label, label = "sceneseg", SceneSegConfig, "miou", "mIoU", "scene seg."
 
+    @override
     def run(self, ctx: Context, cfg: SceneSegConfig, dataset: str, root: str | None) -> dict[str, Any]:
         tr, te = ctx.data(dataset, "train", root), ctx.data(dataset, "test", root)
         res = sceneseg_protocol(ctx.model, tr, te, cfg, ctx.folder / f"sceneseg-{dataset}")
         return {**res, **data_ids(te)}
 
     @staticmethod
+    @override
     def statistic(items: Items, idx: np.ndarray) -> float:
         conf = items["confusion"][idx].sum(0)
         present = conf.sum(1) > 0

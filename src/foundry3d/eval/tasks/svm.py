@@ -21,6 +21,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_sp
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
+from typing_extensions import override
 
 from foundry3d.data.transforms import Sampling
 from foundry3d.errors import ConfigError
@@ -105,6 +106,8 @@ class SVMConfig:
     seed: int = 0
 
     def validate(self) -> None:
+        """Refuse a cloud size below one patch, a C grid that is empty or not finite and positive, or a CV size
+        below 10."""
         if self.num_points < 32:
             raise ConfigError(f"svm.num_points must be >= 32 (at least one patch), got {self.num_points}")
         if not self.grid or not all(math.isfinite(c) and c > 0 for c in self.grid):
@@ -120,6 +123,7 @@ class SVM(EvalTask):
 
     name, Config, metric, metric_label, label, labelled = "svm", SVMConfig, "acc", "acc", "SVM", True
 
+    @override
     def run(self, ctx: Context, cfg: SVMConfig, dataset: str, root: str | None) -> dict[str, Any]:
         tr, te = ctx.labelled(dataset, "train", root), ctx.labelled(dataset, "test", root)
         have = sorted({int(v) for v in tr.labels()})
