@@ -75,3 +75,23 @@ def test_corpus_subset_from_a_game_package(real_cache):
     pts = np.load(path / "points.npy")
     assert pts.shape == (meta["shapes"], 4096, 3)
     assert np.allclose(np.linalg.norm(pts.astype(np.float32), axis=2).max(1), 1, atol=2e-3)
+
+
+def test_kicadboards_from_the_demo_and_model_packages_on_the_build_skeleton(real_cache):
+    """The scene set: boards assembled from two packages, per-point labels, its own record, both licences."""
+    from foundry3d.data.kicadboards import SCENE_CLASSES, build_kicadboards
+
+    path = build_kicadboards(points=100_000, progress=False, workers=1)
+    meta = json.loads((path / "meta.json").read_text())
+    n = meta["boards"]
+    assert n >= 5 and meta["splits"] == {"train": n - len(range(1, n, 3)), "test": len(range(1, n, 3))}
+    assert (
+        meta["models_read"] > 0.8 * meta["models_wanted"] and meta["source_package"] == "kicad-demos + kicad-packages3d"
+    )
+    parts, pts = np.load(path / "parts.npy"), np.load(path / "points.npy")
+    assert pts.shape == (n, 100_000, 3) and parts.shape == (n, 100_000) and parts.max() < len(SCENE_CLASSES)
+    assert not (path / "labels.npy").exists()  # no shape classes in a scene set
+    assert {p.name for p in path.glob("LICENSE-*")} == {
+        "LICENSE-debian-copyright-kicad-demos.txt",
+        "LICENSE-debian-copyright-kicad-packages3d.txt",
+    }

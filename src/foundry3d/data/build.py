@@ -1,11 +1,10 @@
 """``foundry3d data build``: one entry point for every dataset built from Debian packages.
 
-Each dataset's spec (:mod:`foundry3d.data.datasets`) names its build, imported only when it runs. Builds
-from packages are recipes on one skeleton (:func:`foundry3d.data.building.build_from_debian`: download ->
-extract -> parallel map -> label -> split -> metadata -> write): ``sh3d16``, ``kicad``, ``corpus`` (seven
-packages, near-duplicates dropped in its label step) and ``ufoai`` (whose recipe sits in its spec's file).
-``kicadboards`` (boards assembled from two packages: per-point scene labels, no shape classes) runs its own
-flow on the same parts (package download, member streaming, the atomic writer).
+Each dataset's spec (:mod:`foundry3d.data.datasets`) names its build, imported only when it runs. Every build
+is a recipe on one skeleton (:func:`foundry3d.data.building.build_from_debian`: download -> extract ->
+parallel map -> label -> split -> metadata -> write): ``sh3d16``, ``kicad``, ``corpus`` (seven packages,
+near-duplicates dropped in its label step), ``kicadboards`` (boards from two packages, per-point scene labels,
+its own record) and ``ufoai`` (whose recipe sits in its spec's file).
 """
 
 from __future__ import annotations

@@ -138,7 +138,7 @@ class Labelled:
     itself (near-duplicates); labels, records, arrays and splits then refer to the kept ones in that order.
     """
 
-    labels: np.ndarray  # class index per shape, -1 for the unlabelled pool
+    labels: np.ndarray | None  # class index per shape, -1 for the unlabelled pool; None: a scene set (per-point labels)
     classes: list[str]
     shapes: list[dict[str, Any]]  # one record per shape (``id`` first): shapes.json
     splits: dict[str, list[int]] | None = None
@@ -156,6 +156,18 @@ class Sources:
     versions: dict[str, str]
     folders: dict[str, Path]  # where each package's ``extract`` members were unpacked (once, under the cache)
     copyrights: dict[str, str]
+
+
+@dataclass
+class BuildRun:
+    """What a build knows when it writes the record: the sources, the settings, its start, the skips, the splits."""
+
+    src: Sources
+    points: int
+    seed: int
+    t0: float
+    skipped: list[dict[str, Any]]
+    splits: dict[str, list[int]]
 
 
 class DebianRecipe:
@@ -201,6 +213,16 @@ class DebianRecipe:
             f"# {self.name} attribution\n\nPoint clouds sampled from the 3D models of the Debian package(s) {pkgs}; "
             "their licences (LICENSE-debian-copyright*.txt next to this file) apply to the derived clouds.\n"
         )
+
+    def record(self, lab: Labelled, run: BuildRun) -> dict[str, Any]:
+        """meta.json: the schema every labelled set shares (:func:`base_meta`) plus the recipe's own fields; a
+        dataset of another kind (a scene set) writes its own record."""
+        src, points, seed, t0, skipped, splits = run.src, run.points, run.seed, run.t0, run.skipped, run.splits
+        assert lab.labels is not None, f"{self.name}: a dataset without shape labels writes its own record"
+        return base_meta(
+            self.name, self.version, " + ".join(self.packages), " / ".join(src.versions[p] for p in self.packages),
+            points, seed, t0, skipped, lab.classes, lab.labels, splits, **lab.meta,
+        )  # fmt: skip
 
     def describe(self, job: Any) -> Any:
         """What the build keeps of a job for ``label`` and ``skip_record`` (default: the job itself); a recipe whose
@@ -299,12 +321,15 @@ def build_from_debian(
         kept = [kept[j] for j in lab.keep]
     splits = lab.splits
     if splits is None:
+        if lab.labels is None:
+            raise DatasetError(f"{recipe.name}: a recipe without shape labels must split the dataset itself")
         tr, te = split_or_all(lab.labels)
         splits = {"train": tr, "test": te, "pool": [int(i) for i in np.flatnonzero(lab.labels < 0)]}
     w = DatasetWriter(final)
     try:
         w.array("points", np.stack([results[i][1][0] for i in kept]).astype(np.float16))
-        w.array("labels", lab.labels.astype(np.int16))
+        if lab.labels is not None:
+            w.array("labels", lab.labels.astype(np.int16))
         for name, value in lab.arrays.items():
             w.array(name, value)
         w.json("shapes.json", lab.shapes)
@@ -316,20 +341,7 @@ def build_from_debian(
         one = len(recipe.packages) == 1
         for pkg, text in src.copyrights.items():
             w.text("LICENSE-debian-copyright.txt" if one else f"LICENSE-debian-copyright-{pkg}.txt", text)
-        meta = base_meta(
-            recipe.name,
-            recipe.version,
-            " + ".join(recipe.packages),
-            " / ".join(src.versions[p] for p in recipe.packages),
-            points,
-            seed,
-            t0,
-            skipped,
-            lab.classes,
-            lab.labels,
-            splits,
-            **lab.meta,
-        )
+        meta = recipe.record(lab, BuildRun(src, points, seed, t0, skipped, splits))
         return w.commit(meta)
     except BaseException:
         w.abort()

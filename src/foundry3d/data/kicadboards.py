@@ -19,22 +19,23 @@ import json
 import math
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import trimesh
 from matplotlib.path import Path as MplPath
 from scipy.spatial import ConvexHull
+from typing_extensions import override
 
 from foundry3d.data.base import DatasetError
+from foundry3d.data.building import BuildRun, DebianRecipe, Labelled, Sources, build_from_debian
 from foundry3d.data.catalogue import BOARDS_VERSION
-from foundry3d.data.debian import download_package, iter_members, package_version
+from foundry3d.data.debian import iter_members
 from foundry3d.data.kicad import CLASSES as KICAD_CLASSES
 from foundry3d.data.kicad import library_class
-from foundry3d.data.mesh import MeshError, shape_seed
-from foundry3d.data.store import DatasetWriter, cache_dir, dataset_dir, is_complete
+from foundry3d.data.mesh import MeshError
 from foundry3d.data.vrml import VRMLError, read_mesh
 
 SCENE_CLASSES = [*KICAD_CLASSES, "board", "other"]
@@ -314,6 +315,123 @@ def sample_board(board: Board, meshes: dict[str, Any], num_points: int, seed: in
     }
 
 
+class KiCadBoards(DebianRecipe):
+    """The demo boards of ``kicad-demos`` with the footprint models of ``kicad-packages3d`` placed on them."""
+
+    name = "kicadboards"
+    version = BOARDS_VERSION
+    packages = ("kicad-demos", "kicad-packages3d")
+    default_points = 1_000_000
+    min_points = 100_000
+    sort_by_key = True  # boards by name
+
+    @override
+    def jobs(self, src: Sources, points: int) -> Iterator[tuple[str, tuple[Any, dict[str, Any]]]]:
+        boards: list[Board | tuple[str, str]] = []
+        for path, data in iter_members(src.debs["kicad-demos"], ["usr/share/kicad/demos/*.kicad_pcb"]):
+            name = path.split("/")[-1].removesuffix(".kicad_pcb")
+            try:
+                b = read_board(name, data.decode("utf-8", errors="replace"))
+            except MeshError as e:
+                boards.append((name, str(e)))  # sampled as a skip with its reason
+                continue
+            boards.append(b if b.placements else (name, "no 3D models placed"))
+        if not any(isinstance(b, Board) for b in boards):
+            raise DatasetError(f"{src.debs['kicad-demos']}: no board with 3D models")
+        wanted = sorted({pl.model for b in boards if isinstance(b, Board) for pl in b.placements})
+        self.wanted, meshes = len(wanted), {}
+        for path, data in iter_members(src.debs["kicad-packages3d"], [f"usr/share/kicad/3dmodels/{m}" for m in wanted]):
+            key = path.split("3dmodels/", 1)[1]
+            try:
+                v, f, _, _ = read_mesh(data, key)
+            except VRMLError:
+                continue
+            meshes[key] = (v, f)
+        self.read = len(meshes)
+        for entry in boards:
+            if isinstance(entry, Board):
+                models = {pl.model: meshes[pl.model] for pl in entry.placements if pl.model in meshes}
+                yield entry.name, (entry, models)
+            else:
+                yield entry[0], (entry[1], {})
+
+    @override
+    def describe(self, job: tuple[Any, dict[str, Any]]) -> None:
+        return None  # boards and meshes stay with the worker
+
+    @staticmethod
+    @override
+    def sample(job: tuple[Any, dict[str, Any]], points: int, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
+        board, meshes = job
+        if not isinstance(board, Board):
+            raise MeshError(board)  # the reason the board could not be read
+        t1 = time.time()
+        s = sample_board(board, meshes, points, seed)
+        centre = s["points"].mean(0)
+        scale = float(np.linalg.norm(s["points"] - centre, axis=1).max())
+        present = np.bincount(s["labels"], minlength=len(SCENE_CLASSES))
+        stats = {
+            "board": board.name,
+            "footprints": board.footprints,
+            "models_placed": s["components"],
+            "models_missing": s["missing_models"],
+            "board_area_mm2": round(s["board_area_mm2"], 1),
+            "thickness_mm": board.thickness,
+            "centre_mm": centre.round(3).tolist(),
+            "scale_mm": round(scale, 3),
+            "classes_present": {SCENE_CLASSES[i]: int(c) for i, c in enumerate(present) if c},
+            "seconds": round(time.time() - t1, 1),
+        }
+        return ((s["points"] - centre) / scale).astype(np.float16), s["labels"], stats
+
+    @override
+    def label(self, keys: list[str], jobs: list, results: list, src: Sources) -> Labelled:
+        test = [i for i in range(len(keys)) if i % 3 == 1]  # every third board (sorted by name) is held out
+        self.stats = [r[2] for r in results]
+        return Labelled(
+            None, SCENE_CLASSES, [{"id": k} for k in keys],
+            splits={"train": [i for i in range(len(keys)) if i not in test], "test": test},
+            arrays={"parts": np.stack([r[1] for r in results])},
+            files={"boards.json": self.stats},
+        )  # fmt: skip
+
+    @override
+    def record(self, lab: Labelled, run: BuildRun) -> dict[str, Any]:
+        src, splits, skipped = run.src, run.splits, run.skipped
+        return {
+            "name": self.name,
+            "version": self.version,
+            "source_package": "kicad-demos + kicad-packages3d",
+            "package_version": f"{src.versions['kicad-demos']} / {src.versions['kicad-packages3d']}",
+            "points_per_shape": run.points,
+            "dtype": "float16",
+            "up_axis": "z (boards lie in x-y; components point +z)",
+            "normalisation": "per board: centroid at origin, max norm 1 (centre_mm / scale_mm in boards.json)",
+            "boards": len(lab.shapes),
+            "shapes": len(lab.shapes),
+            "splits": {k: len(v) for k, v in splits.items()},
+            "classes": SCENE_CLASSES,
+            "skipped": {"count": len(skipped), "shapes": skipped},
+            "models_read": self.read,
+            "models_wanted": self.wanted,
+            "build_seconds": round(time.time() - run.t0, 1),
+            "licence": "boards: kicad-demos (GPL-3+ / per demo); models: kicad-packages3d CC-BY-SA-4.0",
+        }
+
+    @override
+    def skip_record(self, key: str, job: None, reason: str) -> dict[str, str]:
+        return {"board": key, "reason": reason}
+
+    @override
+    def attribution(self, labelled: Labelled, src: Sources) -> str:
+        return (
+            "# kicadboards\n\nBoards from Debian kicad-demos, component models from kicad-packages3d "
+            "(CC-BY-SA-4.0 with the KiCad libraries exception). Point clouds derived from both.\n\n"
+            + json.dumps(self.stats, indent=1)
+            + "\n"
+        )
+
+
 def build_kicadboards(
     root: str | None = None,
     points: int = 1_000_000,
@@ -324,104 +442,6 @@ def build_kicadboards(
     debs: dict[str, str] | None = None,
 ) -> Any:
     """Build ``kicadboards`` from ``kicad-demos`` + ``kicad-packages3d``; returns its folder."""
-
-    if points < 100_000:
+    if points < KiCadBoards.min_points:
         raise DatasetError(f"points={points}: kicadboards stores at least 100,000 points per board")
-    final = dataset_dir("kicadboards", BOARDS_VERSION, root)
-    if is_complete(final) and not force:
-        return final
-    t0 = time.time()
-    cache = cache_dir(root)
-    deb_demo = Path((debs or {}).get("kicad-demos") or download_package("kicad-demos", cache))
-    deb_models = Path((debs or {}).get("kicad-packages3d") or download_package("kicad-packages3d", cache))
-    boards, skipped = [], []
-    for path, data in iter_members(deb_demo, ["usr/share/kicad/demos/*.kicad_pcb"]):
-        name = path.split("/")[-1].removesuffix(".kicad_pcb")
-        try:
-            b = read_board(name, data.decode("utf-8", errors="replace"))
-        except MeshError as e:
-            skipped.append({"board": name, "reason": str(e)})
-            continue
-        if not b.placements:
-            skipped.append({"board": name, "reason": "no 3D models placed"})
-            continue
-        boards.append(b)
-    if not boards:
-        raise DatasetError(f"{deb_demo}: no board with 3D models")
-    boards.sort(key=lambda b: b.name)
-    wanted = {pl.model for b in boards for pl in b.placements}
-    meshes: dict[str, Any] = {}
-    patterns = [f"usr/share/kicad/3dmodels/{m}" for m in sorted(wanted)]
-    for path, data in iter_members(deb_models, patterns):
-        key = path.split("3dmodels/", 1)[1]
-        try:
-            v, f, _, _ = read_mesh(data, key)
-        except VRMLError:
-            continue
-        meshes[key] = (v, f)
-    clouds, labels, stats = [], [], []
-    for b in boards:
-        t1 = time.time()
-        s = sample_board(b, meshes, points, shape_seed(seed, b.name))
-        centre = s["points"].mean(0)
-        scale = float(np.linalg.norm(s["points"] - centre, axis=1).max())
-        clouds.append(((s["points"] - centre) / scale).astype(np.float16))
-        labels.append(s["labels"])
-        present = np.bincount(s["labels"], minlength=len(SCENE_CLASSES))
-        stats.append(
-            {
-                "board": b.name,
-                "footprints": b.footprints,
-                "models_placed": s["components"],
-                "models_missing": s["missing_models"],
-                "board_area_mm2": round(s["board_area_mm2"], 1),
-                "thickness_mm": b.thickness,
-                "centre_mm": centre.round(3).tolist(),
-                "scale_mm": round(scale, 3),
-                "classes_present": {SCENE_CLASSES[i]: int(c) for i, c in enumerate(present) if c},
-                "seconds": round(time.time() - t1, 1),
-            }
-        )
-        if progress:
-            print(f"kicadboards: {b.name}: {s['components']} models, {points} points ({time.time() - t1:.1f} s)")
-    test = [i for i in range(len(boards)) if i % 3 == 1]  # every third board (sorted by name) is held out
-    train = [i for i in range(len(boards)) if i not in test]
-    final.parent.mkdir(parents=True, exist_ok=True)
-    w = DatasetWriter(final)
-    try:
-        w.array("points", np.stack(clouds))
-        w.array("parts", np.stack(labels))
-        w.json("boards.json", stats)
-        w.json("classes.json", SCENE_CLASSES)
-        w.json("splits.json", {"train": train, "test": test})
-        w.json("shapes.json", [{"id": b.name} for b in boards])
-        meta = {
-            "name": "kicadboards",
-            "version": BOARDS_VERSION,
-            "source_package": "kicad-demos + kicad-packages3d",
-            "package_version": f"{package_version(deb_demo)} / {package_version(deb_models)}",
-            "points_per_shape": points,
-            "dtype": "float16",
-            "up_axis": "z (boards lie in x-y; components point +z)",
-            "normalisation": "per board: centroid at origin, max norm 1 (centre_mm / scale_mm in boards.json)",
-            "boards": len(boards),
-            "shapes": len(boards),
-            "splits": {"train": len(train), "test": len(test)},
-            "classes": SCENE_CLASSES,
-            "skipped": {"count": len(skipped), "shapes": skipped},
-            "models_read": len(meshes),
-            "models_wanted": len(wanted),
-            "build_seconds": round(time.time() - t0, 1),
-            "licence": "boards: kicad-demos (GPL-3+ / per demo); models: kicad-packages3d CC-BY-SA-4.0",
-        }
-        w.text(
-            "ATTRIBUTION.md",
-            "# kicadboards\n\nBoards from Debian kicad-demos, component models from kicad-packages3d "
-            "(CC-BY-SA-4.0 with the KiCad libraries exception). Point clouds derived from both.\n\n"
-            + json.dumps(stats, indent=1)
-            + "\n",
-        )
-        return w.commit(meta)
-    except BaseException:
-        w.abort()
-        raise
+    return build_from_debian(KiCadBoards(), root, points, seed, workers, force, progress, debs)  # type: ignore[arg-type]
