@@ -201,3 +201,12 @@ def test_a_large_size_task_is_compared_only_where_the_teacher_has_headroom_and_t
     sweep = {"sizes": {"4096": {"points": 4096, "no_headroom": {"svm:kicad33": flat}}}}
     (line,) = no_headroom_lines(sweep)
     assert "at 4,096 points: no headroom" in line and "teacher 50.0, floor 100.0, teacher − floor -50.0" in line
+
+
+def test_a_bad_sweep_task_is_refused_before_any_work(tmp_path):
+    from foundry3d.errors import ConfigError
+    from foundry3d.token_sweep import SweepConfig
+
+    for field_name in ("tasks", "large_tasks"):
+        with pytest.raises(ConfigError, match=rf"{field_name}: unknown task 'svm'"):
+            SweepConfig(**{field_name: ["svm"]}).validate()

@@ -35,13 +35,14 @@ import torch
 
 from foundry3d.config import load_config, partial_settings
 from foundry3d.edge.flops import count_flops
-from foundry3d.errors import Foundry3DError
+from foundry3d.errors import ConfigError, Foundry3DError
 from foundry3d.eval.results import comparison, kinds_over_seeds
-from foundry3d.eval.suite import evaluate
+from foundry3d.eval.suite import EvalError, evaluate, parse_task
 from foundry3d.files import atomic_write, holds_record, run_folder
 from foundry3d.models.backbone import PointTransformer
 from foundry3d.models.hub import load_teacher, model_hash, resolve
 from foundry3d.models.merging import flops_matched_r
+from foundry3d.models.student import student_kinds
 from foundry3d.report.study_report import write_study_report
 from foundry3d.token_sweep import SweepConfig, token_sweep
 from foundry3d.train.distill import distill
@@ -111,6 +112,37 @@ class StudyConfig:
     eval: str | dict = "eval/quickstart"  # the protocols: a partial EvalConfig (the quickstart's)
     flops_points: int = 1024
     token_sweep: SweepConfig = field(default_factory=SweepConfig)
+
+    def validate(self) -> None:
+        """Refuse values the study would fail on hours later (a bad task, kind, seed list, s, threshold, merging
+        method or expert), one line naming the field and what it expects."""
+        for task in self.tasks:
+            try:
+                parse_task(task)
+            except EvalError as e:
+                raise ConfigError(f"tasks: {e}") from None
+        unknown = [k for k in self.kinds if k not in student_kinds()]
+        if not self.kinds or unknown:
+            raise ConfigError(f"kinds must be student kinds ({', '.join(student_kinds().names())}), got {self.kinds}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds must be one or more distinct seeds, got {self.seeds}")
+        if self.supertokens < 1 or any(k < 1 for k in self.sweep) or any(k < 1 for k in self.gate_keep):
+            raise ConfigError(
+                f"supertokens, sweep and gate_keep must be SuperToken counts >= 1, got {self.supertokens}, "
+                f"{self.sweep}, {self.gate_keep}"
+            )
+        if any(not 0.0 <= r <= 1.0 for r in self.gate_r):
+            raise ConfigError(f"gate_r must be thresholds in [0, 1], got {self.gate_r}")
+        if any(m not in MERGING for m in self.merging):
+            raise ConfigError(f"merging must be among {', '.join(MERGING)}, got {self.merging}")
+        bad = [e for e in self.experts if e.partition(":")[0] not in ("cls", "seg") or not e.partition(":")[2]]
+        if bad:
+            raise ConfigError(f"experts must be cls:DATASET or seg:DATASET, got {bad}")
+        if self.flops_points < 32:
+            raise ConfigError(f"flops_points must be >= 32 (at least one patch), got {self.flops_points}")
+
+
+MERGING = ("tome", "pitome")  # the training-free merging methods a backbone spec can name (tome:SPEC, pitome:SPEC)
 
 
 def _students(cfg: StudyConfig) -> dict[str, dict[str, Any]]:

@@ -29,7 +29,7 @@ import torch
 from foundry3d.data.registry import dataset_base, dataset_info
 from foundry3d.errors import ConfigError
 from foundry3d.eval.results import comparison, gain_kept, kinds_over_seeds, primary
-from foundry3d.eval.suite import evaluate
+from foundry3d.eval.suite import EvalError, evaluate, parse_task
 from foundry3d.train.distill import distill
 
 # the DSO before the ladder chose its defaults (docs/study/ladder.json): kind foundry_before
@@ -69,6 +69,12 @@ class SweepConfig:
             raise ConfigError(f"token_sweep.seeds must be distinct seeds, got {self.seeds}")
         if "foundry" not in self.kinds:
             raise ConfigError(f"token_sweep.kinds must hold foundry (every difference is to DSO), got {self.kinds}")
+        for name in ("tasks", "large_tasks"):
+            for task in getattr(self, name):
+                try:
+                    parse_task(task)  # a bad task fails now, not after hours of the study's other parts
+                except EvalError as e:
+                    raise ConfigError(f"{name}: {e}") from None
         if self.large_from < 1:
             raise ConfigError(f"token_sweep.large_from must be a cloud size >= 1, got {self.large_from}")
         if self.steps < 1 or self.supertokens < 1:

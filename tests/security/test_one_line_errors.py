@@ -119,6 +119,16 @@ VALIDATE_CASES = [
     (["study", "paper", "token_sweep.seeds=[1,1]"], "distinct seeds"),
     (["study", "paper", "token_sweep.kinds=[mlp]"], "must hold foundry"),
     (["study", "paper", "token_sweep.steps=0"], "token_sweep.steps"),
+    (["study", "paper", "token_sweep.large_tasks=[svm]"], "large_tasks: unknown task 'svm'"),
+    (["study", "paper", "token_sweep.large_from=0"], "large_from"),
+    (["study", "paper", "tasks=[svm]"], "tasks: unknown task 'svm'"),
+    (["study", "paper", "kinds=[dso2]"], "kinds must be student kinds"),
+    (["study", "paper", "seeds=[]"], "seeds must be one or more distinct seeds"),
+    (["study", "paper", "sweep=[0]"], "SuperToken counts >= 1"),
+    (["study", "paper", "gate_r=[2]"], "gate_r must be thresholds in [0, 1]"),
+    (["study", "paper", "merging=[tome3]"], "merging must be among tome, pitome"),
+    (["study", "paper", "experts=[cls]"], "experts must be cls:DATASET"),
+    (["study", "paper", "flops_points=0"], "flops_points must be >= 32"),
 ]
 
 
