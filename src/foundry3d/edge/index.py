@@ -82,7 +82,11 @@ def read_index(folder: str | Path, missing_ok: bool = False) -> Index | None:
 def write_index(folder: Path, rows: list[dict[str, Any]], embeddings: np.ndarray) -> None:
     """``embeddings.npy`` then ``index.csv``, each moved into place whole."""
     emb = np.ascontiguousarray(embeddings, np.float32)
-    atomic_write(folder / "embeddings.npy", lambda tmp: np.save(open(tmp, "wb"), emb, allow_pickle=False))  # noqa: SIM115
+    def save(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would add ".npy" to a name without it
+            np.save(f, emb, allow_pickle=False)
+
+    atomic_write(folder / "embeddings.npy", save)
     text = io.StringIO()
     w = csv.DictWriter(text, fieldnames=list(COLUMNS), lineterminator="\n")
     w.writeheader()
