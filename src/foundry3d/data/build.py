@@ -45,8 +45,6 @@ def build(
     known = builds()
     if key not in known:
         raise DatasetError(f"unknown buildable dataset {name!r}; buildable: {', '.join(sorted(known))}")
-    if points is not None and points < 2048:
-        raise DatasetError(f"points={points}: store at least 2048 points per shape (1024/2048-point protocols)")
     if workers is not None and workers < 1:
         raise DatasetError(f"workers must be >= 1, got {workers}")
     kwargs: dict[str, Any] = {"root": root, "workers": workers, "force": force, "progress": progress}

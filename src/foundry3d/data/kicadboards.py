@@ -442,6 +442,4 @@ def build_kicadboards(
     debs: dict[str, str] | None = None,
 ) -> Any:
     """Build ``kicadboards`` from ``kicad-demos`` + ``kicad-packages3d``; returns its folder."""
-    if points < KiCadBoards.min_points:
-        raise DatasetError(f"points={points}: kicadboards stores at least 100,000 points per board")
     return build_from_debian(KiCadBoards(), root, points, seed, workers, force, progress, debs)  # type: ignore[arg-type]
