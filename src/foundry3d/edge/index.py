@@ -82,6 +82,7 @@ def read_index(folder: str | Path, missing_ok: bool = False) -> Index | None:
 def write_index(folder: Path, rows: list[dict[str, Any]], embeddings: np.ndarray) -> None:
     """``embeddings.npy`` then ``index.csv``, each moved into place whole."""
     emb = np.ascontiguousarray(embeddings, np.float32)
+
     def save(tmp: str) -> None:
         with open(tmp, "wb") as f:  # a file object: np.save would add ".npy" to a name without it
             np.save(f, emb, allow_pickle=False)
