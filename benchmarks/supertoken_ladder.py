@@ -30,6 +30,7 @@ import torch
 from foundry3d.eval.results import context_r2, over_seeds, paired_over_seeds, primary
 from foundry3d.eval.suite import evaluate
 from foundry3d.files import MARKER, atomic_write
+from foundry3d.models.hub import resolve
 from foundry3d.quickstart import QUICK
 from foundry3d.token_sweep import BEFORE_LADDER
 from foundry3d.train.distill import distill
@@ -108,6 +109,8 @@ def main() -> None:
     seconds = {k: round(e - s, 1) for k, (s, e) in spans.items()}
     total = max(e for _, e in spans.values()) - min(s for s, _ in spans.values())
     record = _summarise(scores, a, seconds, total)
+    # what the spec resolved to: "embedded" names whichever teacher is the default when the ladder runs
+    record["teacher_model"] = resolve(a.teacher)[1]
     atomic_write(a.record, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1) + "\n"))
     print(f"wrote {a.record}")
 

@@ -42,6 +42,7 @@ def main() -> None:
             f"--kinds {' '.join(a.kinds)}",
             f"--steps {a.steps}",
             f"--threads {a.threads}",
+            f"--teacher {a.teacher}",
         ]
         + (["--before"] if a.before else [])
     )

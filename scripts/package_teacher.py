@@ -36,6 +36,40 @@ def training_hours(rows: list[dict]) -> float:
     return sum(b - a for a, b in itertools.pairwise(times) if b - a < 600) / 3600
 
 
+def val_curve(folder: Path) -> list[str]:
+    """The snapshots' teacher - floor on the validation splits, scored by ``foundry3d eval splits=val`` (C by
+    cross-validation, as on test), one row per snapshot that has both results."""
+    rows, tasks = [], []
+    for d in sorted(folder.glob("step_*")):
+        if not (d / "results.json").exists() or not (folder / f"floor_{d.name}" / "results.json").exists():
+            continue
+        t, f = load_results(d), load_results(folder / f"floor_{d.name}")
+        comp = comparison(t, f, {"teacher": t})
+        tasks = tasks or list(comp)
+        cells = []
+        for task in tasks:
+            proto = task.split(":")[0]
+            s = scale_digits(proto)[0]
+            g = comp[task]["students"]["teacher"]["gain"] if task in comp else None
+            cells.append(
+                "-" if g is None else f"{s * g['gap']:+.1f} [{s * g['gap_ci95'][0]:+.1f}, {s * g['gap_ci95'][1]:+.1f}]"
+            )
+        rows.append(f"| {int(d.name.split('_')[1]):,} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return [
+        "",
+        "## Validation curve with the evaluation's protocol (teacher - floor, paired 95 % CI)",
+        "",
+        "`foundry3d eval ... splits=val` of the release snapshots and their floors: C chosen by cross-validation "
+        "as on test, validation splits carved from train (never a test split).",
+        "",
+        "| step | " + " | ".join(task_label(t) for t in tasks) + " |",
+        "|---|" + "---|" * len(tasks),
+        *rows,
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", required=True)
@@ -43,6 +77,12 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--record", required=True, help="docs folder for the run record (metrics, config, changes)")
     ap.add_argument("--name", default="tiny2")
+    ap.add_argument("--recipe", default="pretrain/tiny_corpus", help="the built-in recipe the run was started from")
+    ap.add_argument(
+        "--val",
+        help="eval folder with step_N/ and floor_step_N/ results of the run's snapshots on the validation splits "
+        "(foundry3d eval ... splits=val): rendered as the validation curve with the evaluation's own protocol",
+    )
     ap.add_argument("--card-only", action="store_true", help="rewrite MODEL_CARD.md and the record only")
     args = ap.parse_args()
     run = Path(args.run)
@@ -75,8 +115,9 @@ def main() -> None:
         f"{model.cfg.num_points} points, tokenizer widths {list(model.cfg.tokenizer_widths)}; "
         f"{n_params / 1e6:.2f}M parameters, {flops / 1e9:.3f} GFLOPs per {model.cfg.num_points}-point cloud; "
         "weights stored in float16 (loaded as float32).",
-        "- Training: Point-JEPA self-supervised pretraining (`foundry3d pretrain`), recipe "
-        "`src/foundry3d/configs/pretrain/tiny_corpus.yaml`.",
+        "- Training: Point-JEPA self-supervised pretraining (`foundry3d pretrain --config "
+        f"{args.recipe}`), recipe `src/foundry3d/configs/{args.recipe}.yaml`"
+        + (", bf16 autocast." if cfg["engine"].get("precision") == "bf16" else "."),
         f"- Data: {', '.join(cfg['data']['datasets'])}: the corpus built from seven Debian game / test-model "
         "packages (`foundry3d data build corpus`, without the oad validation and test shapes), the SH3D-16 and "
         "KiCad-33 train splits and unlabelled pools; never a test split.",
@@ -114,6 +155,8 @@ def main() -> None:
             f"| {task_label(task)} | {format_score(row['teacher'], proto)} | {format_score(row['floor'], proto)} | "
             f"{s * g['gap']:.1f} [{s * g['gap_ci95'][0]:.1f}, {s * g['gap_ci95'][1]:.1f}] |"
         )
+    if args.val:
+        card += val_curve(Path(args.val))
     card += [
         "",
         "## Pretraining curve (validation splits carved from train: fit -> val, linear SVM, fixed C)",

@@ -15,15 +15,27 @@ the README's RESULTS markers through ``scripts/readme_results.md.j2``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import numpy as np
+import yaml
 
-from foundry3d.eval.results import comparison, format_gain, format_score
+from foundry3d.eval.results import (
+    comparison,
+    format_gain,
+    format_score,
+    format_signed,
+    gain_kept,
+    paired_over_seeds,
+    primary,
+)
 from foundry3d.eval.task import scale_digits
+from foundry3d.models.hub import DEFAULT_TEACHER, EMBEDDED, resolve
 from foundry3d.report.plots import sweep_differences
 from foundry3d.report.study_report import study_tables
 from foundry3d.report.tables import (
@@ -59,9 +71,9 @@ tokenizer alone) that a student keeps. Every table, with how it was made: [docs/
 
 ## The SuperToken question
 
-Does a learned assignment (DSO) beat clustering the tokens, as the paper reports? Distilled from the embedded
-teacher with s = 16 SuperTokens at every cloud size, {{ sweep.seeds }} seeds per kind, paired over the same held-out
-test items and seeds (95 % CIs; a CI holding 0 is no difference):
+Does a learned assignment (DSO) beat clustering the tokens, as the paper reports? Distilled from the
+teacher {{ sweep.teacher }} with s = 16 SuperTokens at every cloud size, {{ sweep.seeds }} seeds per kind,
+paired over the same held-out test items and seeds (95 % CIs; a CI holding 0 is no difference):
 
 {% for line in sweep.claims %}
 - **{{ line }}**
@@ -96,6 +108,108 @@ def quickstart_context(docs: Path) -> dict[str, Any] | None:
         "recipe": ctx["recipe"],
         "teacher": ctx["finger"]["teacher"],
         "figures": sorted(p.name for p in (q / "figures").glob("*.png")),
+    }
+
+
+@functools.cache
+def _embedded_hashes() -> dict[str, str]:
+    """The weights' hash of each shipped teacher: how a record that says only ``embedded`` is named."""
+    return {resolve(f"embedded:{n}")[1]["hash"]: n for n in EMBEDDED.names()}
+
+
+def teacher_label(model: dict[str, Any] | None, spec: str = "embedded") -> str:
+    """``embedded:tiny2`` for a record whose teacher resolved to the shipped tiny2 (by its hash), whatever the
+    default is now; the recorded spec where the hash names no shipped teacher or is not recorded."""
+    if model and model.get("hash") in _embedded_hashes():
+        return f"`embedded:{_embedded_hashes()[model['hash']]}`"
+    return f"`{spec}`" + (" (its weights' hash was not recorded)" if spec.startswith("embedded") and not model else "")
+
+
+def teacher_choice(rec: Path, teacher: dict[str, Any], floor: dict[str, Any]) -> Table | None:
+    """The shipped teacher against the one it replaced (test/<old>/ and test/floor_<old>/ in its record), paired over
+    the same test items: both scores, their difference, and each one's encoder gain over its own floor."""
+    olds = [  # test/ also holds the run's own snapshots (step_N): another teacher is any other name with a floor
+        p.name
+        for p in sorted((rec / "test").glob("*"))
+        if not p.name.startswith(("step_", "floor_")) and (rec / "test" / f"floor_{p.name}").is_dir()
+    ]
+    if not olds:
+        return None
+    old = olds[0]
+    ot = json.loads((rec / "test" / old / "results.json").read_text())
+    of = json.loads((rec / "test" / f"floor_{old}" / "results.json").read_text())
+    new = rec.name.removeprefix("teacher_").removesuffix("_run")
+    t = Table(
+        f"Which teacher ships: {new} against {old} on the held-out test splits (95 % CIs; the difference is paired "
+        "over the same test items, the gains over each teacher's own floor)",
+        ["task", new, old, f"{new} − {old}", f"{new} − its floor", f"{old} − its floor"],
+    )
+    for task in teacher["tasks"]:
+        if task not in ot["tasks"] or task not in floor["tasks"] or task not in of["tasks"]:
+            continue
+        proto = task.split(":")[0]
+        a, b = teacher["tasks"][task], ot["tasks"][task]
+        ga = gain_kept(proto, a, floor["tasks"][task], a)
+        gb = gain_kept(proto, b, of["tasks"][task], b)
+        t.rows.append(
+            [
+                task_label(task),
+                format_score(a, proto),
+                format_score(b, proto),
+                format_signed(proto, paired_over_seeds(proto, [a], [b])),
+                format_signed(proto, [ga["gap"], *ga["gap_ci95"]]),
+                format_signed(proto, [gb["gap"], *gb["gap_ci95"]]),
+            ]
+        )
+    return t
+
+
+def stall_analysis(rec: Path, target: float = 8.0) -> dict[str, Any] | None:
+    """Where the validation gain stalls and what +``target`` points would take: per task a least-squares line of
+    teacher - floor (points) against log2(step) over the snapshots (eval protocol, splits=val), the steps at which
+    it would reach the target, and those steps' hours at the run's own median training rate (one thread). An
+    extrapolation, not a measurement."""
+    val = rec / "val"
+    steps = sorted(int(p.name.split("_")[1]) for p in val.glob("step_*") if (val / f"floor_{p.name}").is_dir())
+    if len(steps) < 3:
+        return None
+    gains: dict[str, list[float]] = {}
+    for st in steps:
+        m = json.loads((val / f"step_{st:06d}" / "results.json").read_text())["tasks"]
+        f = json.loads((val / f"floor_step_{st:06d}" / "results.json").read_text())["tasks"]
+        for task in m:
+            proto = task.split(":")[0]
+            gains.setdefault(task, []).append(
+                scale_digits(proto)[0] * (primary(m[task], proto) - primary(f[task], proto))
+            )
+    rows = read_metrics(rec, "train")
+    rate = float(np.median([r["samples_per_s"] for r in rows if "samples_per_s" in r]))
+    cfg = yaml.safe_load((rec / "config.yaml").read_text())
+    batch = int(cfg["engine"]["batch_size"])
+    x = np.log2(np.asarray(steps, float))
+    out = []
+    for task, g in gains.items():
+        slope, icpt = np.polyfit(x, np.asarray(g), 1)
+        tail = g[-3:]
+        need = float(2 ** ((target - icpt) / slope)) if slope > 0 else None
+        out.append(
+            {
+                "task": task_label(task),
+                "best_step": steps[int(np.argmax(g))],
+                "best": max(g),
+                "last3": tail,
+                "per_doubling": float(slope),
+                "steps_for_target": need,
+                "hours_for_target": need * batch / rate / 3600 if need else None,
+            }
+        )
+    return {
+        "steps": steps,
+        "rows": out,
+        "rate": rate,
+        "batch": batch,
+        "target": target,
+        "threads": cfg["engine"]["threads"],
     }
 
 
@@ -135,7 +249,15 @@ def teacher_context(docs: Path, name: str) -> dict[str, Any] | None:
                 ),
             ]
         )
-    return {"held": held, "curve": curve, "card": f"src/foundry3d/assets/teacher_{name}/MODEL_CARD.md"}
+    return {
+        "name": name,
+        "held": held,
+        "curve": curve,
+        "val": candidate_context(docs, name),
+        "choice": teacher_choice(rec, teacher, floor),
+        "stall": stall_analysis(rec),
+        "card": f"src/foundry3d/assets/teacher_{name}/MODEL_CARD.md",
+    }
 
 
 def edge_context(docs: Path) -> dict[str, Any] | None:
@@ -278,17 +400,21 @@ def candidate_context(docs: Path, name: str = "tiny3") -> Table | None:
     rows, tasks = [], None
     for s in steps:
         model = json.loads((val / s / "results.json").read_text())["tasks"]
+        if not (val / f"floor_{s}" / "results.json").exists():
+            continue
         floor = json.loads((val / f"floor_{s}" / "results.json").read_text())["tasks"]
         tasks = tasks or list(model)
         cells = []
         for t in tasks:
+            proto = t.split(":")[0]
+            g = gain_kept(proto, model[t], floor[t], model[t])
             a, f = 100 * model[t]["acc"], 100 * floor[t]["acc"]
-            cells.append(f"{a:.1f} / {f:.1f} ({a - f:+.1f})")
+            cells.append(f"{a:.1f} / {f:.1f} ({format_signed(proto, [g['gap'], *g['gap_ci95']])})")
         rows.append([f"{int(s.split('_')[1]):,}", *cells])
     assert tasks is not None
     return Table(
-        f"The `{name}` teacher run in progress: validation accuracy of each snapshot / its floor (gain), splits=val "
-        "(fit -> val, carved from train; C by cross-validation). Held-out test scores only once a snapshot is chosen.",
+        f"The `{name}` teacher's validation curve: each release snapshot / its floor (teacher − floor, paired 95 % "
+        "CI), `foundry3d eval ... splits=val` (fit -> val, carved from train; C by cross-validation as on test)",
         ["step", *(task_label(t) for t in tasks)],
         rows,
     )
@@ -320,7 +446,8 @@ def ladder_context(path: Path) -> dict[str, Any] | None:
     tasks = rec["tasks"]
     t = Table(
         f"The DSO details the paper leaves open, on validation ({rec['splits']} splits, students trained on fit; "
-        f"{len(rec['seeds'])} seeds, {rec['steps']} steps; `{rec['command']}`): mean ± sd over seeds, and the "
+        f"{len(rec['seeds'])} seeds, {rec['steps']} steps; teacher {teacher_label(rec.get('teacher_model'))}; "
+        f"`{rec['command']}`): mean ± sd over seeds, and the "
         "paired difference to today's DSO with its 95 % CI (a CI holding 0 is no difference)",
         ["rung", "changes", *(task_label(x) for x in tasks), "context R²"],
     )
@@ -347,6 +474,7 @@ def sweep_context(path: Path) -> dict[str, Any] | None:
         "no_headroom": no_headroom_lines(rec),
         "claims": paper_claim_lines(rec),
         "seeds": len(rec["config"]["seeds"]),
+        "teacher": teacher_label(rec.get("teacher_model"), rec["teacher"]),
         "record": rec,
     }
 
@@ -379,7 +507,7 @@ def main() -> None:
     ap.add_argument("--machine", help="where and how the quickstart run was made (stored with --copy-quickstart)")
     ap.add_argument("--wall", type=float, help="seconds of the whole main command (set-up included), measured")
     ap.add_argument("--copy-quickstart", type=Path, help="copy this quickstart run's record into docs/quickstart")
-    ap.add_argument("--teacher", default="tiny2")
+    ap.add_argument("--teacher", default=DEFAULT_TEACHER, help="the embedded teacher whose record is shown")
     ap.add_argument("--readme", type=Path, default=Path("README.md"))
     args = ap.parse_args()
     docs = args.readme.parent / "docs"
@@ -418,7 +546,6 @@ def main() -> None:
         study=study_context(docs),
         edge=edge_context(docs),
         yourdata=yourdata_context(docs),
-        candidate=candidate_context(docs),
         throughput=throughput_table(docs / "edge" / "engine_throughput.json"),
         gpu=_json(docs / "edge" / "gpu_estimate.json"),
         ladder=ladder_context(docs / "study" / "ladder.json"),

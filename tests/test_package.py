@@ -69,7 +69,7 @@ def test_a_first_session_from_the_installed_wheel(venv, tmp_path):
     assert "verbs:" in _run([fd3, "--help"], user).stdout
     for verb in VERB_TABLE:
         _run([fd3, *verb.split(), "--help"], user)
-    assert "* tiny2" in _run([fd3, "models"], user).stdout  # the default teacher, marked
+    assert "* tiny3" in _run([fd3, "models"], user).stdout  # the default teacher, marked
     py = str(venv / "python")
     _run([py, "-c", "import numpy as np; np.save('scan.npy', np.random.default_rng(0).normal(size=(2000, 3)))"], user)
     _run([fd3, "embed", "scan.npy", "--out", "emb", "--no-progress"], user)

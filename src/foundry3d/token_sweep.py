@@ -127,6 +127,7 @@ def token_sweep(
     if cfg.before:
         kinds["foundry_before"] = ["student.kind=foundry", *BEFORE_LADDER]
     t0, sizes = time.time(), {}
+    teacher_model: dict[str, Any] | None = None
     for n in cfg.sizes:
         groups = round(n * 64 / 1024)
         ev = [
@@ -179,12 +180,15 @@ def token_sweep(
         seconds.update({f"{k} eval": eval_seconds(v) for k, v in refs.items()})
         no_room = {t: h for t, h in spare.items() if not h["headroom"]}
         sizes[str(n)] = size_summary(n, groups, cfg, refs, runs, seconds, tasks, no_room)
+        teacher_model = teacher_model or refs["teacher"]["model"]
     return {
         "wall_this_call": round(time.time() - t0, 1),  # a resumed call skips what it has: the cost is seconds_total
         "what": f"token-count sweep at s = {cfg.supertokens}: each kind's difference to DSO against tokens per "
         "SuperToken",
         "config": asdict(cfg),
         "teacher": teacher,
+        # what the spec resolved to (name, hash): "embedded" names whichever teacher is the default when it runs
+        "teacher_model": teacher_model,
         "sizes": sizes,
         "seconds_total": round(sum(r["seconds"]["total"] for r in sizes.values()), 1),
         "machine": {

@@ -196,6 +196,12 @@ def kinds_over_seeds(
     return rows
 
 
+def format_signed(proto: str, d: Sequence[float]) -> str:
+    """``+3.5 [+1.7, +5.1]``: a difference [point, low, high] in the task's own scale, signed."""
+    s, digits = scale_digits(proto)
+    return f"{s * d[0]:+.{digits}f} [{s * d[1]:+.{digits}f}, {s * d[2]:+.{digits}f}]"
+
+
 def format_gain(g: dict[str, Any]) -> str:
     """``84 % [71, 97]``: the encoder gain kept with its CI, or ``no headroom`` where the teacher does not beat
     its floor."""
@@ -271,45 +277,93 @@ def _fit(name: str, width: int) -> str:
 
 
 def format_comparison(table: dict[str, dict[str, Any]]) -> str:
-    """The comparison as plain text: per task the teacher, the floor, and each student with its gain kept and
-    ratio to the teacher."""
+    """The comparison as plain text: per task the teacher, the floor with the teacher's encoder gain over it,
+    each further teacher with its own floor and its paired difference to the first, and each student with
+    its gain kept and ratio to the (first) teacher."""
     lines = []
     for task, row in table.items():
         proto = task.split(":", 1)[0]
+
         lines.append(f"{task} ({metric(proto)}, 95 % CI)")
-        lines.append(f"  {'teacher':<28} {format_score(row['teacher'], proto):>22}")
-        lines.append(f"  {'floor (no block, untrained)':<28} {format_score(row['floor'], proto):>22}")
-        for name, s in row["students"].items():
-            g = s["gain"]
+        for k, t in enumerate(row.get("teachers") or [{"name": "", "result": row["teacher"], "floor": row["floor"]}]):
+            name = t["name"] if k else "teacher" + (f" {t['name']}" if t["name"] else "")
+            extra = f"   - first teacher {format_signed(proto, t['minus_first'])}" if "minus_first" in t else ""
+            lines.append(f"  {_fit(name, 28):<28} {format_score(t['result'], proto):>22}{extra}")
+            if t["floor"] is not None:
+                label = "floor (no block, untrained)" if not k else f"floor of {t['name']}"
+                gap = f"   encoder gain {format_signed(proto, t['gap'])}" if "gap" in t else ""
+                lines.append(f"  {_fit(label, 28):<28} {format_score(t['floor'], proto):>22}{gap}")
+        for name, st in row["students"].items():
+            g = st["gain"]
             lines.append(
-                f"  {_fit(name, 28):<28} {format_score(s['result'], proto):>22}   gain kept {format_gain(g):>18}"
+                f"  {_fit(name, 28):<28} {format_score(st['result'], proto):>22}   gain kept {format_gain(g):>18}"
                 f"   /teacher {g['ratio']:.3f}"
             )
     return "\n".join(lines)
 
 
+def _label(path: str | Path, res: dict[str, Any]) -> str:
+    """A model's name in a comparison: its results folder (eval --name), which tells apart runs of one spec."""
+    p = Path(path)
+    if p.suffix == ".json" and p.name != "results.json":
+        return p.stem  # a results file kept under its own name (e.g. eval_teacher.json in a record)
+    folder = p.parent if p.suffix == ".json" else p
+    return folder.name or str(res["model"]["model"])
+
+
 def compare(paths: Sequence[str | Path]) -> str:
-    """``eval --compare``: teacher, floor and students from their results files (roles from their
-    recorded kinds), with the encoder gain kept per student and task."""
+    """``eval --compare``: teachers, floors and students from their results files (roles from their recorded
+    kinds). The first teacher is the reference: its floor gives each task's encoder gain (teacher - floor,
+    paired over the test items) and each student's gain kept; a further teacher is shown with its own floor
+    (matched by the recorded spec ``floor:<teacher>``) and its paired difference to the first, which is how
+    two teachers are compared on the same items."""
     runs = [load_results(p) for p in paths]
     roles = [role(r) for r in runs]
-    if roles.count("teacher") != 1 or roles.count("floor") != 1:
+    t_idx = [i for i, k in enumerate(roles) if k == "teacher"]
+    f_idx = [i for i, k in enumerate(roles) if k == "floor"]
+    if not t_idx or not f_idx:
         raise ResultsError(
-            "eval --compare needs exactly one teacher and one floor results file (e.g. --model embedded and "
-            f"--model floor:embedded) plus the students; got roles {roles}"
+            "eval --compare needs a teacher and its floor results file (e.g. --model embedded and "
+            f"--model floor:embedded), then further teachers with their floors, or students; got roles {roles}"
         )
-    teacher = runs[roles.index("teacher")]
-    floor = runs[roles.index("floor")]
-    # a student is named by its results folder (eval --name), which tells apart runs of one spec
-    students: dict[str, dict[str, Any]] = {}
-    for p, r, k in zip(paths, runs, roles):
-        if k in ("teacher", "floor"):
-            continue
-        folder = Path(p).parent if Path(p).suffix == ".json" else Path(p)
-        label = folder.name or r["model"]["model"]
-        while label in students:
+    floors: dict[int, int] = {}  # teacher index -> its floor's index
+    if len(t_idx) == 1 and len(f_idx) == 1:
+        floors[t_idx[0]] = f_idx[0]  # one of each: paired whatever their paths (results may have moved)
+    else:
+        for f in f_idx:
+            spec = str(runs[f]["model"]["model"])
+            match = [t for t in t_idx if "floor:" + str(runs[t]["model"]["model"]) == spec]
+            if not match:
+                raise ResultsError(
+                    f"eval --compare: {paths[f]} is the floor of {spec.removeprefix('floor:')!r}, which is not among "
+                    "the teachers given; pass its teacher's results too"
+                )
+            floors[match[0]] = f
+        if t_idx[0] not in floors:
+            raise ResultsError(f"eval --compare: the first teacher {paths[t_idx[0]]} needs its floor's results file")
+    names: dict[int, str] = {}
+    for i in range(len(runs)):
+        label = _label(paths[i], runs[i])
+        while label in names.values():
             label += "'"
-        students[label] = r
-    if not students:
-        raise ResultsError("eval --compare: no student results file given")
-    return format_comparison(comparison(teacher, floor, students))
+        names[i] = label
+    ref, ref_floor = runs[t_idx[0]], runs[floors[t_idx[0]]]
+    students = {names[i]: r for i, (r, k) in enumerate(zip(runs, roles)) if k not in ("teacher", "floor")}
+    table = comparison(ref, ref_floor, students)
+    for task, row in table.items():
+        proto = task.split(":", 1)[0]
+        teachers = []
+        for t in t_idx:
+            res = runs[t]["tasks"].get(task)
+            if res is None:
+                continue
+            fl = runs[floors[t]]["tasks"].get(task) if t in floors else None
+            entry: dict[str, Any] = {"name": names[t], "result": res, "floor": fl}
+            if fl is not None:
+                g = gain_kept(proto, res, fl, res)
+                entry["gap"] = [g["gap"], *g["gap_ci95"]]
+            if t != t_idx[0]:
+                entry["minus_first"] = paired_over_seeds(proto, [res], [row["teacher"]])
+            teachers.append(entry)
+        row["teachers"] = teachers
+    return format_comparison(table)
