@@ -28,8 +28,19 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--teacher", default="embedded")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--root-at",
+        nargs="+",
+        default=[],
+        metavar="SIZE=FOLDER",
+        help="a dataset cache folder for a size, e.g. 16384=~/.cache/foundry3d-16k (datasets built with more points)",
+    )
     a = ap.parse_args()
-    cfg = SweepConfig(sizes=a.sizes, seeds=a.seeds, kinds=a.kinds, before=a.before, steps=a.steps)
+    try:
+        roots = {int(k): v for k, v in (x.split("=", 1) for x in a.root_at)}
+    except ValueError:
+        raise SystemExit(f"supertoken_sweep: --root-at takes SIZE=FOLDER, got {a.root_at}") from None
+    cfg = SweepConfig(sizes=a.sizes, seeds=a.seeds, kinds=a.kinds, before=a.before, steps=a.steps, roots=roots)
     try:
         cfg.validate()
         record = token_sweep(cfg, Path(a.out), a.teacher, threads=a.threads)
@@ -43,6 +54,7 @@ def main() -> None:
             f"--steps {a.steps}",
             f"--threads {a.threads}",
             f"--teacher {a.teacher}",
+            *([f"--root-at {' '.join(a.root_at)}"] if a.root_at else []),
         ]
         + (["--before"] if a.before else [])
     )

@@ -210,3 +210,33 @@ def test_a_bad_sweep_task_is_refused_before_any_work(tmp_path):
     for field_name in ("tasks", "large_tasks"):
         with pytest.raises(ConfigError, match=rf"{field_name}: unknown task 'svm'"):
             SweepConfig(**{field_name: ["svm"]}).validate()
+
+
+def test_a_size_with_its_own_dataset_folder_reads_and_is_checked_against_that_folder(monkeypatch, tmp_path):
+    from foundry3d import token_sweep
+    from foundry3d.errors import ConfigError
+    from foundry3d.token_sweep import SweepConfig
+
+    stored = {"/big": 16384}
+    monkeypatch.setattr(
+        token_sweep, "dataset_info", lambda name, root=None: {"points_per_shape": stored.get(root, 4096)}
+    )
+    cfg = SweepConfig(sizes=[1024, 16384], roots={16384: "/big"}, tasks=["svm:kicad33"], large_tasks=[])
+    cfg.validate()
+    assert cfg.root_at(1024, "/std") == "/std" and cfg.root_at(16384, "/std") == "/big"
+    with pytest.raises(ConfigError, match="sweep size 16384"):  # the standard folder stores 4096
+        token_sweep.check_sizes([16384], cfg.tasks, None)
+    with pytest.raises(ConfigError, match=r"token_sweep\.roots maps a sweep size"):
+        SweepConfig(sizes=[1024], roots={2048: "/big"}).validate()
+
+    seen = []
+
+    def first_eval(spec, tasks, root=None, **kw):
+        seen.append(root)
+        raise KeyboardInterrupt  # stop after the first evaluation: only where it reads matters here
+
+    monkeypatch.setattr(token_sweep, "evaluate", first_eval)
+    with pytest.raises(KeyboardInterrupt):
+        token_sweep.token_sweep(SweepConfig(sizes=[16384], roots={16384: "/big"}, tasks=["svm:kicad33"],
+                                            large_tasks=[]), tmp_path, "embedded", root="/std")  # fmt: skip
+    assert seen == ["/big"]

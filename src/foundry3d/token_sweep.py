@@ -55,6 +55,14 @@ class SweepConfig:
     tasks: list[str] = field(default_factory=lambda: list(TASKS))
     large_tasks: list[str] = field(default_factory=lambda: list(LARGE_TASKS))  # only at sizes >= large_from
     large_from: int = 4096
+    # a dataset cache folder for some sizes (e.g. {16384: ~/.cache/foundry3d-16k}): the same datasets built with
+    # more points per shape (`foundry3d data build sh3d16 --points 16384 --root ...`), so the other sizes keep
+    # reading the standard builds and their records stay comparable
+    roots: dict[int, str] = field(default_factory=dict)
+
+    def root_at(self, n: int, root: str | None) -> str | None:
+        """The dataset cache folder of cloud size ``n``: its own where ``roots`` names one, else ``root``."""
+        return {int(k): v for k, v in self.roots.items()}.get(n, root)
 
     def tasks_at(self, n: int) -> list[str]:
         """The tasks teacher and floor are measured on at cloud size ``n``: every size's, then the large sizes' own
@@ -77,6 +85,11 @@ class SweepConfig:
                     raise ConfigError(f"{name}: {e}") from None
         if self.large_from < 1:
             raise ConfigError(f"token_sweep.large_from must be a cloud size >= 1, got {self.large_from}")
+        for k, v in self.roots.items():
+            if not str(k).isdigit() or int(k) not in self.sizes or not isinstance(v, str) or not v:
+                raise ConfigError(
+                    f"token_sweep.roots maps a sweep size to a dataset folder, got {k!r}: {v!r} (sizes {self.sizes})"
+                )
         if self.steps < 1 or self.supertokens < 1:
             raise ConfigError(f"token_sweep.steps and supertokens must be >= 1, got {self.steps}, {self.supertokens}")
 
@@ -120,7 +133,7 @@ def token_sweep(
         root: dataset cache folder.
     """
     for n in cfg.sizes:
-        check_sizes([n], cfg.tasks_at(n), root)
+        check_sizes([n], cfg.tasks_at(n), cfg.root_at(n, root))
     if threads:
         torch.set_num_threads(threads)
     kinds: dict[str, list[str]] = {k: [f"student.kind={k}"] for k in cfg.kinds}
@@ -129,6 +142,7 @@ def token_sweep(
     t0, sizes = time.time(), {}
     teacher_model: dict[str, Any] | None = None
     for n in cfg.sizes:
+        root_n = cfg.root_at(n, root)
         groups = round(n * 64 / 1024)
         ev = [
             f"svm.num_points={n}",
@@ -141,7 +155,7 @@ def token_sweep(
         refs = {
             name: _record(
                 evaluate(
-                    spec, cfg.tasks_at(n), config=eval_config, overrides=ev, out=folder / "eval", name=name, root=root
+                    spec, cfg.tasks_at(n), config=eval_config, overrides=ev, out=folder / "eval", name=name, root=root_n
                 )
             )
             for name, spec in (("teacher", teacher), ("floor", f"floor:{teacher}"))
@@ -166,14 +180,14 @@ def token_sweep(
                     f"data.num_groups={groups}",
                     f"engine.seed={seed}",
                     f"data.cache_dir={folder / 'cache'}",
-                    *([f"data.root={root}"] if root else []),
+                    *([f"data.root={root_n}"] if root_n else []),
                     *ov,
                 ]
                 if not (run / "release" / "model.safetensors").exists():
                     distill(teacher=teacher, config=recipe, overrides=overrides, out=run, resume=run.exists())
                 res = evaluate(
                     str(run / "release"), tasks, config=eval_config, overrides=ev, out=folder / "eval", name=name,
-                    root=root,
+                    root=root_n,
                 )  # fmt: skip
                 runs[kind][seed] = _record(res)
                 seconds[name] = {"train": train_seconds(run / "metrics.jsonl"), "eval": eval_seconds(runs[kind][seed])}

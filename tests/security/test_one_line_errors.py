@@ -121,6 +121,7 @@ VALIDATE_CASES = [
     (["study", "paper", "token_sweep.steps=0"], "token_sweep.steps"),
     (["study", "paper", "token_sweep.large_tasks=[svm]"], "large_tasks: unknown task 'svm'"),
     (["study", "paper", "token_sweep.large_from=0"], "large_from"),
+    (["study", "paper", "token_sweep.roots={512: /data}"], "token_sweep.roots maps a sweep size"),
     (["study", "paper", "tasks=[svm]"], "tasks: unknown task 'svm'"),
     (["study", "paper", "kinds=[dso2]"], "kinds must be student kinds"),
     (["study", "paper", "seeds=[]"], "seeds must be one or more distinct seeds"),
