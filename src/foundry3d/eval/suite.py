@@ -133,7 +133,8 @@ def evaluate(
         name: subfolder for this model (default: derived from the model spec).
         overwrite: recompute this model's tasks and clear its feature cache.
         compare: instead of evaluating, print the results of a teacher, its floor and students (their
-            results.json files or folders) with the encoder gain kept per task.
+            results.json files or folders) with the encoder gain kept per task; further teachers with their
+            floors show their paired difference to the first.
     """
     if compare:
         return compare_results(compare)  # the CLI prints it
