@@ -27,6 +27,12 @@ def main() -> None:
     ap.add_argument("--before", action="store_true", help="also the DSO before the ladder's choice (foundry_before)")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--teacher", default="embedded")
+    ap.add_argument(
+        "--recipe",
+        default="distill/quickstart",
+        help="the students' partial distillation config (distill/study: the one foundry3d study paper's part 6 uses, "
+        "so that a study given this --out folder reuses these students)",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument(
         "--root-at",
@@ -43,7 +49,7 @@ def main() -> None:
     cfg = SweepConfig(sizes=a.sizes, seeds=a.seeds, kinds=a.kinds, before=a.before, steps=a.steps, roots=roots)
     try:
         cfg.validate()
-        record = token_sweep(cfg, Path(a.out), a.teacher, threads=a.threads)
+        record = token_sweep(cfg, Path(a.out), a.teacher, recipe=a.recipe, threads=a.threads)
     except ConfigError as e:
         raise SystemExit(f"supertoken_sweep: {e}") from None
     record["command"] = "python benchmarks/supertoken_sweep.py " + " ".join(
@@ -54,6 +60,7 @@ def main() -> None:
             f"--steps {a.steps}",
             f"--threads {a.threads}",
             f"--teacher {a.teacher}",
+            *([f"--recipe {a.recipe}"] if a.recipe != "distill/quickstart" else []),
             *([f"--root-at {' '.join(a.root_at)}"] if a.root_at else []),
         ]
         + (["--before"] if a.before else [])
