@@ -1,0 +1,75 @@
+"""scripts/readme_results.py: the teacher section's pieces computed from a record folder written in the real formats
+(results.json files of foundry3d eval, a metrics.jsonl and config.yaml of a pretraining run)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "readme_results.py"
+
+
+@pytest.fixture(scope="module")
+def page():
+    spec = importlib.util.spec_from_file_location("readme_results", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _results(path: Path, model: str, kind: str, hits: np.ndarray) -> dict:
+    res = {
+        "model": {"model": model, "kind": kind, "hash": model},
+        "tasks": {"svm:kicad33": {"acc": float(hits.mean()), "ci95": [0.0, 1.0], "per_item": {"score": hits.tolist()}}},
+    }
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "results.json").write_text(json.dumps(res))
+    return res
+
+
+def test_the_stall_analysis_extrapolates_the_validation_gain_against_log_steps(tmp_path, page):
+    rec = tmp_path / "teacher_new_run"
+    n = 1000
+    floor = np.zeros(n)
+    floor[:500] = 1  # 50 %
+    for step, gain in ((1000, 2), (2000, 4), (4000, 6)):  # +2 points per doubling of steps
+        _results(rec / "val" / f"floor_step_{step:06d}", "floor:x", "floor", floor)
+        t = floor.copy()
+        t[500 : 500 + 10 * gain] = 1
+        _results(rec / "val" / f"step_{step:06d}", "x", "backbone", t)
+    (rec / "config.yaml").write_text(yaml.safe_dump({"engine": {"batch_size": 100, "threads": 1}}))
+    (rec / "metrics.jsonl").write_text(
+        "\n".join(json.dumps({"step": s, "split": "train", "time": s, "samples_per_s": 50.0}) for s in (20, 40, 60))
+    )
+    st = page.stall_analysis(rec, target=8.0)
+    (row,) = st["rows"]
+    assert (
+        row["per_doubling"] == pytest.approx(2.0)
+        and row["best_step"] == 4000
+        and row["last3"] == pytest.approx([2, 4, 6])
+    )
+    assert row["steps_for_target"] == pytest.approx(8000)  # one more doubling
+    assert row["hours_for_target"] == pytest.approx(8000 * 100 / 50.0 / 3600)
+
+
+def test_the_teacher_choice_pairs_the_new_teacher_with_the_old_one_on_the_same_items(tmp_path, page):
+    rec = tmp_path / "teacher_new_run"
+    rng = np.random.default_rng(0)
+    old_floor = (rng.random(500) < 0.6).astype(float)
+    old = np.maximum(old_floor, rng.random(500) < 0.2)
+    new = np.maximum(old, rng.random(500) < 0.3)  # right wherever the old one is, and more
+    _results(rec / "test" / "old", "embedded:old", "backbone", old)
+    _results(rec / "test" / "floor_old", "floor:embedded:old", "floor", old_floor)
+    _results(rec / "test" / "step_000100", "snap", "backbone", old)  # the run's own snapshot: not another teacher
+    _results(rec / "test" / "floor_step_000100", "floor:snap", "floor", old_floor)
+    teacher = _results(tmp_path / "t", "embedded:new", "backbone", new)
+    floor = _results(tmp_path / "f", "floor:embedded:new", "floor", old_floor)
+    table = page.teacher_choice(rec, teacher, floor)
+    assert table.columns[1:3] == ["new", "old"]
+    (row,) = table.rows
+    diff = row[3]
+    point, lo = (float(x) for x in diff.replace("[", "").replace(",", "").split()[:2])
+    assert point == pytest.approx(100 * (new.mean() - old.mean()), abs=0.051) and lo > 0
