@@ -42,7 +42,7 @@ def test_two_teachers_with_their_floors_are_compared_paired(tmp_path):
     (ga, lo_a, _), (gb, lo_b, hi_b) = ((float(x) for x in g) for g in gains)
     assert ga == pytest.approx(100 * (a.mean() - floor_a.mean()), abs=0.051) and lo_a > 0
     assert gb == 0 and lo_b == 0 and hi_b == 0
-    diff = re.search(r"- first teacher ([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\]", text)
+    diff = re.search(r"minus the first teacher ([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\]", text)
     assert diff and float(diff.group(1)) == pytest.approx(100 * (b.mean() - a.mean()), abs=0.051)
     assert float(diff.group(3)) < 0  # paired over the same items: b is behind beyond the CI
     assert "floor of b" in text
@@ -66,3 +66,18 @@ def test_a_teacher_and_its_floor_alone_show_the_encoder_gain(tmp_path):
     s = np.r_[np.ones(50), np.zeros(50)]
     text = compare([_write(tmp_path / "a", "runs/a", "backbone", s), _write(tmp_path / "fa", "x", "floor", s)])
     assert "encoder gain +0.0" in text and "gain kept" not in text
+
+
+def test_two_teachers_scored_on_different_data_are_refused(tmp_path):
+    s = np.ones(10)
+    paths = [
+        _write(tmp_path / "a", "runs/a", "backbone", s),
+        _write(tmp_path / "fa", "floor:runs/a", "floor", s),
+        _write(tmp_path / "b", "runs/b", "backbone", s),
+        _write(tmp_path / "fb", "floor:runs/b", "floor", s),
+    ]
+    res = json.loads((paths[2] / "results.json").read_text())
+    res["tasks"]["svm:kicad33"]["dataset_fingerprint"] = "another build"
+    (paths[2] / "results.json").write_text(json.dumps(res))
+    with pytest.raises(ResultsError, match="different data"):
+        compare(paths)

@@ -283,11 +283,10 @@ def format_comparison(table: dict[str, dict[str, Any]]) -> str:
     lines = []
     for task, row in table.items():
         proto = task.split(":", 1)[0]
-
         lines.append(f"{task} ({metric(proto)}, 95 % CI)")
         for k, t in enumerate(row.get("teachers") or [{"name": "", "result": row["teacher"], "floor": row["floor"]}]):
             name = t["name"] if k else "teacher" + (f" {t['name']}" if t["name"] else "")
-            extra = f"   - first teacher {format_signed(proto, t['minus_first'])}" if "minus_first" in t else ""
+            extra = f"   minus the first teacher {format_signed(proto, t['minus_first'])}" if "minus_first" in t else ""
             lines.append(f"  {_fit(name, 28):<28} {format_score(t['result'], proto):>22}{extra}")
             if t["floor"] is not None:
                 label = "floor (no block, untrained)" if not k else f"floor of {t['name']}"
@@ -363,6 +362,11 @@ def compare(paths: Sequence[str | Path]) -> str:
                 g = gain_kept(proto, res, fl, res)
                 entry["gap"] = [g["gap"], *g["gap_ci95"]]
             if t != t_idx[0]:
+                for key in ("dataset_fingerprint", "dataset_version"):
+                    if res.get(key) != row["teacher"].get(key):
+                        raise ResultsError(
+                            f"{task}: {paths[t]} and {paths[t_idx[0]]} were computed on different data ({key} differ)"
+                        )
                 entry["minus_first"] = paired_over_seeds(proto, [res], [row["teacher"]])
             teachers.append(entry)
         row["teachers"] = teachers
