@@ -1,7 +1,7 @@
 """The one home for models: create, list, load, resolve and hash every model foundry3d knows.
 
 * ``create_model("tiny")`` a registered variant with random weights (timm-style); with
-  ``pretrained=True`` the embedded teacher of that name (``tiny2`` or ``tiny.tiny2``).
+  ``pretrained=True`` the embedded teacher of that name (``tiny3`` or ``tiny.tiny3``).
 * ``create_student(teacher, kind="foundry", supertokens=16, ...)`` any registered student kind,
   initialised from the teacher.
 * ``load(path)`` any release (teacher backbone or student of any kind), in eval mode.
@@ -137,7 +137,7 @@ def model_table(kind: str | None = None) -> str:
 
 def create_model(name: str, pretrained: bool = False, **overrides: Any) -> PointTransformer:
     """Variant ``name`` with random weights; with ``pretrained=True`` the embedded teacher of that name
-    (as timm: ``NAME`` or ``VARIANT.NAME``, e.g. ``tiny2`` or ``tiny.tiny2``), never another one's weights."""
+    (as timm: ``NAME`` or ``VARIANT.NAME``, e.g. ``tiny3`` or ``tiny.tiny3``), never another one's weights."""
     if not pretrained:
         return PointTransformer(variant_config(name, **overrides))
     if overrides:
