@@ -117,6 +117,8 @@ def main() -> None:
             model, tasks=[task], out=out / "eval", name=name, overrides=["progress=false"], overwrite=True
         )
         r = res["tasks"][task]
+        if name == "teacher":
+            res_teacher_model = res["model"]
         scores[name] = {"acc": r["acc"], "ci95": r["ci95"], "train_shapes": r["train_shapes"],
                         "test_shapes": r["test_shapes"]}  # fmt: skip
     from foundry3d.eval.results import compare
@@ -136,6 +138,7 @@ def main() -> None:
         "skipped": info["skipped"],
         "distill": {"teacher": "embedded", "supertokens": 16, "steps": a.steps, "batch_size": 32,
                     "seconds": distill_s, "release_hash": foundry3d.load(run["release"]).release_hash[:16]},
+        "teacher_model": res_teacher_model,  # what "embedded" resolved to (name by the weights' hash)
         "eval": scores,
         "kept": table if isinstance(table, (dict, list, str)) else str(table),
         "embed": {"files": emb["index"]["files"], "embedded": emb["index"]["embedded"], "failed": emb["failed"]},

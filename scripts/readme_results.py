@@ -106,7 +106,7 @@ def quickstart_context(docs: Path) -> dict[str, Any] | None:
         "costs": _table(ctx["tables"]["costs"]),
         "stages": {k: stages[k] for k in ORDER if k in stages},
         "recipe": ctx["recipe"],
-        "teacher": ctx["finger"]["teacher"],
+        "teacher": teacher_label(ctx.get("teacher"), ctx["finger"]["teacher"]),
         "figures": sorted(p.name for p in (q / "figures").glob("*.png")),
     }
 
@@ -488,8 +488,10 @@ def yourdata_context(docs: Path) -> dict[str, Any] | None:
     e2e, scale = docs / "e2e_cgal" / "record.json", docs / "edge" / "search_scale.json"
     if not e2e.exists() and not scale.exists():
         return None
+    rec = json.loads(e2e.read_text()) if e2e.exists() else None
     return {
-        "e2e": json.loads(e2e.read_text()) if e2e.exists() else None,
+        "e2e": rec,
+        "e2e_teacher": teacher_label(rec.get("teacher_model"), rec["distill"]["teacher"]) if rec else None,
         "scale": json.loads(scale.read_text()) if scale.exists() else None,
     }
 
