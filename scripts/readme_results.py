@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import shlex
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import jinja2
 import numpy as np
 import yaml
 
+from foundry3d.config import partial_settings, to_dict
 from foundry3d.eval.results import (
     comparison,
     format_gain,
@@ -47,6 +49,7 @@ from foundry3d.report.tables import (
     sweep_verdict,
     task_label,
 )
+from foundry3d.study import StudyConfig
 from foundry3d.train.runlog import read_metrics
 
 START, END = "<!-- SUMMARY -->", "<!-- /SUMMARY -->"
@@ -460,12 +463,26 @@ def ladder_context(path: Path) -> dict[str, Any] | None:
     return {"table": t, "record": rec}
 
 
+def study_command(record: dict[str, Any]) -> str:
+    """The ``foundry3d study paper`` line that reproduces a study record: its settings that differ from the
+    defaults, as KEY=VALUE."""
+    defaults = set(partial_settings(to_dict(StudyConfig())))
+    changed = [x for x in partial_settings(record["config"]) if x not in defaults]
+    return " ".join(["foundry3d study paper", *(shlex.quote(x) for x in changed)])
+
+
 def sweep_context(path: Path) -> dict[str, Any] | None:
-    """benchmarks/supertoken_sweep.py's record: the table (with its verdict notes), the figure drawn from it, the
-    verdict sentences and the wall times."""
-    if not path.exists():
+    """The token-count sweep: part 6 of the study record (``study.json`` beside ``path``) where it has one, else
+    benchmarks/supertoken_sweep.py's record at ``path``: the table (with its verdict notes), the figure drawn
+    from it, the verdict sentences and the wall times."""
+    study = path.parent / "study.json"
+    part = json.loads(study.read_text()) if study.exists() else None
+    if part and part.get("token_sweep"):
+        rec = {**part["token_sweep"], "command": study_command(part), "part_of_study": True}
+    elif path.exists():
+        rec = json.loads(path.read_text())
+    else:
         return None
-    rec = json.loads(path.read_text())
     figure = sweep_differences(rec, path.parent / "figures" / "token_sweep.png")
     return {
         "table": sweep_table("Token-count sweep: each kind against DSO as one SuperToken stands for more tokens", rec),

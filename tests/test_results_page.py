@@ -73,3 +73,27 @@ def test_the_teacher_choice_pairs_the_new_teacher_with_the_old_one_on_the_same_i
     diff = row[3]
     point, lo = (float(x) for x in diff.replace("[", "").replace(",", "").split()[:2])
     assert point == pytest.approx(100 * (new.mean() - old.mean()), abs=0.051) and lo > 0
+
+
+def test_the_sweep_comes_from_the_study_record_when_it_holds_one_with_the_command_that_reproduces_it(tmp_path, page):
+    from dataclasses import asdict
+
+    from foundry3d.study import StudyConfig
+
+    shipped = Path(__file__).resolve().parents[1] / "docs" / "study" / "sweep.json"  # a real sweep record
+    sweep = json.loads(shipped.read_text())
+    study_dir = tmp_path / "docs" / "study"
+    study_dir.mkdir(parents=True)
+    assert page.sweep_context(study_dir / "sweep.json") is None  # neither record: no section
+    (study_dir / "sweep.json").write_text(json.dumps({**sweep, "command": "python benchmarks/supertoken_sweep.py"}))
+    assert page.sweep_context(study_dir / "sweep.json")["record"]["command"].startswith("python benchmarks")
+    cfg = asdict(StudyConfig())
+    cfg["teacher"] = "embedded:tiny3"
+    cfg["token_sweep"]["sizes"] = [1024, 4096, 16384]
+    (study_dir / "study.json").write_text(json.dumps({"config": cfg, "token_sweep": sweep}))
+    ctx = page.sweep_context(study_dir / "sweep.json")
+    assert ctx["record"]["part_of_study"]
+    assert ctx["record"]["command"] == (
+        "foundry3d study paper teacher=embedded:tiny3 'token_sweep.sizes=[1024, 4096, 16384]'"
+    )
+    assert ctx["table"].rows and (study_dir / "figures" / "token_sweep.png").exists()
