@@ -27,6 +27,7 @@ from foundry3d.eval.task import scale_digits
 from foundry3d.models.checkpoint import save_release
 from foundry3d.models.hub import load
 from foundry3d.report.tables import task_label
+from foundry3d.report.teacher_run import val_curve_table
 from foundry3d.train.runlog import read_metrics
 
 
@@ -36,37 +37,20 @@ def training_hours(rows: list[dict]) -> float:
     return sum(b - a for a, b in itertools.pairwise(times) if b - a < 600) / 3600
 
 
-def val_curve(folder: Path) -> list[str]:
-    """The snapshots' teacher - floor on the validation splits, scored by ``foundry3d eval splits=val`` (C by
-    cross-validation, as on test), one row per snapshot that has both results."""
-    rows, tasks = [], []
-    for d in sorted(folder.glob("step_*")):
-        if not (d / "results.json").exists() or not (folder / f"floor_{d.name}" / "results.json").exists():
-            continue
-        t, f = load_results(d), load_results(folder / f"floor_{d.name}")
-        comp = comparison(t, f, {"teacher": t})
-        tasks = tasks or list(comp)
-        cells = []
-        for task in tasks:
-            proto = task.split(":")[0]
-            s = scale_digits(proto)[0]
-            g = comp[task]["students"]["teacher"]["gain"] if task in comp else None
-            cells.append(
-                "-" if g is None else f"{s * g['gap']:+.1f} [{s * g['gap_ci95'][0]:+.1f}, {s * g['gap_ci95'][1]:+.1f}]"
-            )
-        rows.append(f"| {int(d.name.split('_')[1]):,} | " + " | ".join(cells) + " |")
-    if not rows:
+def val_curve(folder: Path, name: str) -> list[str]:
+    """The snapshots' validation curve (eval protocol, paired CIs) as the card's Markdown section."""
+    table = val_curve_table(folder, name)
+    if table is None:
         return []
     return [
         "",
-        "## Validation curve with the evaluation's protocol (teacher - floor, paired 95 % CI)",
+        "## Validation curve with the evaluation's protocol",
         "",
-        "`foundry3d eval ... splits=val` of the release snapshots and their floors: C chosen by cross-validation "
-        "as on test, validation splits carved from train (never a test split).",
+        table.title + ".",
         "",
-        "| step | " + " | ".join(task_label(t) for t in tasks) + " |",
-        "|---|" + "---|" * len(tasks),
-        *rows,
+        "| " + " | ".join(table.columns) + " |",
+        "|---|" + "---|" * (len(table.columns) - 1),
+        *("| " + " | ".join(row) + " |" for row in table.rows),
     ]
 
 
@@ -156,7 +140,7 @@ def main() -> None:
             f"{s * g['gap']:.1f} [{s * g['gap_ci95'][0]:.1f}, {s * g['gap_ci95'][1]:.1f}] |"
         )
     if args.val:
-        card += val_curve(Path(args.val))
+        card += val_curve(Path(args.val), args.name)
     card += [
         "",
         "## Pretraining curve (validation splits carved from train: fit -> val, linear SVM, fixed C)",

@@ -34,7 +34,6 @@ from foundry3d.eval.results import (
     format_signed,
     gain_kept,
     paired_over_seeds,
-    primary,
 )
 from foundry3d.eval.task import scale_digits
 from foundry3d.models.hub import DEFAULT_TEACHER, EMBEDDED, resolve
@@ -49,6 +48,7 @@ from foundry3d.report.tables import (
     sweep_verdict,
     task_label,
 )
+from foundry3d.report.teacher_run import snapshots, val_curve_table
 from foundry3d.study import StudyConfig
 from foundry3d.train.runlog import read_metrics
 
@@ -172,19 +172,14 @@ def stall_analysis(rec: Path, target: float = 8.0) -> dict[str, Any] | None:
     teacher - floor (points) against log2(step) over the snapshots (eval protocol, splits=val), the steps at which
     it would reach the target, and those steps' hours at the run's own median training rate (one thread). An
     extrapolation, not a measurement."""
-    val = rec / "val"
-    steps = sorted(int(p.name.split("_")[1]) for p in val.glob("step_*") if (val / f"floor_{p.name}").is_dir())
-    if len(steps) < 3:
+    snaps = snapshots(rec / "val")
+    if len(snaps) < 3:
         return None
+    steps = [sn.step for sn in snaps]
     gains: dict[str, list[float]] = {}
-    for st in steps:
-        m = json.loads((val / f"step_{st:06d}" / "results.json").read_text())["tasks"]
-        f = json.loads((val / f"floor_step_{st:06d}" / "results.json").read_text())["tasks"]
-        for task in m:
-            proto = task.split(":")[0]
-            gains.setdefault(task, []).append(
-                scale_digits(proto)[0] * (primary(m[task], proto) - primary(f[task], proto))
-            )
+    for sn in snaps:
+        for task, gap in sn.gaps.items():
+            gains.setdefault(task, []).append(scale_digits(task.split(":")[0])[0] * gap[0])
     rows = read_metrics(rec, "train")
     rate = float(np.median([r["samples_per_s"] for r in rows if "samples_per_s" in r]))
     cfg = yaml.safe_load((rec / "config.yaml").read_text())
@@ -256,7 +251,7 @@ def teacher_context(docs: Path, name: str) -> dict[str, Any] | None:
         "name": name,
         "held": held,
         "curve": curve,
-        "val": candidate_context(docs, name),
+        "val": val_curve_table(rec / "val", name),
         "choice": teacher_choice(rec, teacher, floor),
         "stall": stall_analysis(rec),
         "card": f"src/foundry3d/assets/teacher_{name}/MODEL_CARD.md",
@@ -391,36 +386,6 @@ def light_tokenizer_table(path: Path) -> Table | None:
         )
     t.notes = [f"{name}: {m['architecture']}" for name, m in rec["models"].items()]
     return t
-
-
-def candidate_context(docs: Path, name: str = "tiny3") -> Table | None:
-    """The validation curve of the teacher run in progress (docs/teacher_<name>_run/val: each snapshot and its
-    floor scored by ``foundry3d eval ... splits=val``, the evaluation's own protocol)."""
-    val = docs / f"teacher_{name}_run" / "val"
-    steps = sorted(p.name for p in val.glob("step_*")) if val.is_dir() else []
-    if not steps:
-        return None
-    rows, tasks = [], None
-    for s in steps:
-        model = json.loads((val / s / "results.json").read_text())["tasks"]
-        if not (val / f"floor_{s}" / "results.json").exists():
-            continue
-        floor = json.loads((val / f"floor_{s}" / "results.json").read_text())["tasks"]
-        tasks = tasks or list(model)
-        cells = []
-        for t in tasks:
-            proto = t.split(":")[0]
-            g = gain_kept(proto, model[t], floor[t], model[t])
-            a, f = 100 * model[t]["acc"], 100 * floor[t]["acc"]
-            cells.append(f"{a:.1f} / {f:.1f} ({format_signed(proto, [g['gap'], *g['gap_ci95']])})")
-        rows.append([f"{int(s.split('_')[1]):,}", *cells])
-    assert tasks is not None
-    return Table(
-        f"The `{name}` teacher's validation curve: each release snapshot / its floor (teacher − floor, paired 95 % "
-        "CI), `foundry3d eval ... splits=val` (fit -> val, carved from train; C by cross-validation as on test)",
-        ["step", *(task_label(t) for t in tasks)],
-        rows,
-    )
 
 
 def throughput_table(path: Path) -> tuple[Table, dict[str, Any]] | None:

@@ -53,6 +53,12 @@ def test_the_stall_analysis_extrapolates_the_validation_gain_against_log_steps(t
     )
     assert row["steps_for_target"] == pytest.approx(8000)  # one more doubling
     assert row["hours_for_target"] == pytest.approx(8000 * 100 / 50.0 / 3600)
+    from foundry3d.report.teacher_run import val_curve_table
+
+    curve = val_curve_table(rec / "val", "new")  # the same snapshots as the card's and the page's table
+    assert [r[0] for r in curve.rows] == ["1,000", "2,000", "4,000"] and curve.rows[-1][1].startswith(
+        "56.0 / 50.0 (+6.0"
+    )
 
 
 def test_the_teacher_choice_pairs_the_new_teacher_with_the_old_one_on_the_same_items(tmp_path, page):

@@ -23,6 +23,17 @@ def _write(path, spec, kind, scores):
     return path
 
 
+def _two_teachers(tmp_path, second_floor: str) -> list:
+    """Teachers runs/a and runs/b, all right on 10 items, with runs/a's floor and the floor ``second_floor``."""
+    s = np.ones(10)
+    return [
+        _write(tmp_path / "a", "runs/a", "backbone", s),
+        _write(tmp_path / "fa", "floor:runs/a", "floor", s),
+        _write(tmp_path / "b", "runs/b", "backbone", s),
+        _write(tmp_path / "fb", second_floor, "floor", s),
+    ]
+
+
 def test_two_teachers_with_their_floors_are_compared_paired(tmp_path):
     rng = np.random.default_rng(0)
     n = 400
@@ -49,13 +60,7 @@ def test_two_teachers_with_their_floors_are_compared_paired(tmp_path):
 
 
 def test_a_floor_whose_teacher_is_missing_is_one_line(tmp_path):
-    s = np.ones(10)
-    paths = [
-        _write(tmp_path / "a", "runs/a", "backbone", s),
-        _write(tmp_path / "fa", "floor:runs/a", "floor", s),
-        _write(tmp_path / "b", "runs/b", "backbone", s),
-        _write(tmp_path / "fc", "floor:runs/c", "floor", s),
-    ]
+    paths = _two_teachers(tmp_path, "floor:runs/c")
     with pytest.raises(ResultsError, match="floor of 'runs/c', which is not among the teachers"):
         compare(paths)
     with pytest.raises(ResultsError, match="needs a teacher and its floor"):
@@ -69,13 +74,7 @@ def test_a_teacher_and_its_floor_alone_show_the_encoder_gain(tmp_path):
 
 
 def test_two_teachers_scored_on_different_data_are_refused(tmp_path):
-    s = np.ones(10)
-    paths = [
-        _write(tmp_path / "a", "runs/a", "backbone", s),
-        _write(tmp_path / "fa", "floor:runs/a", "floor", s),
-        _write(tmp_path / "b", "runs/b", "backbone", s),
-        _write(tmp_path / "fb", "floor:runs/b", "floor", s),
-    ]
+    paths = _two_teachers(tmp_path, "floor:runs/b")
     res = json.loads((paths[2] / "results.json").read_text())
     res["tasks"]["svm:kicad33"]["dataset_fingerprint"] = "another build"
     (paths[2] / "results.json").write_text(json.dumps(res))

@@ -277,15 +277,15 @@ def _fit(name: str, width: int) -> str:
 
 
 def format_comparison(table: dict[str, dict[str, Any]]) -> str:
-    """The comparison as plain text: per task the teacher, the floor with the teacher's encoder gain over it,
-    each further teacher with its own floor and its paired difference to the first, and each student with
-    its gain kept and ratio to the (first) teacher."""
+    """:func:`compare`'s table (:func:`comparison` with each row's ``teachers``) as plain text: per task the
+    teacher, the floor with the teacher's encoder gain over it, each further teacher with its own floor and its
+    paired difference to the first, and each student with its gain kept and ratio to the (first) teacher."""
     lines = []
     for task, row in table.items():
         proto = task.split(":", 1)[0]
         lines.append(f"{task} ({metric(proto)}, 95 % CI)")
-        for k, t in enumerate(row.get("teachers") or [{"name": "", "result": row["teacher"], "floor": row["floor"]}]):
-            name = t["name"] if k else "teacher" + (f" {t['name']}" if t["name"] else "")
+        for k, t in enumerate(row["teachers"]):
+            name = t["name"] if k else f"teacher {t['name']}"
             extra = f"   minus the first teacher {format_signed(proto, t['minus_first'])}" if "minus_first" in t else ""
             lines.append(f"  {_fit(name, 28):<28} {format_score(t['result'], proto):>22}{extra}")
             if t["floor"] is not None:
