@@ -31,6 +31,8 @@ EXPERT = [
     "kd.engine.batch_size=8",
     "finetune.engine.progress=false",
     "kd.engine.progress=false",
+    "finetune.engine.log_every=2",  # logged steps: the cost is read from the runs' logs
+    "kd.engine.log_every=2",
 ]
 
 
@@ -89,6 +91,13 @@ def test_study_end_to_end_on_a_tiny_teacher(tmp_path):
         assert title in md
     assert (tmp_path / "paper" / "study.html").read_text().count("<table>") >= 5
     assert res["study"].endswith("study.json")
+    cost = record["cost"]
+    assert cost["students"]["foundry s=4"] > 0 and cost["experts"]["cls:synthetic@6"] > 0
+    assert cost["total"] == pytest.approx(sum(cost["parts"].values()), abs=0.2) and "Cost:" in md
+    study("paper", config=cfg, out=tmp_path / "paper")  # a resume: every run and score is there already
+    again = json.loads((tmp_path / "paper" / "study.json").read_text())
+    assert again["cost"] == cost  # what the runs cost, not what the resuming call took
+    assert again["seconds"]["total"] < record["seconds"]["total"]
     cfg2 = {**cfg, "sweep": [1]}
     with pytest.raises(StudyError, match="other settings"):
         study("paper", config=cfg2, out=tmp_path / "paper")
@@ -176,12 +185,13 @@ def test_a_sweep_size_beyond_the_stored_points_is_refused_with_the_count(monkeyp
 
 
 def test_a_students_training_cost_comes_from_its_log_without_the_time_it_was_stopped(tmp_path):
-    from foundry3d.token_sweep import train_seconds
+    from foundry3d.train.runlog import training_seconds
 
     log = tmp_path / "metrics.jsonl"
     rows = [(10, 100.0), (20, 110.0), (30, 120.0), (40, 5000.0), (50, 5010.0)]  # killed after 30, resumed later
     log.write_text("\n".join(json.dumps({"step": s, "split": "train", "time": t}) for s, t in rows))
-    assert train_seconds(log) == 50.0  # 10 steps before the first log + 40 steps at 1 s per step
+    assert training_seconds(tmp_path) == 50.0  # 10 steps before the first log + 40 steps at 1 s per step
+    assert training_seconds(tmp_path / "never-ran") == 0.0
 
 
 def test_a_large_size_task_is_compared_only_where_the_teacher_has_headroom_and_the_table_says_why_not():

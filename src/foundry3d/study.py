@@ -36,7 +36,7 @@ import torch
 from foundry3d.config import load_config, partial_settings
 from foundry3d.edge.flops import count_flops
 from foundry3d.errors import ConfigError, Foundry3DError
-from foundry3d.eval.results import comparison, kinds_over_seeds
+from foundry3d.eval.results import comparison, eval_seconds, kinds_over_seeds
 from foundry3d.eval.suite import EvalError, evaluate, parse_task
 from foundry3d.files import atomic_write, holds_record, run_folder
 from foundry3d.models.backbone import PointTransformer
@@ -47,6 +47,7 @@ from foundry3d.report.study_report import write_study_report
 from foundry3d.token_sweep import SweepConfig, token_sweep
 from foundry3d.train.distill import distill
 from foundry3d.train.expert import expert
+from foundry3d.train.runlog import training_seconds
 
 
 class StudyError(Foundry3DError, RuntimeError):
@@ -268,7 +269,8 @@ def _run(out: Path, name: str, cfg: StudyConfig, teacher: Any, finger: dict[str,
     x = torch.randn(1, cfg.flops_points, 3, generator=torch.Generator().manual_seed(0))
     for mname, m in models.items():
         t1 = time.time()
-        protocol = [f"fidelity.teacher={cfg.teacher}"]  # every model's tokens against the study's teacher
+        # every model's tokens against the study's teacher, whose tokens are computed once (kept in the cache)
+        protocol = [f"fidelity.teacher={cfg.teacher}", f"cache_dir={out / 'cache'}"]
         record = evaluate(
             m["spec"],
             cfg.tasks,
@@ -308,13 +310,33 @@ def _run(out: Path, name: str, cfg: StudyConfig, teacher: Any, finger: dict[str,
         "tasks": cfg.tasks,
         "comparison": _without_items(comp),
         "results": {k: {"model": v["model"], "tasks": v["tasks"]} for k, v in results.items()},
-        "seconds": {**seconds, "total": round(time.time() - t0, 1)},
+        "seconds": {**seconds, "total": round(time.time() - t0, 1)},  # this call's wall times (a resume skips work)
+        "cost": _costs(out, cfg, results, sweep),
         "machine": _machine(),
     }
     text = json.dumps(record, separators=(",", ":"), default=float)  # per-item arrays: compact, a few MB
     atomic_write(out / "study.json", lambda tmp: Path(tmp).write_text(text))
     paths = write_study_report(out, record)
     return {"study": str(out / "study.json"), **paths}
+
+
+def _costs(out: Path, cfg: StudyConfig, results: dict[str, Any], sweep: dict[str, Any] | None) -> dict[str, Any]:
+    """What the study's pieces cost in seconds, from the runs' own logs and records: a study resumed across
+    sessions skips what it has, so the wall time of its last call is not what it cost."""
+    students = {s: training_seconds(out / "students" / _slug(s)) for s in _students(cfg)}
+    experts = {}
+    for task in cfg.experts:
+        runs = out / "experts" / _slug(task)  # an expert's runs (fine-tuning, then KD) each log their steps
+        experts[task] = round(sum(training_seconds(d) for d in sorted(runs.iterdir()) if d.is_dir()), 1)
+    evals = {m: eval_seconds(r) for m, r in results.items()}
+    parts = {
+        "students": round(sum(students.values()), 1),
+        "experts": round(sum(experts.values()), 1),
+        "evaluations": round(sum(evals.values()), 1),
+        "token sweep": float(sweep["seconds_total"]) if sweep else 0.0,
+    }
+    return {"parts": parts, "total": round(sum(parts.values()), 1), "students": students, "experts": experts,
+            "evaluations": evals}  # fmt: skip
 
 
 def seed_table(cfg: StudyConfig, results: dict[str, dict[str, Any]]) -> dict[str, Any]:

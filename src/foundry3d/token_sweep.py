@@ -14,11 +14,8 @@ pretends to be a bigger cloud). A re-run skips the students and evaluations it a
 
 from __future__ import annotations
 
-import itertools
-import json
 import os
 import platform
-import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,9 +25,10 @@ import torch
 
 from foundry3d.data.registry import dataset_base, dataset_info
 from foundry3d.errors import ConfigError
-from foundry3d.eval.results import comparison, gain_kept, kinds_over_seeds, primary
+from foundry3d.eval.results import comparison, eval_seconds, gain_kept, kinds_over_seeds, primary
 from foundry3d.eval.suite import EvalError, evaluate, parse_task
 from foundry3d.train.distill import distill
+from foundry3d.train.runlog import training_seconds
 
 # the DSO before the ladder chose its defaults (docs/study/ladder.json): kind foundry_before
 BEFORE_LADDER = ["student.count_grad=false", "student.empty_bins=fallback", "loss.tau_end=1.0"]
@@ -150,8 +148,8 @@ def token_sweep(
             f"partseg.num_points={n}",  # its patch count follows the backbone's ratio: the sweep's tokens
             f"fidelity.teacher={teacher}",
         ]
-        ev += [f"threads={threads}" if threads else "threads=null", "progress=false"]
         folder = out / f"points{n}"
+        ev += [f"threads={threads}" if threads else "threads=null", "progress=false", f"cache_dir={folder / 'cache'}"]
         refs = {
             name: _record(
                 evaluate(
@@ -190,7 +188,7 @@ def token_sweep(
                     root=root_n,
                 )  # fmt: skip
                 runs[kind][seed] = _record(res)
-                seconds[name] = {"train": train_seconds(run / "metrics.jsonl"), "eval": eval_seconds(runs[kind][seed])}
+                seconds[name] = {"train": training_seconds(run), "eval": eval_seconds(runs[kind][seed])}
         seconds.update({f"{k} eval": eval_seconds(v) for k, v in refs.items()})
         no_room = {t: h for t, h in spare.items() if not h["headroom"]}
         sizes[str(n)] = size_summary(n, groups, cfg, refs, runs, seconds, tasks, no_room)
@@ -212,27 +210,6 @@ def token_sweep(
             "torch": torch.__version__,
         },
     }
-
-
-def train_seconds(metrics: Path) -> float:
-    """A student's training time from its own log: the sum of the intervals between logged steps, an interval
-    longer than 10x the median (a kill and a resume later) counted as the median, so a resumed run is not
-    charged for the time it was stopped."""
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r.get("split") == "train"]
-    if len(rows) < 2:
-        return 0.0
-    steps = [(r["step"], r["time"]) for r in rows]
-    pairs = [(s1 - s0, (t1 - t0) / (s1 - s0)) for (s0, t0), (s1, t1) in itertools.pairwise(steps) if s1 > s0]
-    med = statistics.median(p for _, p in pairs)
-    return round(
-        sum(n * (p if p <= 10 * med else med) for n, p in pairs) + steps[0][0] * med, 1
-    )  # the steps before the first log at the median rate
-
-
-def eval_seconds(result: dict[str, Any]) -> float:
-    """The evaluation's own time (feature extraction included), summed over its tasks."""
-    return round(sum(float(t.get("seconds", 0.0)) for t in result["tasks"].values()), 1)
 
 
 def _record(res: Any) -> dict[str, Any]:

@@ -79,3 +79,30 @@ def test_finetune_keeps_the_backbone_frozen_during_the_head_phase(frozen, tmp_pa
     assert not any(p.requires_grad for p in task.module.model.backbone.parameters())
     task.before_step(5)
     assert all(p.requires_grad for p in task.module.model.backbone.parameters())
+
+
+def test_fidelity_teacher_tokens_cache_gives_the_same_scores_and_skips_the_teacher(tmp_path, monkeypatch):
+    from foundry3d.eval.tasks.fidelity import FidelityConfig, fidelity_protocol
+    from foundry3d.models.hub import create_model, create_student
+
+    torch.manual_seed(0)
+    teacher = create_model("test").eval()
+    student = create_student(teacher, supertokens=4).eval()
+    test = ArrayDataset(np.random.default_rng(0).normal(size=(6, 256, 3)).astype(np.float32), name="six", split="test")
+    cfg = FidelityConfig(num_points=256, batch_size=4)
+    plain = fidelity_protocol(student, teacher, test, cfg)
+    first = fidelity_protocol(student, teacher, test, cfg, cache=tmp_path)
+    (file,) = tmp_path.glob("fidelity-teacher-*.npy")
+    calls: list[int] = []
+    real = teacher.forward_tokens
+    monkeypatch.setattr(teacher, "forward_tokens", lambda *a, **k: calls.append(1) or real(*a, **k))
+    second = fidelity_protocol(student, teacher, test, cfg, cache=tmp_path)
+    assert plain == first == second  # the cache changes no score, to the bit
+    assert not calls  # the teacher's blocks did not run again
+    file.write_bytes(file.read_bytes()[:100])  # a truncated cache file is recomputed, not trusted
+    assert fidelity_protocol(student, teacher, test, cfg, cache=tmp_path) == plain
+    assert calls and np.load(file).shape[0] == 6
+    with torch.no_grad():
+        list(teacher.parameters())[-3].add_(1.0)  # another teacher: its own file, never the first one's tokens
+    assert fidelity_protocol(student, teacher, test, cfg, cache=tmp_path)["r2"] != plain["r2"]
+    assert len(list(tmp_path.glob("fidelity-teacher-*.npy"))) == 2

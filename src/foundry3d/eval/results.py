@@ -371,3 +371,9 @@ def compare(paths: Sequence[str | Path]) -> str:
             teachers.append(entry)
         row["teachers"] = teachers
     return format_comparison(table)
+
+
+def eval_seconds(result: dict[str, Any]) -> float:
+    """An evaluation's own time (feature extraction included), summed over its tasks as each was measured (a
+    task reused from an earlier call keeps the time it took then)."""
+    return round(sum(float(t.get("seconds", 0.0)) for t in result["tasks"].values()), 1)

@@ -51,6 +51,10 @@ class EvalSettings:
     # "test": train -> test, the held-out headline. "val": fit -> val, a validation split carved from
     # train, for choosing recipes and settings without ever reading a test split.
     splits: Literal["test", "val"] = "test"
+    # A folder where evaluations of several models share work across calls and processes: today the
+    # fidelity task's teacher tokens (about 1.9 GB for KiCad-33's test split at 16,384 points). Not a
+    # protocol setting: a result is the same with or without it. None keeps nothing.
+    cache_dir: str | None = None
 
     def validate(self) -> None:
         """Refuse settings no evaluation can run with, one line naming the field and what it expects."""

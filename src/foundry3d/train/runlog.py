@@ -3,7 +3,9 @@ TensorBoard when asked, and the progress bar; written by rank 0 only."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -62,6 +64,22 @@ def read_metrics(run_dir: str | Path, split: str | None = "train") -> list[dict[
         return []
     rows = [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()]
     return [r for r in rows if split is None or r.get("split") == split]
+
+
+def training_seconds(run_dir: str | Path) -> float:
+    """A run's training time from its own log: the sum of the intervals between logged steps, an interval
+    longer than 10x the median (a kill and a resume later) counted as the median, so a resumed run is not
+    charged for the time it was stopped; the steps before the first log at the median rate. 0 without a log.
+
+    Why from the log: a study or sweep resumed across sessions skips finished runs, so the wall time of its
+    last call says nothing about what the runs cost."""
+    rows = read_metrics(run_dir)
+    if len(rows) < 2:
+        return 0.0
+    steps = [(r["step"], r["time"]) for r in rows]
+    pairs = [(s1 - s0, (t1 - t0) / (s1 - s0)) for (s0, t0), (s1, t1) in itertools.pairwise(steps) if s1 > s0]
+    med = statistics.median(p for _, p in pairs)
+    return round(sum(n * (p if p <= 10 * med else med) for n, p in pairs) + steps[0][0] * med, 1)
 
 
 def progress_bar(steps: int, start: int, enabled: bool, info: DistInfo) -> Any:

@@ -9,7 +9,10 @@ spread of Y around its mean token (per channel, over the test split). R^2 = 1 fo
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +24,7 @@ from foundry3d.data.base import PointCloudDataset
 from foundry3d.errors import InputError
 from foundry3d.eval.context import Context, data_ids
 from foundry3d.eval.task import EvalError, EvalTask, Items, register_task
+from foundry3d.files import atomic_write
 from foundry3d.models.base import PointModel
 from foundry3d.models.baselines import MergedBackbone
 from foundry3d.models.features import tokenized
@@ -46,21 +50,53 @@ def fidelity_arrays(y_hat: torch.Tensor, y: torch.Tensor, mean: torch.Tensor) ->
 
 
 @torch.no_grad()
-def fidelity_protocol(
-    model: PointModel, teacher: PointModel, test: PointCloudDataset, cfg: FidelityConfig
-) -> dict[str, Any]:
-    """Per test cloud, how far the model's output tokens are from the teacher's on the same patches (SSE and
-    SST for R², mean cosine)."""
-    model.eval()
-    teacher.eval()
-    mine = tokenized(model, test, cfg.num_points, None, "first", cfg.batch_size)
+def teacher_tokens(
+    teacher: PointModel, test: PointCloudDataset, cfg: FidelityConfig, cache: Path | None = None
+) -> torch.Tensor:
+    """The teacher's output tokens Y (N, c, D) on the test clouds; with ``cache`` (a folder), kept there once per
+    (teacher weights, test data, cloud size) and read back by every later model compared with the same teacher.
+
+    Why: a sweep or a study scores dozens of students against one teacher, and at 16,384 points the teacher's
+    blocks on 1,024 tokens per cloud are most of each fidelity run. The file holds the float32 values the
+    teacher computes, so a score from the cache is the score without it, to the bit."""
+    key = json.dumps(
+        {"teacher": model_hash(teacher), "data": test.fingerprint(), "points": cfg.num_points, "sampling": "first"},
+        sort_keys=True,
+    )
+    path = cache / f"fidelity-teacher-{hashlib.sha256(key.encode()).hexdigest()[:24]}.npy" if cache else None
+    if path is not None and path.exists():
+        try:
+            y = torch.from_numpy(np.load(path, allow_pickle=False))
+            if y.dim() == 3 and len(y) == len(test) and y.dtype == torch.float32:
+                return y
+        except (OSError, ValueError, EOFError):
+            pass  # a truncated or foreign file is recomputed, never trusted
     theirs = tokenized(teacher, test, cfg.num_points, None, "first", cfg.batch_size)
-    ys, yhats = [], []
-    for s in range(0, len(mine["tokens"]), cfg.batch_size):
+    ys = []
+    for s in range(0, len(theirs["tokens"]), cfg.batch_size):
         sl = slice(s, s + cfg.batch_size)
         ys.append(teacher.forward_tokens(theirs["tokens"][sl], theirs["centres"][sl])["tokens"].float())
+    y = torch.cat(ys)
+    if path is not None:
+        atomic_write(path, lambda tmp: np.save(tmp, y.numpy(), allow_pickle=False))  # tmp ends in .npy
+    return y
+
+
+@torch.no_grad()
+def fidelity_protocol(
+    model: PointModel, teacher: PointModel, test: PointCloudDataset, cfg: FidelityConfig, cache: Path | None = None
+) -> dict[str, Any]:
+    """Per test cloud, how far the model's output tokens are from the teacher's on the same patches (SSE and
+    SST for R², mean cosine); ``cache``: the folder where the teacher's tokens are kept for the next model."""
+    model.eval()
+    teacher.eval()
+    y = teacher_tokens(teacher, test, cfg, cache)
+    mine = tokenized(model, test, cfg.num_points, None, "first", cfg.batch_size)
+    yhats = []
+    for s in range(0, len(mine["tokens"]), cfg.batch_size):
+        sl = slice(s, s + cfg.batch_size)
         yhats.append(model.forward_tokens(mine["tokens"][sl], mine["centres"][sl])["tokens"].float())
-    y, y_hat = torch.cat(ys), torch.cat(yhats)
+    y_hat = torch.cat(yhats)
     if y.shape != y_hat.shape:
         raise InputError(f"model tokens {tuple(y_hat.shape)} and teacher tokens {tuple(y.shape)} differ in shape")
     mean = y.mean((0, 1), keepdim=True)
@@ -112,7 +148,8 @@ class Fidelity(EvalTask):
     def run(self, ctx: Context, cfg: FidelityConfig, dataset: str, root: str | None) -> dict[str, Any]:
         teacher, spec = reference_teacher(ctx.model, cfg.teacher)
         te = ctx.data(dataset, "test", root)
-        res = fidelity_protocol(ctx.model, teacher, te, cfg)
+        cache = Path(ctx.cfg.cache_dir).expanduser() if ctx.cfg.cache_dir else None
+        res = fidelity_protocol(ctx.model, teacher, te, cfg, cache)
         return {**res, "teacher": spec, "teacher_hash": model_hash(teacher), **data_ids(te)}
 
     @staticmethod
