@@ -49,6 +49,15 @@ def fidelity_arrays(y_hat: torch.Tensor, y: torch.Tensor, mean: torch.Tensor) ->
     return {"sse": sse.double().numpy(), "sst": sst.double().numpy(), "cos": cos.double().numpy()}
 
 
+def output_tokens(model: PointModel, tokens: dict[str, torch.Tensor], batch_size: int) -> torch.Tensor:
+    """A model's output tokens (N, c, D) in float32 from its patch tokens and centres, in batches."""
+    out = []
+    for s in range(0, len(tokens["tokens"]), batch_size):
+        sl = slice(s, s + batch_size)
+        out.append(model.forward_tokens(tokens["tokens"][sl], tokens["centres"][sl])["tokens"].float())
+    return torch.cat(out)
+
+
 @torch.no_grad()
 def teacher_tokens(
     teacher: PointModel, test: PointCloudDataset, cfg: FidelityConfig, cache: Path | None = None
@@ -71,12 +80,7 @@ def teacher_tokens(
                 return y
         except (OSError, ValueError, EOFError):
             pass  # a truncated or foreign file is recomputed, never trusted
-    theirs = tokenized(teacher, test, cfg.num_points, None, "first", cfg.batch_size)
-    ys = []
-    for s in range(0, len(theirs["tokens"]), cfg.batch_size):
-        sl = slice(s, s + cfg.batch_size)
-        ys.append(teacher.forward_tokens(theirs["tokens"][sl], theirs["centres"][sl])["tokens"].float())
-    y = torch.cat(ys)
+    y = output_tokens(teacher, tokenized(teacher, test, cfg.num_points, None, "first", cfg.batch_size), cfg.batch_size)
     if path is not None:
         atomic_write(path, lambda tmp: np.save(tmp, y.numpy(), allow_pickle=False))  # tmp ends in .npy
     return y
@@ -91,12 +95,7 @@ def fidelity_protocol(
     model.eval()
     teacher.eval()
     y = teacher_tokens(teacher, test, cfg, cache)
-    mine = tokenized(model, test, cfg.num_points, None, "first", cfg.batch_size)
-    yhats = []
-    for s in range(0, len(mine["tokens"]), cfg.batch_size):
-        sl = slice(s, s + cfg.batch_size)
-        yhats.append(model.forward_tokens(mine["tokens"][sl], mine["centres"][sl])["tokens"].float())
-    y_hat = torch.cat(yhats)
+    y_hat = output_tokens(model, tokenized(model, test, cfg.num_points, None, "first", cfg.batch_size), cfg.batch_size)
     if y.shape != y_hat.shape:
         raise InputError(f"model tokens {tuple(y_hat.shape)} and teacher tokens {tuple(y.shape)} differ in shape")
     mean = y.mean((0, 1), keepdim=True)
