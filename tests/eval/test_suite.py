@@ -135,3 +135,35 @@ def test_knn_retrieval_is_a_registered_task_with_its_label_and_cis(models, tmp_p
     assert task_label("knn:sh3d16") == "SH3D-16 k-NN (top-1)"
     with pytest.raises(EvalError, match=r"lower knn\.k"):
         evaluate(str(models / "teacher"), ["knn:synthetic@1"], overrides=[*FAST, "knn.k=500"], out=tmp_path, name="k")
+
+
+def test_a_cache_folder_shares_the_tokenizer_across_models_and_changes_no_score(models, tmp_path, monkeypatch):
+    """eval's cache_dir: a student scored after its teacher reads the teacher's tokenizer output (the student
+    copied that tokenizer) and fidelity's teacher tokens from disk; every per-item outcome is the one computed
+    without the cache."""
+    from foundry3d.models import features
+
+    tasks = [*TASKS, "fidelity:synthetic@4"]
+    fast = [*FAST, "fidelity.num_points=256", f"fidelity.teacher={models / 'teacher'}"]
+    plain = {
+        m: evaluate(str(models / m), tasks, overrides=fast, out=tmp_path / "plain", name=m)
+        for m in ("teacher", "student")
+    }
+    cached = {}
+    for m in ("teacher", "student"):
+        features._TOKENS.clear()  # as in a new process: nothing shared in memory
+        ov = [*fast, f"cache_dir={tmp_path / 'cache'}"]
+        cached[m] = evaluate(str(models / m), tasks, overrides=ov, out=tmp_path / "cached", name=m)
+        if m == "teacher":  # the student must not tokenize again: every cloud set is on disk now
+            monkeypatch.setattr(features, "_tokenize_all", lambda *a, **k: pytest.fail("tokenized again"))
+    for m in ("teacher", "student"):
+        for t in tasks:
+            assert cached[m]["tasks"][t]["per_item"] == plain[m]["tasks"][t]["per_item"], (m, t)
+    files = {p.name.split("-")[0] for p in (tmp_path / "cache").iterdir()}
+    assert files == {"tokens", "fidelity"}
+    monkeypatch.undo()
+    for f in (tmp_path / "cache").glob("tokens-*"):
+        f.write_bytes(f.read_bytes()[:64])  # truncated (a full disk, a kill): recomputed, never trusted
+    features._TOKENS.clear()
+    again = evaluate(str(models / "student"), tasks, overrides=ov, out=tmp_path / "again", name="student")
+    assert again["tasks"]["svm:synthetic@8"]["per_item"] == plain["student"]["tasks"]["svm:synthetic@8"]["per_item"]

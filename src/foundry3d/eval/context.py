@@ -28,6 +28,9 @@ class Context:
 
     def __init__(self, model: PointModel, info: dict[str, Any], cfg: Any, folder: Path, root: str | None) -> None:
         self.model, self.info, self.cfg, self.folder, self.root = model, info, cfg, folder, root
+        # where work shared between models and calls is kept (eval's cache_dir): tokenizer outputs, fidelity's
+        # teacher tokens; None keeps nothing on disk
+        self.cache = Path(cfg.cache_dir).expanduser() if getattr(cfg, "cache_dir", None) else None
 
     def data(self, name: str, split: str, root: str | None) -> Any:
         """Split ``split`` of dataset ``name``: ``train`` is the dataset's training split for evaluation,
@@ -68,6 +71,7 @@ class Context:
             batch_size=self.cfg.batch_size,
             progress=self.cfg.progress,
             desc=f"{ds.name}:{ds.split}",
+            token_cache=self.cache,
         )
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), **out))  # type: ignore[arg-type]  # noqa: SIM115

@@ -51,9 +51,10 @@ class EvalSettings:
     # "test": train -> test, the held-out headline. "val": fit -> val, a validation split carved from
     # train, for choosing recipes and settings without ever reading a test split.
     splits: Literal["test", "val"] = "test"
-    # A folder where evaluations of several models share work across calls and processes: today the
-    # fidelity task's teacher tokens (about 1.9 GB for KiCad-33's test split at 16,384 points). Not a
-    # protocol setting: a result is the same with or without it. None keeps nothing.
+    # A folder where evaluations of several models share work across calls and processes: the tokenizer's
+    # output for models with the same frozen tokenizer (a teacher and its students) and fidelity's teacher
+    # tokens. Large at large clouds (tiny3: about 10 GB for the default tasks at 16,384 points, 0.7 GB at 1,024).
+    # Not a protocol setting: a result is the same with or without it, to the bit. None keeps nothing.
     cache_dir: str | None = None
 
     def validate(self) -> None:

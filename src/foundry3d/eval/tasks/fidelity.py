@@ -80,7 +80,8 @@ def teacher_tokens(
                 return y
         except (OSError, ValueError, EOFError):
             pass  # a truncated or foreign file is recomputed, never trusted
-    y = output_tokens(teacher, tokenized(teacher, test, cfg.num_points, None, "first", cfg.batch_size), cfg.batch_size)
+    theirs = tokenized(teacher, test, cfg.num_points, None, "first", cfg.batch_size, cache=cache)
+    y = output_tokens(teacher, theirs, cfg.batch_size)
     if path is not None:
         atomic_write(path, lambda tmp: np.save(tmp, y.numpy(), allow_pickle=False))  # tmp ends in .npy
     return y
@@ -95,7 +96,8 @@ def fidelity_protocol(
     model.eval()
     teacher.eval()
     y = teacher_tokens(teacher, test, cfg, cache)
-    y_hat = output_tokens(model, tokenized(model, test, cfg.num_points, None, "first", cfg.batch_size), cfg.batch_size)
+    mine = tokenized(model, test, cfg.num_points, None, "first", cfg.batch_size, cache=cache)
+    y_hat = output_tokens(model, mine, cfg.batch_size)
     if y.shape != y_hat.shape:
         raise InputError(f"model tokens {tuple(y_hat.shape)} and teacher tokens {tuple(y.shape)} differ in shape")
     mean = y.mean((0, 1), keepdim=True)
@@ -147,8 +149,7 @@ class Fidelity(EvalTask):
     def run(self, ctx: Context, cfg: FidelityConfig, dataset: str, root: str | None) -> dict[str, Any]:
         teacher, spec = reference_teacher(ctx.model, cfg.teacher)
         te = ctx.data(dataset, "test", root)
-        cache = Path(ctx.cfg.cache_dir).expanduser() if ctx.cfg.cache_dir else None
-        res = fidelity_protocol(ctx.model, teacher, te, cfg, cache)
+        res = fidelity_protocol(ctx.model, teacher, te, cfg, ctx.cache)
         return {**res, "teacher": spec, "teacher_hash": model_hash(teacher), **data_ids(te)}
 
     @staticmethod

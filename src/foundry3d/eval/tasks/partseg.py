@@ -82,8 +82,10 @@ def extract_partseg(
     limit: int | None = None,
     seed: int = 0,
     progress: bool = False,
+    cache: Path | None = None,
 ) -> dict[str, np.ndarray]:
-    """Averaged block features per token plus everything needed to propagate them to points."""
+    """Averaged block features per token plus everything needed to propagate them to points (``cache``: the
+    folder where the tokenizer's output is kept, see ``tokenized``)."""
     if dataset.part_spec is None:
         raise DatasetError(f"{dataset.name} has no part labels: part segmentation needs a part dataset")
     if limit is not None and len(dataset) > limit:
@@ -93,7 +95,9 @@ def extract_partseg(
         dataset = dataset.subset(pick)
     model.eval()
     blocks = cfg.blocks or thirds(model.num_blocks)
-    data = tokenized(model, dataset, cfg.num_points, cfg.num_groups, "first", batch_size, progress, "part tokens")
+    data = tokenized(
+        model, dataset, cfg.num_points, cfg.num_groups, "first", batch_size, progress, "part tokens", cache
+    )  # fmt: skip
     if "parts" not in data:
         raise DatasetError(f"{dataset.name}: some shapes have no per-point part labels")
     out: dict[str, list[np.ndarray]] = {"tokens": [], "idx": [], "w": []}
@@ -203,12 +207,13 @@ def partseg_protocol(
     cfg: PartSegConfig,
     run_dir: Path,
     progress: bool = False,
+    cache: Path | None = None,
 ) -> dict[str, Any]:
     """Extract frozen features, train the head for each seed on the engine, score the test split."""
     spec = train.part_spec
     assert spec is not None
-    tr = extract_partseg(model, train, cfg, limit=cfg.max_train_shapes, progress=progress)
-    te = extract_partseg(model, test, cfg, progress=progress)
+    tr = extract_partseg(model, train, cfg, limit=cfg.max_train_shapes, progress=progress, cache=cache)
+    te = extract_partseg(model, test, cfg, progress=progress, cache=cache)
     results = []
     for seed in cfg.seeds:
         seed_all(seed)
@@ -251,7 +256,7 @@ class PartSeg(EvalTask):
             raise EvalError(f"{ctx.info['model']} has no forward_intermediates: use partseg.features=output")
         train, test = ctx.data(dataset, "train", root), ctx.data(dataset, "test", root)
         res = partseg_protocol(
-            ctx.model, train, test, cfg, ctx.folder / f"partseg-{dataset}", progress=ctx.cfg.progress
+            ctx.model, train, test, cfg, ctx.folder / f"partseg-{dataset}", progress=ctx.cfg.progress, cache=ctx.cache
         )
         return {**res, "head_steps": cfg.engine.steps, **data_ids(test)}
 
