@@ -250,3 +250,38 @@ def test_a_size_with_its_own_dataset_folder_reads_and_is_checked_against_that_fo
         token_sweep.token_sweep(SweepConfig(sizes=[16384], roots={16384: "/big"}, tasks=["svm:kicad33"],
                                             large_tasks=[]), tmp_path, "embedded", root="/std")  # fmt: skip
     assert seen == ["/big"]
+
+
+def test_a_student_another_process_holds_is_left_to_it_and_read_when_it_lets_go(monkeypatch, tmp_path):
+    """Two sweeps into one folder share the work: a student whose folder is locked by another process is done
+    last, once the lock is gone, instead of stopping the sweep with the lock's error."""
+    import fcntl
+    import os
+    import threading
+
+    from foundry3d import token_sweep
+    from foundry3d.token_sweep import SweepConfig
+
+    monkeypatch.setattr(token_sweep, "BUSY_POLL_S", 0.05)
+    teacher = _tiny_study(tmp_path)["teacher"]
+    cfg = SweepConfig(sizes=[256], seeds=[1], kinds=["foundry", "kmeans", "mlp"], before=False, supertokens=4,
+                      steps=3, tasks=["svm:synthetic@4"], large_tasks=[])  # fmt: skip
+    held = tmp_path / "sweep" / "points256" / "students" / "kmeans_seed1"
+    held.mkdir(parents=True)
+    fd = os.open(held / ".foundry3d-lock", os.O_RDWR | os.O_CREAT)  # another open file: as another process's
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    last = tmp_path / "sweep" / "points256" / "eval" / "mlp_seed1" / "results.json"
+
+    def other_process() -> None:  # works on kmeans until this sweep has done everything else
+        while not last.exists():
+            threading.Event().wait(0.05)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+    threading.Thread(target=other_process, daemon=True).start()
+    rec = token_sweep.token_sweep(cfg, tmp_path / "sweep", teacher, recipe=apply_overrides({}, DISTILL),
+                                  eval_config=apply_overrides({}, EVAL), threads=1)  # fmt: skip
+    kinds = rec["sizes"]["256"]["tasks"]["svm:synthetic@4"]["kinds"]
+    assert set(kinds) == {"foundry", "kmeans", "mlp"} and len(kinds["kmeans"]["seeds"]) == 1
+    release = held / "release" / "model.safetensors"
+    assert release.stat().st_mtime > last.stat().st_mtime  # kmeans came last, after the lock was let go

@@ -41,6 +41,10 @@ class OutputError(Foundry3DError, ValueError):
     """An output path we must not write to, or a run folder another process is writing into."""
 
 
+class FolderBusy(OutputError):
+    """Another live process holds the folder's lock (a caller that can do other work first may come back)."""
+
+
 def user_path(path: str | Path, what: str = "--out") -> Path:
     """``path`` as the user meant it: ``~`` expanded, an empty string refused."""
     text = os.fspath(path)
@@ -283,6 +287,23 @@ def drop_inherited_locks() -> None:
     _HELD.clear()
 
 
+def folder_busy(folder: str | Path) -> bool:
+    """Whether another live process holds the folder's lock now (a folder without a lock file is not busy)."""
+    path = Path(folder) / LOCK
+    if os.path.realpath(folder) in _HELD or not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def folder_lock(folder: str | Path) -> Iterator[None]:
     """Hold the run folder's lock; a second process gets a one-line error naming the holder."""
@@ -304,7 +325,7 @@ def folder_lock(folder: str | Path) -> Iterator[None]:
     except BlockingIOError:
         holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
         os.close(fd)
-        raise OutputError(
+        raise FolderBusy(
             f"another foundry3d process (pid {holder}) is writing into {folder}: wait for it to finish or choose "
             f"another --out"
         ) from None

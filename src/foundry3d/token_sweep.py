@@ -17,7 +17,9 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +29,13 @@ from foundry3d.data.registry import dataset_base, dataset_info
 from foundry3d.errors import ConfigError
 from foundry3d.eval.results import comparison, eval_seconds, gain_kept, kinds_over_seeds, primary
 from foundry3d.eval.suite import EvalError, evaluate, parse_task
+from foundry3d.files import FolderBusy
 from foundry3d.train.distill import distill
 from foundry3d.train.runlog import training_seconds
 
 # the DSO before the ladder chose its defaults (docs/study/ladder.json): kind foundry_before
 BEFORE_LADDER = ["student.count_grad=false", "student.empty_bins=fallback", "loss.tau_end=1.0"]
+BUSY_POLL_S = 30.0  # how often a sweep looks again at a student another process is working on
 KINDS = ("foundry", "kmeans", "kmeans_static", "kmeans_xyz", "fps", "fps_presample", "mlp", "mimic")
 TASKS = ("svm:sh3d16", "svm:kicad33", "fewshot:kicad33", "fidelity:kicad33")  # each with headroom at 1,024 points
 # measured at the larger sizes (no headroom at 1,024 in the study's record); the kinds are compared on one only
@@ -152,19 +156,27 @@ def token_sweep(
         ev += [f"threads={threads}" if threads else "threads=null", "progress=false", f"cache_dir={folder / 'cache'}"]
         refs = {
             name: _record(
-                evaluate(
-                    spec, cfg.tasks_at(n), config=eval_config, overrides=ev, out=folder / "eval", name=name, root=root_n
+                _when_free(
+                    partial(
+                        evaluate, spec, cfg.tasks_at(n), config=eval_config, overrides=ev, out=folder / "eval",
+                        name=name, root=root_n,
+                    )
                 )
             )
             for name, spec in (("teacher", teacher), ("floor", f"floor:{teacher}"))
-        }
+        }  # fmt: skip
         # a large size's own task is compared only where the teacher's encoder adds something over its floor
         spare = {t: headroom(t, refs) for t in cfg.tasks_at(n) if t not in cfg.tasks}
         tasks = [*cfg.tasks, *(t for t, h in spare.items() if h["headroom"])]
         runs: dict[str, dict[int, dict[str, Any]]] = {k: {} for k in kinds}
         seconds: dict[str, Any] = {}
-        for seed in cfg.seeds:  # seed-major: a killed sweep has every kind at the seeds it reached
-            for kind, ov in kinds.items():
+        # seed-major: a killed sweep has every kind at the seeds it reached. A student whose folder another
+        # process holds (a second sweep into the same folder, or the study beside this script) is left to it
+        # and read once that process lets go, so parallel sweeps share the work instead of stopping.
+        todo = [(seed, kind) for seed in cfg.seeds for kind in kinds]
+        while todo:
+            busy = []
+            for seed, kind in todo:
                 name = f"{kind}_seed{seed}"
                 run = folder / "students" / name
                 overrides = [
@@ -179,16 +191,26 @@ def token_sweep(
                     f"engine.seed={seed}",
                     f"data.cache_dir={folder / 'cache'}",
                     *([f"data.root={root_n}"] if root_n else []),
-                    *ov,
+                    *kinds[kind],
                 ]
-                if not (run / "release" / "model.safetensors").exists():
-                    distill(teacher=teacher, config=recipe, overrides=overrides, out=run, resume=run.exists())
-                res = evaluate(
-                    str(run / "release"), tasks, config=eval_config, overrides=ev, out=folder / "eval", name=name,
-                    root=root_n,
-                )  # fmt: skip
+                try:
+                    if not (run / "release" / "model.safetensors").exists():
+                        distill(teacher=teacher, config=recipe, overrides=overrides, out=run, resume=run.exists())
+                    res = evaluate(
+                        str(run / "release"), tasks, config=eval_config, overrides=ev, out=folder / "eval", name=name,
+                        root=root_n,
+                    )  # fmt: skip
+                except FolderBusy:
+                    busy.append((seed, kind))
+                    continue
                 runs[kind][seed] = _record(res)
                 seconds[name] = {"train": training_seconds(run), "eval": eval_seconds(runs[kind][seed])}
+            if busy:
+                print(f"token sweep: {len(busy)} student(s) at {n} points are another process's; waiting", flush=True)
+                if len(busy) == len(todo):  # nothing else to do here: wait for the other process to let go
+                    time.sleep(BUSY_POLL_S)
+            todo = busy
+        runs = {k: dict(sorted(v.items())) for k, v in runs.items()}  # seed order, whichever finished first
         seconds.update({f"{k} eval": eval_seconds(v) for k, v in refs.items()})
         no_room = {t: h for t, h in spare.items() if not h["headroom"]}
         sizes[str(n)] = size_summary(n, groups, cfg, refs, runs, seconds, tasks, no_room)
@@ -210,6 +232,15 @@ def token_sweep(
             "torch": torch.__version__,
         },
     }
+
+
+def _when_free(work: Callable[[], Any]) -> Any:
+    """``work()``, retried every ``BUSY_POLL_S`` while another process holds the folder it writes into."""
+    while True:
+        try:
+            return work()
+        except FolderBusy:
+            time.sleep(BUSY_POLL_S)
 
 
 def _record(res: Any) -> dict[str, Any]:
