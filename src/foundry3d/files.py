@@ -287,23 +287,6 @@ def drop_inherited_locks() -> None:
     _HELD.clear()
 
 
-def folder_busy(folder: str | Path) -> bool:
-    """Whether another live process holds the folder's lock now (a folder without a lock file is not busy)."""
-    path = Path(folder) / LOCK
-    if os.path.realpath(folder) in _HELD or not path.exists():
-        return False
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
-
-
 @contextlib.contextmanager
 def folder_lock(folder: str | Path) -> Iterator[None]:
     """Hold the run folder's lock; a second process gets a one-line error naming the holder."""
