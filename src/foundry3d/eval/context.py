@@ -30,7 +30,7 @@ class Context:
         self.model, self.info, self.cfg, self.folder, self.root = model, info, cfg, folder, root
         # where work shared between models and calls is kept (eval's cache_dir): tokenizer outputs, fidelity's
         # teacher tokens; None keeps nothing on disk
-        self.cache = Path(cfg.cache_dir).expanduser() if getattr(cfg, "cache_dir", None) else None
+        self.cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None
 
     def data(self, name: str, split: str, root: str | None) -> Any:
         """Split ``split`` of dataset ``name``: ``train`` is the dataset's training split for evaluation,

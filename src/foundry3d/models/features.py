@@ -8,10 +8,8 @@ the evaluation suite and the occupancy measurement alike.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +23,6 @@ from foundry3d.data.transforms import Sampling, collate
 from foundry3d.files import atomic_write
 from foundry3d.models.base import PointModel, pool_tokens
 from foundry3d.models.checkpoint import weights_hash
-from foundry3d.models.hub import model_hash
 
 _TOKENS: OrderedDict[str, dict[str, Tensor]] = OrderedDict()
 TOKEN_CACHE_BYTES = 2 * 2**30
@@ -118,7 +115,7 @@ def _tokenize_all(
         for k in ("points", "labels", "categories", "parts"):
             if k in b:
                 out[k].append(b[k])
-    return {k: torch.cat(v).contiguous() for k, v in out.items() if v}
+    return {k: torch.cat(v) for k, v in out.items() if v}
 
 
 @torch.no_grad()
@@ -142,36 +139,3 @@ def extract(
         out = model.forward_tokens(data["tokens"][s : s + batch_size], data["centres"][s : s + batch_size])
         feats.append(pool_tokens(out["tokens"]).float().numpy())
     return {"features": np.concatenate(feats), "labels": data["labels"].numpy()}
-
-
-def cached_extract(
-    model: PointModel,
-    dataset: PointCloudDataset,
-    cache: str | Path | None,
-    **kwargs: Any,
-) -> dict[str, np.ndarray]:
-    """``extract`` with an on-disk cache keyed by model hash, dataset, split and protocol."""
-    if cache is None:
-        return extract(model, dataset, **kwargs)
-    key = json.dumps(
-        {
-            "model": model_hash(model),
-            "data": dataset.name,
-            "split": dataset.split,
-            "version": dataset.version,
-            "n": len(dataset),
-            **{k: v for k, v in kwargs.items() if k not in ("progress", "batch_size", "desc")},
-        },
-        sort_keys=True,
-    )
-    name = hashlib.sha256(key.encode()).hexdigest()[:24]
-    path = Path(cache) / f"{name}.npz"
-    if path.exists():
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
-    out = extract(model, dataset, **kwargs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **out)  # type: ignore[arg-type]  # numpy's stub types **kwds as its own flags
-    tmp.replace(path)
-    return out
