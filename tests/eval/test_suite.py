@@ -6,6 +6,7 @@ import torch
 
 import foundry3d
 from foundry3d.data.base import DatasetError
+from foundry3d.errors import ConfigError
 from foundry3d.eval.results import compare
 from foundry3d.eval.suite import EvalError, evaluate, parse_task
 from foundry3d.eval.tasks.fewshot import FewShotConfig, fewshot_from_features
@@ -167,3 +168,8 @@ def test_a_cache_folder_shares_the_tokenizer_across_models_and_changes_no_score(
     features._TOKENS.clear()
     again = evaluate(str(models / "student"), tasks, overrides=ov, out=tmp_path / "again", name="student")
     assert again["tasks"]["svm:synthetic@8"]["per_item"] == plain["student"]["tasks"]["svm:synthetic@8"]["per_item"]
+    a_file = tmp_path / "a-file"
+    a_file.write_text("mine")
+    with pytest.raises(ConfigError, match="cache_dir must be a folder"):  # refused before any work, file untouched
+        evaluate(str(models / "student"), tasks, overrides=[*fast, f"cache_dir={a_file}"], out=tmp_path / "x")
+    assert a_file.read_text() == "mine"

@@ -63,6 +63,8 @@ class EvalSettings:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1 (or null for all cores), got {self.threads}")
+        if self.cache_dir is not None and (not self.cache_dir or Path(self.cache_dir).expanduser().is_file()):
+            raise ConfigError(f"cache_dir must be a folder (or null to keep nothing), got {self.cache_dir!r}")
 
 
 def _eval_config() -> type:
