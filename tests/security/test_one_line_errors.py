@@ -107,6 +107,7 @@ VALIDATE_CASES = [
     (["expert", "--task", "cls:sh3d16", "--teacher", "{t}", "kd.alpha=2"], "kd.alpha"),
     (["eval", "batch_size=0", "--model", "{t}", "--tasks", "svm:synthetic@4"], "batch_size must be >= 1"),
     (["eval", "threads=0", "--model", "{t}", "--tasks", "svm:synthetic@4"], "threads must be >= 1"),
+    (["eval", "cache_dir={t}/config.json", "--model", "{t}", "--tasks", "svm:synthetic@4"], "must be a folder"),
     (["eval", "svm.num_points=5", "--model", "{t}", "--tasks", "svm:synthetic@4"], "svm.num_points"),
     (["eval", "svm.grid=[.nan]", "--model", "{t}", "--tasks", "svm:synthetic@4"], "finite C values"),
     (["eval", "svm.cv_max_samples=0", "--model", "{t}", "--tasks", "svm:synthetic@4"], "cv_max_samples"),
