@@ -197,9 +197,15 @@ def kinds_over_seeds(
 
 
 def format_signed(proto: str, d: Sequence[float]) -> str:
-    """``+3.5 [+1.7, +5.1]``: a difference [point, low, high] in the task's own scale, signed."""
+    """``+3.5 [+1.7, +5.1]``: a difference [point, low, high] in the task's own scale, signed. A CI that
+    excludes 0 gets up to three more digits until its bound nearest 0 shows, so a real difference never prints
+    as ``+0.000 [+0.000, +0.001]`` (token R² differences are that small)."""
     s, digits = scale_digits(proto)
-    return f"{s * d[0]:+.{digits}f} [{s * d[1]:+.{digits}f}, {s * d[2]:+.{digits}f}]"
+    point, lo, hi = (s * v for v in d[:3])
+    top = digits + 3
+    while (lo > 0 or hi < 0) and digits < top and round(min(abs(lo), abs(hi)), digits) == 0:
+        digits += 1
+    return f"{point:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
 
 
 def format_gain(g: dict[str, Any]) -> str:

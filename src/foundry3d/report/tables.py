@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from foundry3d.data.catalogue import title
-from foundry3d.eval.results import format_gain, format_score
+from foundry3d.eval.results import format_gain, format_score, format_signed
 from foundry3d.eval.task import scale_digits, tasks
 
 
@@ -93,23 +93,13 @@ def headroom_notes(comparison: dict[str, dict[str, Any]], tasks: list[str]) -> l
     return notes
 
 
-def diff_text(d: float, lo: float, hi: float, digits: int) -> str:
-    """``d [lo, hi]`` signed; a CI that excludes 0 gets up to three more digits until its bound nearest 0 shows,
-    so a real difference never prints as ``+0.000 [+0.000, +0.001]`` (token R² differences are that small)."""
-    top = digits + 3
-    while (lo > 0 or hi < 0) and digits < top and round(min(abs(lo), abs(hi)), digits) == 0:
-        digits += 1
-    return f"{d:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
-
-
 def seed_cell(row: dict[str, Any], task: str, diff_key: str, diff_label: str) -> str:
     """``mean ± sd`` over seeds of one kind on one task, then its paired difference ``row[diff_key]`` with the
     95 % CI (accuracies in points, token R^2 as is)."""
     scale, digits = scale_digits(task.split(":", 1)[0])
     text = f"{scale * row['mean']:.{digits}f} ± {scale * row['sd']:.{digits}f}"
     if diff_key in row:
-        d, lo, hi = (scale * v for v in row[diff_key])
-        text += f"\n{diff_label} {diff_text(d, lo, hi, digits)}"
+        text += f"\n{diff_label} {format_signed(task.split(':', 1)[0], row[diff_key])}"
     return text
 
 
@@ -216,10 +206,8 @@ def sweep_verdict(sweep: dict[str, Any], kinds: tuple[str, ...] = ("kmeans", "fp
                 cell = row["kinds"].get(kind, {}).get("dso_minus")
                 if cell is None:
                     continue
-                scale, digits = scale_digits(task.split(":", 1)[0])
-                d, lo, hi = (scale * v for v in cell)
-                word = "ahead" if lo > 0 else "behind" if hi < 0 else "same"
-                groups[word].append(f"{task_label(task).split(' (')[0]} {diff_text(d, lo, hi, digits)}")
+                word = "ahead" if cell[1] > 0 else "behind" if cell[2] < 0 else "same"
+                groups[word].append(f"{task_label(task).split(' (')[0]} {format_signed(task.split(':', 1)[0], cell)}")
             said = [f"ahead on {', '.join(groups['ahead'])}"] if groups["ahead"] else []
             said += [f"behind on {', '.join(groups['behind'])}"] if groups["behind"] else []
             said += [f"no difference on {', '.join(groups['same'])}"] if groups["same"] else []
