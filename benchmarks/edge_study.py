@@ -184,6 +184,7 @@ def main() -> None:
     if "sceneseg" in a.parts:
         models = {"teacher": a.teacher, "floor": f"floor:{a.teacher}", **dict(zip(names, a.students))}
         record["sceneseg"] = scene_part(models, out)
+        record["sceneseg_teacher"] = a.teacher
     record["machine"] = {
         "threads": a.threads,
         "peak_rss_mb_this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

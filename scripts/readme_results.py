@@ -310,6 +310,10 @@ def edge_context(docs: Path) -> dict[str, Any] | None:
         out["fast_features"] = f["features"]
         out["fast_threads"] = f["threads"]
     out["edge"] = json.loads((e / "edge.json").read_text()) if (e / "edge.json").exists() else {}
+    scene = out["edge"].get("sceneseg", {})
+    if "teacher" in scene and "floor" in scene:  # the teacher's encoder gain on whole boards, paired over scenes
+        g = gain_kept("sceneseg", scene["teacher"], scene["floor"], scene["teacher"])
+        out["scene_gap"] = {"text": format_signed("sceneseg", [g["gap"], *g["gap_ci95"]]), "headroom": g["headroom"]}
     out["paired"] = None
     if (e / "paired_1k.json").exists():  # benchmarks/paired_latency.py: models in turn, one process
         pr = json.loads((e / "paired_1k.json").read_text())
