@@ -87,6 +87,12 @@ paired over the same held-out test items and seeds (95 % CIs; a CI holding 0 is 
 {% for line in sweep.no_headroom %}
 - {{ line }}
 {% endfor %}
+{% if scene %}
+- {{ scene }}
+{% endif %}
+{% if ladder %}
+- {{ ladder }}
+{% endif %}
 
 Table, figure and commands: [docs/results.md](docs/results.md#the-supertoken-question-the-token-count-sweep).
 {% endif %}
@@ -432,6 +438,48 @@ def ladder_context(path: Path) -> dict[str, Any] | None:
     return {"table": t, "record": rec}
 
 
+def ladder_line(path: Path) -> str | None:
+    """The README's sentence on the DSO details the paper leaves open: the rung the validation ladder chose, with
+    its paired token-fidelity difference to the old DSO and the context R^2 of both (from the ladder record)."""
+    if not path.exists():
+        return None
+    rec = json.loads(path.read_text())
+    chosen, today = rec["rungs"][rec["chosen"]], rec["rungs"]["today"]
+    where = f"on validation splits ({len(rec['seeds'])} seeds, teacher {teacher_label(rec.get('teacher_model'))})"
+    if rec["chosen"] == "today":
+        return f"The DSO details the paper leaves open were tried {where}: none passed the rule, the defaults stay."
+    fid = next((t for t in rec["tasks"] if t.startswith("fidelity:")), None)
+    diff = f"token R² {format_signed('fidelity', chosen[fid]['minus_today'])} over the old DSO, " if fid else ""
+    ctx = (
+        f"context R² {chosen['context_r2']['mean']:.3f} against {today['context_r2']['mean']:.3f}, "
+        if chosen.get("context_r2") and today.get("context_r2")
+        else ""
+    )
+    return (
+        f"The DSO details the paper leaves open were chosen {where}: `{rec['chosen']}` "
+        f"({', '.join(chosen['overrides'])}) is the default, {diff}{ctx}no validation task worse."
+    )
+
+
+def scene_line(edge: dict[str, Any] | None) -> str | None:
+    """The README's sentence on the largest regime measured, whole-board scenes: the teacher's encoder gain there
+    decides whether SuperToken kinds can be compared on it at all."""
+    if not edge or "scene_gap" not in edge:
+        return None
+    r = edge["edge"]["sceneseg"]["teacher"]
+    per = r["tokens_per_scene"] / 16
+    verdict = (
+        "its CI holds 0, so there is no headroom and no kind was compared there"
+        if not edge["scene_gap"]["headroom"]
+        else "headroom a kind can compete for"
+    )
+    return (
+        f"Scene segmentation of whole boards ({r['num_points']:,} points, {r['tokens_per_scene']:,} tokens: "
+        f"{per:,.0f} per SuperToken at s = 16): the teacher's encoder gain over its floor is "
+        f"{edge['scene_gap']['text']}; {verdict}."
+    )
+
+
 def study_command(record: dict[str, Any]) -> str:
     """The ``foundry3d study paper`` line that reproduces a study record: its settings that differ from the
     defaults, as KEY=VALUE."""
@@ -552,6 +600,8 @@ def main() -> None:
         wall=run["wall_s"],
         quick=quickstart_context(docs),
         sweep=sweep_context(docs / "study" / "sweep.json"),
+        scene=scene_line(edge_context(docs)),
+        ladder=ladder_line(docs / "study" / "ladder.json"),
     )
     text = args.readme.read_text()
     if START not in text:

@@ -103,3 +103,46 @@ def test_the_sweep_comes_from_the_study_record_when_it_holds_one_with_the_comman
         "foundry3d study paper teacher=embedded:tiny3 'token_sweep.sizes=[1024, 4096, 16384]'"
     )
     assert ctx["table"].rows and (study_dir / "figures" / "token_sweep.png").exists()
+
+
+def test_the_ladder_sentence_names_the_chosen_rung_with_its_paired_difference_or_says_the_defaults_stay(tmp_path, page):
+    assert page.ladder_line(tmp_path / "ladder.json") is None  # no record: no sentence
+    fid = {"mean": 0.96, "sd": 0.001, "seeds": [0.96], "minus_today": [0.0013, 0.0012, 0.0014]}
+    rec = {
+        "chosen": "all",
+        "seeds": [1, 2, 3],
+        "tasks": ["svm:kicad33", "fidelity:kicad33"],
+        "teacher_model": None,
+        "rungs": {
+            "today": {"overrides": [], "context_r2": {"mean": 0.490}},
+            "all": {"overrides": ["loss.tau_end=0.1"], "fidelity:kicad33": fid, "context_r2": {"mean": 0.507}},
+        },
+    }
+    (tmp_path / "ladder.json").write_text(json.dumps(rec))
+    line = page.ladder_line(tmp_path / "ladder.json")
+    assert "`all` (loss.tau_end=0.1)" in line and "token R² +0.001 [+0.001, +0.001]" in line
+    assert "0.507 against 0.490" in line and "3 seeds" in line
+    (tmp_path / "ladder.json").write_text(json.dumps({**rec, "chosen": "today"}))
+    assert "the defaults stay" in page.ladder_line(tmp_path / "ladder.json")
+
+
+def test_the_scene_sentence_says_whether_the_teacher_has_headroom_on_whole_boards(page):
+    from foundry3d.eval.results import format_signed, gain_kept
+
+    def row(right: list[int]) -> dict:  # four scenes, two classes; ``right`` points of 100 per class correct
+        conf = [[[r, 100 - r], [100 - r, r]] for r in right]
+        return {"miou": 0.0, "ci95": [0.0, 1.0], "per_item": {"confusion": conf},
+                "num_points": 100_000, "tokens_per_scene": 6_250}  # fmt: skip
+
+    assert page.scene_line(None) is None and page.scene_line({"edge": {}}) is None
+    floor = row([50, 55, 60, 52])
+    for teacher, headroom in ((row([80, 85, 90, 82]), True), (floor, False)):
+        g = gain_kept("sceneseg", teacher, floor, teacher)
+        assert g["headroom"] is headroom
+        edge = {
+            "edge": {"sceneseg": {"teacher": teacher, "floor": floor}},
+            "scene_gap": {"text": format_signed("sceneseg", [g["gap"], *g["gap_ci95"]]), "headroom": headroom},
+        }
+        line = page.scene_line(edge)
+        assert "100,000 points, 6,250 tokens: 391 per SuperToken" in line
+        assert ("no headroom" in line) is not headroom
