@@ -574,13 +574,14 @@ def main() -> None:
         undefined=jinja2.StrictUndefined,
     )
     env.filters["md_cell"] = lambda t: str(t).replace("|", "\\|").replace("\n", "<br>")
+    edge = edge_context(docs)  # read once: the results page and the README's scene sentence share it
     block = env.get_template("readme_results.md.j2").render(
         machine=run["machine"],
         wall=run["wall_s"],
         quick=quickstart_context(docs),
         teacher=teacher_context(docs, args.teacher),
         study=study_context(docs),
-        edge=edge_context(docs),
+        edge=edge,
         yourdata=yourdata_context(docs),
         throughput=throughput_table(docs / "edge" / "engine_throughput.json"),
         gpu=_json(docs / "edge" / "gpu_estimate.json"),
@@ -600,7 +601,7 @@ def main() -> None:
         wall=run["wall_s"],
         quick=quickstart_context(docs),
         sweep=sweep_context(docs / "study" / "sweep.json"),
-        scene=scene_line(edge_context(docs)),
+        scene=scene_line(edge),
         ladder=ladder_line(docs / "study" / "ladder.json"),
     )
     text = args.readme.read_text()
