@@ -3,7 +3,8 @@ of more points and patch tokens, each kind's paired difference to DSO (:mod:`fou
 
     python benchmarks/supertoken_sweep.py --out runs/sweep --record docs/study/sweep.json
 
-A re-run skips the students and evaluations it already has (resume after a kill).
+A re-run skips the students and evaluations it already has (resume after a kill); with ``--ledger`` also those
+recorded there by a run on another machine.
 """
 
 from __future__ import annotations
@@ -41,12 +42,21 @@ def main() -> None:
         metavar="SIZE=FOLDER",
         help="a dataset cache folder for a size, e.g. 16384=~/.cache/foundry3d-16k (datasets built with more points)",
     )
+    ap.add_argument(
+        "--ledger",
+        default=None,
+        metavar="FOLDER",
+        help="a committed folder of each student's results and costs (e.g. docs/study/ledger): a sweep resumed on "
+        "another machine reads the students it lists instead of retraining them, when nothing they depend on changed",
+    )
     a = ap.parse_args()
     try:
         roots = {int(k): v for k, v in (x.split("=", 1) for x in a.root_at)}
     except ValueError:
         raise SystemExit(f"supertoken_sweep: --root-at takes SIZE=FOLDER, got {a.root_at}") from None
-    cfg = SweepConfig(sizes=a.sizes, seeds=a.seeds, kinds=a.kinds, before=a.before, steps=a.steps, roots=roots)
+    cfg = SweepConfig(
+        sizes=a.sizes, seeds=a.seeds, kinds=a.kinds, before=a.before, steps=a.steps, roots=roots, ledger=a.ledger
+    )
     try:
         cfg.validate()
         record = token_sweep(cfg, Path(a.out), a.teacher, recipe=a.recipe, threads=a.threads)
@@ -62,6 +72,7 @@ def main() -> None:
             f"--teacher {a.teacher}",
             *([f"--recipe {a.recipe}"] if a.recipe != "distill/quickstart" else []),
             *([f"--root-at {' '.join(a.root_at)}"] if a.root_at else []),
+            *([f"--ledger {a.ledger}"] if a.ledger else []),
         ]
         + (["--before"] if a.before else [])
     )

@@ -285,3 +285,62 @@ def test_a_student_another_process_holds_is_left_to_it_and_read_when_it_lets_go(
     assert set(kinds) == {"foundry", "kmeans", "mlp"} and len(kinds["kmeans"]["seeds"]) == 1
     release = held / "release" / "model.safetensors"
     assert release.stat().st_mtime > last.stat().st_mtime  # kmeans came last, after the lock was let go
+
+
+def test_a_sweep_on_a_new_machine_reads_its_students_from_the_ledger_and_retrains_when_anything_changed(
+    monkeypatch, tmp_path
+):
+    """The ledger (a committed folder) keeps each student's results and costs keyed by what determines its
+    weights: a sweep whose run folders are gone reads them instead of retraining; a changed recipe retrains;
+    the key's premise (same key, same weights) holds."""
+    from foundry3d import token_sweep
+    from foundry3d.errors import ConfigError
+    from foundry3d.token_sweep import SweepConfig
+
+    teacher = _tiny_study(tmp_path)["teacher"]
+    ledger = tmp_path / "ledger"
+    tasks = ["svm:synthetic@4", "fidelity:synthetic@4"]
+    cfg = SweepConfig(sizes=[256], seeds=[1], kinds=["foundry", "mlp"], before=False, supertokens=4, steps=3,
+                      tasks=tasks, large_tasks=[], ledger=str(ledger))  # fmt: skip
+    recipe, ev = apply_overrides({}, DISTILL), apply_overrides({}, EVAL)
+    first = token_sweep.token_sweep(cfg, tmp_path / "one", teacher, recipe=recipe, eval_config=ev, threads=1)
+    entries = json.loads((ledger / "points256.json").read_text())["students"]
+    assert set(entries) == {"foundry_seed1", "mlp_seed1"}
+    assert set(entries["mlp_seed1"]["seconds"]) == {"train", "eval"} and entries["mlp_seed1"]["weights_hash"]
+
+    real_distill = token_sweep.distill
+    trained = []
+
+    def counting(*a, **k):
+        trained.append(k["out"].name)
+        return real_distill(*a, **k)
+
+    monkeypatch.setattr(token_sweep, "distill", counting)
+    again = token_sweep.token_sweep(cfg, tmp_path / "two", teacher, recipe=recipe, eval_config=ev, threads=1)
+    assert trained == []  # read from the ledger, nothing retrained: the same table and the students' costs
+    one, two = first["sizes"]["256"], again["sizes"]["256"]
+    assert one["tasks"] == two["tasks"]
+    assert {k: v for k, v in one["seconds"].items() if "seed" in k} == {
+        k: v for k, v in two["seconds"].items() if "seed" in k
+    }
+
+    # another recipe (one more step) is another student: retrained, and its entry replaced
+    more = apply_overrides({}, [o for o in DISTILL if not o.startswith("engine.log_every")] + ["engine.log_every=2"])
+    token_sweep.token_sweep(cfg, tmp_path / "three", teacher, recipe=more, eval_config=ev, threads=1)
+    assert sorted(trained) == ["foundry_seed1", "mlp_seed1"]
+    # another evaluation setting: the stored results do not hold, so the student is trained again
+    trained.clear()
+    ev2 = apply_overrides({}, [*EVAL, "svm.grid=[0.3]"])
+    token_sweep.token_sweep(cfg, tmp_path / "four", teacher, recipe=more, eval_config=ev2, threads=1)
+    assert sorted(trained) == ["foundry_seed1", "mlp_seed1"]
+
+    # same key, same weights: the student retrained without the ledger has the hash the ledger recorded
+    kept = json.loads((ledger / "points256.json").read_text())["students"]
+    plain = SweepConfig(**{**cfg.__dict__, "ledger": None})
+    rec = token_sweep.token_sweep(plain, tmp_path / "five", teacher, recipe=more, eval_config=ev2, threads=1)
+    res = json.loads((tmp_path / "five" / "points256" / "eval" / "mlp_seed1" / "results.json").read_text())
+    assert res["model"]["hash"] == kept["mlp_seed1"]["weights_hash"] and "256" in rec["sizes"]
+
+    (ledger / "points256.json").write_text('{"something": "else"}')
+    with pytest.raises(ConfigError, match=r"sweep ledger .*points256\.json: expected a foundry3d-sweep-ledger"):
+        token_sweep.token_sweep(cfg, tmp_path / "six", teacher, recipe=recipe, eval_config=ev, threads=1)

@@ -28,8 +28,9 @@ import torch
 from foundry3d.data.registry import dataset_base, dataset_info
 from foundry3d.errors import ConfigError
 from foundry3d.eval.results import comparison, eval_seconds, gain_kept, kinds_over_seeds, primary
-from foundry3d.eval.suite import EvalError, evaluate, parse_task
+from foundry3d.eval.suite import EvalError, evaluate, parse_task, results_hold
 from foundry3d.files import FolderBusy
+from foundry3d.ledger import Ledger
 from foundry3d.train.distill import distill
 from foundry3d.train.runlog import training_seconds
 
@@ -61,6 +62,10 @@ class SweepConfig:
     # more points per shape (`foundry3d data build sh3d16 --points 16384 --root ...`), so the other sizes keep
     # reading the standard builds and their records stay comparable
     roots: dict[int, str] = field(default_factory=dict)
+    # a folder of committed per-student outcomes (foundry3d.ledger): each student's results and costs are
+    # recorded there, and a student whose run folder is gone (a new machine) is read from it instead of
+    # retrained when nothing that determines it has changed; None keeps no ledger
+    ledger: str | None = None
 
     def root_at(self, n: int, root: str | None) -> str | None:
         """The dataset cache folder of cloud size ``n``: its own where ``roots`` names one, else ``root``."""
@@ -142,6 +147,7 @@ def token_sweep(
     if cfg.before:
         kinds["foundry_before"] = ["student.kind=foundry", *BEFORE_LADDER]
     t0, sizes = time.time(), {}
+    ledger = Ledger(Path(cfg.ledger).expanduser()) if cfg.ledger else None
     teacher_model: dict[str, Any] | None = None
     for n in cfg.sizes:
         root_n = cfg.root_at(n, root)
@@ -193,8 +199,14 @@ def token_sweep(
                     *([f"data.root={root_n}"] if root_n else []),
                     *kinds[kind],
                 ]
+                have = (run / "release" / "model.safetensors").exists()
+                key = ledger.key(refs["teacher"]["model"]["hash"], recipe, overrides, root_n) if ledger else None
+                entry = ledger.get(n, name, key) if ledger and key and not have and not run.exists() else None
+                if entry is not None and results_hold(entry["results"], tasks, eval_config, ev, root_n):
+                    runs[kind][seed], seconds[name] = entry["results"], entry["seconds"]  # weights on another machine
+                    continue
                 try:
-                    if not (run / "release" / "model.safetensors").exists():
+                    if not have:
                         distill(teacher=teacher, config=recipe, overrides=overrides, out=run, resume=run.exists())
                     res = evaluate(
                         str(run / "release"), tasks, config=eval_config, overrides=ev, out=folder / "eval", name=name,
@@ -205,6 +217,8 @@ def token_sweep(
                     continue
                 runs[kind][seed] = _record(res)
                 seconds[name] = {"train": training_seconds(run), "eval": eval_seconds(runs[kind][seed])}
+                if ledger and key:
+                    ledger.put(n, name, key, runs[kind][seed], seconds[name])
             if busy:
                 print(f"token sweep: {len(busy)} student(s) at {n} points are another process's; waiting", flush=True)
                 if len(busy) == len(todo):  # nothing else to do here: wait for the other process to let go

@@ -196,8 +196,7 @@ def _evaluate(
     ctx = Context(net, info, cfg, folder, root)
     for task, (proto, dname, droot) in zip(task_names, parsed):
         t = tasks().get(proto)()
-        reads = {k: to_dict(getattr(cfg, k)) for k in t.settings_read()}
-        settings = json.loads(json.dumps({**reads, "splits": cfg.splits}, default=str))
+        settings = _task_settings(t, cfg)
         old = results["tasks"].get(task)
         if old is not None and old.get("settings") == settings and _same_data(t, old, ctx, dname, droot):
             continue  # measured before: same model, same data content, same settings
@@ -211,6 +210,35 @@ def _evaluate(
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2, default=float)))
     print(format_table({name: results}, task_names))
     return results
+
+
+def _task_settings(t: Any, cfg: Any) -> dict[str, Any]:
+    """The settings a stored result of task ``t`` depends on (its config sections and the splits), as JSON."""
+    reads = {k: to_dict(getattr(cfg, k)) for k in t.settings_read()}
+    return dict(json.loads(json.dumps({**reads, "splits": cfg.splits}, default=str)))
+
+
+def results_hold(
+    results: dict[str, Any],
+    task_names: list[str],
+    config: str | Path | dict | None = None,
+    overrides: list[str] | dict | None = None,
+    root: str | None = None,
+) -> bool:
+    """Whether stored ``results`` (what :func:`evaluate` returned for some model) hold every task of
+    ``task_names`` as ``evaluate`` with this config would measure it now: same settings, same test data
+    content. Needs no model: a sweep resumed where a student's weights are gone reads its committed
+    results only when nothing they depend on has changed."""
+    cfg: Any = load_config(_eval_config(), config, overrides)
+    ctx = Context(None, {}, cfg, Path("."), root)  # type: ignore[arg-type]  # data only, no model
+    stored = results.get("tasks", {})
+    for task in task_names:
+        proto, dname, droot = parse_task(task)
+        old = stored.get(task)
+        t = tasks().get(proto)()
+        if old is None or old.get("settings") != _task_settings(t, cfg) or not _same_data(t, old, ctx, dname, droot):
+            return False
+    return True
 
 
 def _same_data(t: Any, old: dict[str, Any], ctx: Context, name: str, root: str | None) -> bool:
@@ -231,5 +259,6 @@ __all__ = [
     "EvalError",
     "EvalSettings",
     "evaluate",
+    "results_hold",
     "verb_help",
 ]  # and EvalConfig, built on use

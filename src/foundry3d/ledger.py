@@ -1,0 +1,120 @@
+"""A committed ledger of what the sweep's students scored, so that a long sweep survives losing its machine.
+
+The token-count sweep trains and evaluates dozens of students over many CPU hours, more than one session's
+machine holds. A student's weights (megabytes each) cannot be committed, but what the sweep needs from it
+can: its evaluation (scores with per-item arrays) and its costs. The ledger keeps those in one small JSON
+file per cloud size, keyed by everything that determines the student's weights: the teacher's weights
+hash, the resolved distillation config (paths left out: where a cache or dataset lives changes nothing),
+the content of every training dataset, the torch version and the thread count (the engine is deterministic
+at a fixed thread count: ``--resume`` is bit-identical by test). A sweep resumed where a student's run
+folder is gone reads its entry instead of retraining, only when that key matches and the stored results
+hold every task as the evaluation would measure it now (same settings, same test data content,
+:func:`foundry3d.eval.suite.results_hold`); otherwise it trains and evaluates the student as before.
+Each entry also keeps the weights hash the student had, so a retrained student can be checked against it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from foundry3d.config import load_config, parse_override, to_dict
+from foundry3d.data.registry import load_dataset
+from foundry3d.errors import ConfigError
+from foundry3d.files import atomic_write
+from foundry3d.train.distill import DistillConfig
+
+FORMAT = "foundry3d-sweep-ledger"
+# settings that say where things live, not what is computed (a cache folder, the dataset folder: the
+# datasets' content is in the key instead)
+PATH_KEYS = (("data", "root"), ("data", "cache_dir"))
+LOCK = ".foundry3d-lock"  # the same name as a run folder's lock (ignored by git)
+
+
+@dataclass
+class Ledger:
+    """The entries of one folder: ``<folder>/points<N>.json`` per cloud size, each ``{name: entry}``."""
+
+    folder: Path
+    _data_fp: dict[tuple[str, str | None], str] = field(default_factory=dict)
+
+    def path(self, size: int) -> Path:
+        """The file of cloud size ``size``."""
+        return self.folder / f"points{size}.json"
+
+    def entries(self, size: int) -> dict[str, Any]:
+        """Every entry of cloud size ``size``; a file of another format is an error, never overwritten."""
+        p = self.path(size)
+        if not p.exists():
+            return {}
+        try:
+            data = json.loads(p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"sweep ledger {p}: not a readable JSON file ({e}); expected a {FORMAT} file") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ConfigError(f"sweep ledger {p}: expected a {FORMAT} file, got another JSON file")
+        return dict(data["students"])
+
+    def key(self, teacher_hash: str, recipe: str | dict, overrides: list[str], root: str | None) -> dict[str, Any]:
+        """What determines a student's weights (see the module's docstring), and its hash under ``"hash"``."""
+        merged: dict[str, Any] = {}
+        for o in overrides:
+            k, v = parse_override(o)
+            merged[k] = v
+        cfg = to_dict(load_config(DistillConfig, recipe, merged))
+        for section, name in PATH_KEYS:
+            cfg[section].pop(name, None)
+        what = {
+            "teacher_hash": teacher_hash,
+            "distill": cfg,
+            "data": {spec: self._fingerprint(spec, root) for spec in cfg["data"]["datasets"]},
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        }
+        text = json.dumps(what, sort_keys=True, default=str)
+        return {**what, "hash": hashlib.sha256(text.encode()).hexdigest()[:16]}
+
+    def _fingerprint(self, spec: str, root: str | None) -> str:
+        """Content hash of a training dataset (``NAME:SPLIT*K`` repeats K times: the content is the split's)."""
+        base, star, times = spec.rpartition("*")
+        spec = base if star and times.isdigit() else spec
+        if (spec, root) not in self._data_fp:
+            self._data_fp[(spec, root)] = load_dataset(spec, root=root).fingerprint()
+        return self._data_fp[(spec, root)]
+
+    def get(self, size: int, name: str, key: dict[str, Any]) -> dict[str, Any] | None:
+        """The entry of student ``name`` at ``size`` if it was made under the same key, else None."""
+        entry = self.entries(size).get(name)
+        return entry if entry is not None and entry.get("key") == key["hash"] else None
+
+    def put(self, size: int, name: str, key: dict[str, Any], results: dict[str, Any], seconds: dict[str, Any]) -> None:
+        """Record (or replace) student ``name``'s results and costs; the file is rewritten atomically, under a lock
+        (two sweeps sharing the work write into the same file)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self._put(size, name, key, results, seconds)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _put(self, size: int, name: str, key: dict[str, Any], results: dict[str, Any], seconds: dict[str, Any]) -> None:
+        students = self.entries(size)
+        students[name] = {
+            "key": key["hash"],
+            "determined_by": {k: v for k, v in key.items() if k != "hash"},
+            "weights_hash": results.get("model", {}).get("hash"),
+            "results": results,
+            "seconds": seconds,
+            "recorded": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        body = {"format": FORMAT, "points": size, "students": dict(sorted(students.items()))}
+        text = json.dumps(body, separators=(",", ":"), default=float) + "\n"
+        atomic_write(self.path(size), lambda tmp: Path(tmp).write_text(text))
