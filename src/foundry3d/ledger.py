@@ -40,18 +40,19 @@ LOCK = ".foundry3d-lock"  # the same name as a run folder's lock (ignored by git
 
 @dataclass
 class Ledger:
-    """The entries of one folder: ``<folder>/points<N>.json`` per cloud size, each ``{name: entry}``."""
+    """The entries of one folder: one file per group (``points<N>`` for a sweep size, ``study`` for the study's
+    students and experts), each ``{name: entry}``."""
 
     folder: Path
     _data_fp: dict[tuple[str, str | None], str] = field(default_factory=dict)
 
-    def path(self, size: int) -> Path:
-        """The file of cloud size ``size``."""
-        return self.folder / f"points{size}.json"
+    def path(self, group: str) -> Path:
+        """The file of ``group``."""
+        return self.folder / f"{group}.json"
 
-    def entries(self, size: int) -> dict[str, Any]:
-        """Every entry of cloud size ``size``; a file of another format is an error, never overwritten."""
-        p = self.path(size)
+    def entries(self, group: str) -> dict[str, Any]:
+        """Every entry of ``group``; a file of another format is an error, never overwritten."""
+        p = self.path(group)
         if not p.exists():
             return {}
         try:
@@ -62,8 +63,29 @@ class Ledger:
             raise ConfigError(f"sweep ledger {p}: expected a {FORMAT} file, got another JSON file")
         return dict(data["students"])
 
-    def key(self, teacher_hash: str, recipe: str | dict, overrides: list[str], root: str | None) -> dict[str, Any]:
-        """What determines a student's weights (see the module's docstring), and its hash under ``"hash"``."""
+    def key(self, teacher_hash: str, settings: dict[str, Any], data: list[str], root: str | None) -> dict[str, Any]:
+        """What determines a model's weights (see the module's docstring), and its hash under ``"hash"``.
+
+        Args:
+            teacher_hash: the teacher's weights hash.
+            settings: the run's resolved config, without the settings that only say where things live.
+            data: the training dataset specs, hashed by content.
+            root: the dataset cache folder they are read from.
+        """
+        what = {
+            "teacher_hash": teacher_hash,
+            "settings": settings,
+            "data": {spec: self._fingerprint(spec, root) for spec in data},
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        }
+        text = json.dumps(what, sort_keys=True, default=str)
+        return {**what, "hash": hashlib.sha256(text.encode()).hexdigest()[:16]}
+
+    def distill_key(
+        self, teacher_hash: str, recipe: str | dict, overrides: list[str], root: str | None
+    ) -> dict[str, Any]:
+        """The key of a distilled student: its resolved recipe (paths left out) and its training data."""
         merged: dict[str, Any] = {}
         for o in overrides:
             k, v = parse_override(o)
@@ -71,15 +93,7 @@ class Ledger:
         cfg = to_dict(load_config(DistillConfig, recipe, merged))
         for section, name in PATH_KEYS:
             cfg[section].pop(name, None)
-        what = {
-            "teacher_hash": teacher_hash,
-            "distill": cfg,
-            "data": {spec: self._fingerprint(spec, root) for spec in cfg["data"]["datasets"]},
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        }
-        text = json.dumps(what, sort_keys=True, default=str)
-        return {**what, "hash": hashlib.sha256(text.encode()).hexdigest()[:16]}
+        return self.key(teacher_hash, cfg, list(cfg["data"]["datasets"]), root)
 
     def _fingerprint(self, spec: str, root: str | None) -> str:
         """Content hash of a training dataset (``NAME:SPLIT*K`` repeats K times: the content is the split's)."""
@@ -89,32 +103,34 @@ class Ledger:
             self._data_fp[(spec, root)] = load_dataset(spec, root=root).fingerprint()
         return self._data_fp[(spec, root)]
 
-    def get(self, size: int, name: str, key: dict[str, Any]) -> dict[str, Any] | None:
-        """The entry of student ``name`` at ``size`` if it was made under the same key, else None."""
-        entry = self.entries(size).get(name)
+    def get(self, group: str, name: str, key: dict[str, Any]) -> dict[str, Any] | None:
+        """The entry of ``name`` in ``group`` if it was made under the same key, else None."""
+        entry = self.entries(group).get(name)
         return entry if entry is not None and entry.get("key") == key["hash"] else None
 
-    def put(self, size: int, name: str, key: dict[str, Any], results: dict[str, Any], seconds: dict[str, Any]) -> None:
-        """Record (or replace) student ``name``'s results and costs; the file is rewritten atomically, under a lock
-        (two sweeps sharing the work write into the same file)."""
+    def put(self, group: str, name: str, key: dict[str, Any], record: dict[str, Any]) -> None:
+        """Record ``name``'s outcome (results, costs, ...) under ``key``; an entry of the same key is updated
+        field by field (``evals`` merged: a gated student's thresholds arrive one by one), one of another key
+        replaced. The file is rewritten atomically, under a lock (two sweeps sharing the work write into the
+        same file)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         with open(self.folder / LOCK, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                self._put(size, name, key, results, seconds)
+                self._put(group, name, key, record)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _put(self, size: int, name: str, key: dict[str, Any], results: dict[str, Any], seconds: dict[str, Any]) -> None:
-        students = self.entries(size)
-        students[name] = {
-            "key": key["hash"],
-            "determined_by": {k: v for k, v in key.items() if k != "hash"},
-            "weights_hash": results.get("model", {}).get("hash"),
-            "results": results,
-            "seconds": seconds,
-            "recorded": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        body = {"format": FORMAT, "points": size, "students": dict(sorted(students.items()))}
+    def _put(self, group: str, name: str, key: dict[str, Any], record: dict[str, Any]) -> None:
+        students = self.entries(group)
+        old = students.get(name) if students.get(name, {}).get("key") == key["hash"] else None
+        entry = dict(old or {})
+        evals = {**entry.get("evals", {}), **record.get("evals", {})}
+        entry.update(record, key=key["hash"], determined_by={k: v for k, v in key.items() if k != "hash"})
+        if evals:
+            entry["evals"] = evals
+        entry["recorded"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        body = {"format": FORMAT, "group": group, "students": dict(sorted(students.items()))}
+        body["students"][name] = entry
         text = json.dumps(body, separators=(",", ":"), default=float) + "\n"
-        atomic_write(self.path(size), lambda tmp: Path(tmp).write_text(text))
+        atomic_write(self.path(group), lambda tmp: Path(tmp).write_text(text))

@@ -172,6 +172,7 @@ def token_sweep(
             for name, spec in (("teacher", teacher), ("floor", f"floor:{teacher}"))
         }  # fmt: skip
         # a large size's own task is compared only where the teacher's encoder adds something over its floor
+        teacher_hash = refs["teacher"]["model"]["hash"]
         spare = {t: headroom(t, refs) for t in cfg.tasks_at(n) if t not in cfg.tasks}
         tasks = [*cfg.tasks, *(t for t, h in spare.items() if h["headroom"])]
         runs: dict[str, dict[int, dict[str, Any]]] = {k: {} for k in kinds}
@@ -200,8 +201,9 @@ def token_sweep(
                     *kinds[kind],
                 ]
                 have = (run / "release" / "model.safetensors").exists()
-                key = ledger.key(refs["teacher"]["model"]["hash"], recipe, overrides, root_n) if ledger else None
-                entry = ledger.get(n, name, key) if ledger and key and not have and not run.exists() else None
+                key = ledger.distill_key(teacher_hash, recipe, overrides, root_n) if ledger else None
+                gone = not have and not run.exists()  # trained on another machine, if at all
+                entry = ledger.get(f"points{n}", name, key) if ledger and key and gone else None
                 if entry is not None and results_hold(entry["results"], tasks, eval_config, ev, root_n):
                     runs[kind][seed], seconds[name] = entry["results"], entry["seconds"]  # weights on another machine
                     continue
@@ -218,7 +220,9 @@ def token_sweep(
                 runs[kind][seed] = _record(res)
                 seconds[name] = {"train": training_seconds(run), "eval": eval_seconds(runs[kind][seed])}
                 if ledger and key:
-                    ledger.put(n, name, key, runs[kind][seed], seconds[name])
+                    res = runs[kind][seed]
+                    ledger.put(f"points{n}", name, key, {"weights_hash": res["model"]["hash"], "results": res,
+                                                         "seconds": seconds[name]})  # fmt: skip
             if busy:
                 print(f"token sweep: {len(busy)} student(s) at {n} points are another process's; waiting", flush=True)
                 if len(busy) == len(todo):  # nothing else to do here: wait for the other process to let go
