@@ -58,7 +58,7 @@ def _tiny_study(tmp_path, **fields):
 
 
 @pytest.mark.slow
-def test_study_end_to_end_on_a_tiny_teacher(tmp_path):
+def test_study_end_to_end_on_a_tiny_teacher(monkeypatch, tmp_path):
     cfg = _tiny_study(
         tmp_path,
         kinds=["foundry", "kmeans", "fps", "mlp", "mimic", "patchmerger", "tome", "tome_dso"],
@@ -72,6 +72,7 @@ def test_study_end_to_end_on_a_tiny_teacher(tmp_path):
         expert_overrides=EXPERT,
         eval=apply_overrides({}, EVAL),
         flops_points=256,
+        ledger=str(tmp_path / "ledger"),
     )
     res = study("paper", config=cfg, out=tmp_path / "paper")
     record = json.loads((tmp_path / "paper" / "study.json").read_text())
@@ -101,6 +102,32 @@ def test_study_end_to_end_on_a_tiny_teacher(tmp_path):
     cfg2 = {**cfg, "sweep": [1]}
     with pytest.raises(StudyError, match="other settings"):
         study("paper", config=cfg2, out=tmp_path / "paper")
+
+    # on another machine (the study folder gone, the committed ledger there) nothing is trained again: every
+    # student, the gated one at each deployment and the expert are read with their scores, FLOPs and costs
+    from foundry3d import study as study_module
+
+    def refuse(*a, **k):
+        raise AssertionError("trained again although the ledger holds it")
+
+    monkeypatch.setattr(study_module, "distill", refuse)
+    monkeypatch.setattr(study_module, "expert", refuse)
+    study("paper", config=cfg, out=tmp_path / "elsewhere")
+    moved = json.loads((tmp_path / "elsewhere" / "study.json").read_text())
+    assert moved["models"].keys() == models.keys()
+    assert moved["cost"]["students"] == cost["students"] and moved["cost"]["experts"] == cost["experts"]
+    recomputed = ("teacher", "floor", "tome (training-free)", "pitome (training-free)")  # from the teacher, anywhere
+    trained = {k: v for k, v in cost["evaluations"].items() if not k.startswith(recomputed)}
+    assert trained and all(moved["cost"]["evaluations"][k] == v for k, v in trained.items())
+    assert all(moved["models"][k]["flops"] == m["flops"] for k, m in models.items())
+    assert _timeless(moved["comparison"]) == _timeless(record["comparison"]) and moved["seeds"] == record["seeds"]
+
+
+def _timeless(x):
+    """A record without its wall times (models evaluated again take other seconds, nothing else)."""
+    if isinstance(x, dict):
+        return {k: _timeless(v) for k, v in x.items() if k != "seconds"}
+    return x
 
 
 def test_the_ablation_over_seeds_reports_spread_paired_differences_and_context_r2(tmp_path):

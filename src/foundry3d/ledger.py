@@ -26,10 +26,11 @@ from typing import Any
 import torch
 
 from foundry3d.config import load_config, parse_override, to_dict
-from foundry3d.data.registry import load_dataset
+from foundry3d.data.registry import load_dataset, parse_spec
 from foundry3d.errors import ConfigError
 from foundry3d.files import atomic_write
 from foundry3d.train.distill import DistillConfig
+from foundry3d.train.expert import ExpertConfig
 
 FORMAT = "foundry3d-sweep-ledger"
 # settings that say where things live, not what is computed (a cache folder, the dataset folder: the
@@ -95,6 +96,18 @@ class Ledger:
             cfg[section].pop(name, None)
         return self.key(teacher_hash, cfg, list(cfg["data"]["datasets"]), root)
 
+    def expert_key(self, teacher_hash: str, task: str, teacher: str, overrides: list[str]) -> dict[str, Any]:
+        """The key of an expert (fine-tuned teacher, then logit KD): its resolved recipe (without ``root``) and the
+        training split of its task's dataset."""
+        merged: dict[str, Any] = {}
+        for o in overrides:
+            k, v = parse_override(o)
+            merged[k] = v
+        cfg = to_dict(load_config(ExpertConfig, None, {**merged, "task": task, "teacher": teacher}))
+        root = cfg.pop("root", None)
+        name, _, at = parse_spec(task.split(":", 1)[1])
+        return self.key(teacher_hash, cfg, [f"{name}:train" + (f"@{at}" if at else "")], root)
+
     def _fingerprint(self, spec: str, root: str | None) -> str:
         """Content hash of a training dataset (``NAME:SPLIT*K`` repeats K times: the content is the split's)."""
         base, star, times = spec.rpartition("*")
@@ -130,7 +143,7 @@ class Ledger:
         if evals:
             entry["evals"] = evals
         entry["recorded"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        students[name] = entry
         body = {"format": FORMAT, "group": group, "students": dict(sorted(students.items()))}
-        body["students"][name] = entry
         text = json.dumps(body, separators=(",", ":"), default=float) + "\n"
         atomic_write(self.path(group), lambda tmp: Path(tmp).write_text(text))

@@ -18,7 +18,8 @@ bootstrap against teacher and floor) and the model's FLOPs per cloud. Tables:
 
 Outputs in ``<out>``: ``study.json`` (every number, with the settings), ``study.md`` and
 ``study.html`` (rendered from the JSON by the report templates), ``figures/``. A re-run skips the
-students, experts and evaluations it already has.
+students, experts and evaluations it already has; with ``ledger=FOLDER`` (:mod:`foundry3d.ledger`, a committed
+folder) also those another machine trained and scored, so a study longer than one machine's life finishes.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ from foundry3d.config import load_config, partial_settings
 from foundry3d.edge.flops import count_flops
 from foundry3d.errors import ConfigError, Foundry3DError
 from foundry3d.eval.results import comparison, eval_seconds, kinds_over_seeds
-from foundry3d.eval.suite import EvalError, evaluate, parse_task
+from foundry3d.eval.suite import EvalError, evaluate, parse_task, results_hold
 from foundry3d.files import atomic_write, holds_record, run_folder
+from foundry3d.ledger import Ledger
 from foundry3d.models.backbone import PointTransformer
 from foundry3d.models.hub import load_teacher, model_hash, resolve
 from foundry3d.models.merging import flops_matched_r
@@ -113,6 +115,11 @@ class StudyConfig:
     eval: str | dict = "eval/quickstart"  # the protocols: a partial EvalConfig (the quickstart's)
     flops_points: int = 1024
     token_sweep: SweepConfig = field(default_factory=SweepConfig)
+    # a committed folder (foundry3d.ledger) with every student's and expert's results, FLOPs and training cost,
+    # so that a study resumed on another machine reads what it lists instead of training it again (when nothing
+    # that determines it changed); the token-count sweep keeps its students there too unless token_sweep.ledger
+    # names another folder. None keeps no ledger.
+    ledger: str | None = None
 
     def validate(self) -> None:
         """Refuse values the study would fail on hours later (a bad task, kind, seed list, s, threshold, merging
@@ -227,6 +234,9 @@ def _run(out: Path, name: str, cfg: StudyConfig, teacher: Any, finger: dict[str,
         "floor": {"spec": f"floor:{cfg.teacher}", "group": "reference"},
     }
     seconds: dict[str, float] = {}
+    # every model's tokens against the study's teacher, whose tokens are computed once (kept in the cache)
+    protocol = [f"fidelity.teacher={cfg.teacher}", f"cache_dir={out / 'cache'}"]
+    book = _Book(cfg, protocol, finger["teacher_hash"])
     # 1. students (one teacher-target cache for all)
     for sname, ov in _students(cfg).items():
         run = out / "students" / _slug(sname)
@@ -236,18 +246,21 @@ def _run(out: Path, name: str, cfg: StudyConfig, teacher: Any, finger: dict[str,
             overrides_list.append(f"data.root={cfg.root}")
         if cfg.data:
             overrides_list.append(f"data.datasets=[{', '.join(cfg.data)}]")
-        distill(teacher=cfg.teacher, config=cfg.distill, overrides=overrides_list, out=run, resume=run.exists())
+        names = [*_gate_variants(cfg, sname)] if "gate" in sname else [sname]
+        key = book.ledger.distill_key(book.teacher_hash, cfg.distill, [f"teacher={cfg.teacher}", *overrides_list],
+                                      cfg.root) if book.ledger else None  # fmt: skip
+        if not book.read(sname, key, run / "release", names):
+            distill(teacher=cfg.teacher, config=cfg.distill, overrides=overrides_list, out=run, resume=run.exists())
         seconds[f"distill {sname}"] = round(time.time() - t1, 1)
         group = "gate" if "gate" in sname else "seed" if " seed=" in sname else "student"
         models[sname] = {"spec": str(run / "release"), "group": group, "kind": ov["student.kind"]}
+        book.trained(sname, sname, key, lambda run=run: training_seconds(run))
     # gated student at every r and top-k
     gated = next((n for n in models if "gate" in n), None)
     if gated:
-        for r in cfg.gate_r:
-            models[f"{gated} r={r}"] = {"spec": f"{models[gated]['spec']}?r={r}", "group": "gate"}
-        for k in cfg.gate_keep:
-            if k <= 64:
-                models[f"{gated} keep={k}"] = {"spec": f"{models[gated]['spec']}?keep={k}", "group": "gate"}
+        for vname, option in _gate_variants(cfg, gated).items():
+            models[vname] = {"spec": f"{models[gated]['spec']}?{option}", "group": "gate"}
+            book.origin[vname] = book.origin[gated]
         del models[gated]
     # 2. experts
     for task in cfg.experts:
@@ -256,21 +269,30 @@ def _run(out: Path, name: str, cfg: StudyConfig, teacher: Any, finger: dict[str,
         ex = [*cfg.expert_overrides, f"student.supertokens={cfg.supertokens}"]
         if cfg.root:
             ex.append(f"root={cfg.root}")
-        res = expert(task, cfg.teacher, out=run, overrides=ex, resume=run.exists())
+        ename = f"expert {task}"
+        key = book.ledger.expert_key(book.teacher_hash, task, cfg.teacher, ex) if book.ledger else None
+        release = run / "kd" / "release"
+        if not book.read(ename, key, release, [ename]):
+            release = Path(expert(task, cfg.teacher, out=run, overrides=ex, resume=run.exists())["release"])
         seconds[f"expert {task}"] = round(time.time() - t1, 1)
-        models[f"expert {task}"] = {"spec": res["release"], "group": "expert"}
+        models[ename] = {"spec": str(release), "group": "expert"}
+        book.trained(ename, ename, key, lambda run=run: _expert_seconds(run))
     # 3. training-free merging on the teacher at the s-student's FLOPs
-    ref = models.get(f"foundry s={cfg.supertokens}")
-    for method in cfg.merging:
-        r = _matched_r(teacher, ref["spec"] if ref else None, cfg)
-        models[f"{method} (training-free) r={r}"] = {"spec": f"{method}:{cfg.teacher}?r={r}", "group": "merging"}
-    # 4. evaluation and FLOPs of every model
-    results: dict[str, dict[str, Any]] = {}
     x = torch.randn(1, cfg.flops_points, 3, generator=torch.Generator().manual_seed(0))
+    ref_name = f"foundry s={cfg.supertokens}"
+    ref = book.stored(ref_name)
+    target = ref["flops"] if ref else _flops(models[ref_name]["spec"], x, cfg)[0] if ref_name in models else None
+    for method in cfg.merging:
+        r = _matched_r(teacher, target, cfg)
+        models[f"{method} (training-free) r={r}"] = {"spec": f"{method}:{cfg.teacher}?r={r}", "group": "merging"}
+    # 4. evaluation and FLOPs of every model (read from the ledger for a model trained on another machine)
+    results: dict[str, dict[str, Any]] = {}
     for mname, m in models.items():
         t1 = time.time()
-        # every model's tokens against the study's teacher, whose tokens are computed once (kept in the cache)
-        protocol = [f"fidelity.teacher={cfg.teacher}", f"cache_dir={out / 'cache'}"]
+        kept = book.stored(mname)
+        if kept:
+            results[mname], m["flops"], m["params"] = kept["results"], kept["flops"], kept["params"]
+            continue
         record = evaluate(
             m["spec"],
             cfg.tasks,
@@ -282,10 +304,9 @@ def _run(out: Path, name: str, cfg: StudyConfig, teacher: Any, finger: dict[str,
         )
         assert isinstance(record, dict)  # a record (only compare=... returns text)
         results[mname] = record
-        net, info = resolve(m["spec"])
-        m["flops"] = count_flops(net, x, num_groups=net.groups_for(cfg.flops_points))["flops"]
-        m["params"] = info["params"]
+        m["flops"], m["params"] = _flops(m["spec"], x, cfg)
         seconds[f"eval {mname}"] = round(time.time() - t1, 1)
+        book.write(mname, {"results": record, "flops": m["flops"], "params": m["params"]})
     comp = comparison(
         results["teacher"], results["floor"], {k: v for k, v in results.items() if k not in ("teacher", "floor")}
     )
@@ -295,8 +316,11 @@ def _run(out: Path, name: str, cfg: StudyConfig, teacher: Any, finger: dict[str,
         t1 = time.time()
         extra = [*([f"data.root={cfg.root}"] if cfg.root else [])]
         extra += [f"data.datasets=[{', '.join(cfg.data)}]"] if cfg.data else []
+        sweep_cfg = cfg.token_sweep
+        if cfg.ledger and not sweep_cfg.ledger:
+            sweep_cfg = SweepConfig(**{**asdict(sweep_cfg), "ledger": cfg.ledger})
         sweep = token_sweep(
-            cfg.token_sweep, out / "sweep", cfg.teacher, cfg.distill, extra, cfg.eval, threads=None, root=cfg.root
+            sweep_cfg, out / "sweep", cfg.teacher, cfg.distill, extra, cfg.eval, threads=None, root=cfg.root
         )
         seconds["token sweep"] = round(time.time() - t1, 1)
     record = {
@@ -311,7 +335,7 @@ def _run(out: Path, name: str, cfg: StudyConfig, teacher: Any, finger: dict[str,
         "comparison": _without_items(comp),
         "results": {k: {"model": v["model"], "tasks": v["tasks"]} for k, v in results.items()},
         "seconds": {**seconds, "total": round(time.time() - t0, 1)},  # this call's wall times (a resume skips work)
-        "cost": _costs(out, cfg, results, sweep),
+        "cost": _costs(out, cfg, results, sweep, book.train_seconds),
         "machine": _machine(),
     }
     text = json.dumps(record, separators=(",", ":"), default=float)  # per-item arrays: compact, a few MB
@@ -320,14 +344,14 @@ def _run(out: Path, name: str, cfg: StudyConfig, teacher: Any, finger: dict[str,
     return {"study": str(out / "study.json"), **paths}
 
 
-def _costs(out: Path, cfg: StudyConfig, results: dict[str, Any], sweep: dict[str, Any] | None) -> dict[str, Any]:
-    """What the study's pieces cost in seconds, from the runs' own logs and records: a study resumed across
-    sessions skips what it has, so the wall time of its last call is not what it cost."""
-    students = {s: training_seconds(out / "students" / _slug(s)) for s in _students(cfg)}
-    experts = {}
-    for task in cfg.experts:
-        runs = out / "experts" / _slug(task)  # an expert's runs (fine-tuning, then KD) each log their steps
-        experts[task] = round(sum(training_seconds(d) for d in sorted(runs.iterdir()) if d.is_dir()), 1)
+def _costs(
+    out: Path, cfg: StudyConfig, results: dict[str, Any], sweep: dict[str, Any] | None, train: dict[str, float]
+) -> dict[str, Any]:
+    """What the study's pieces cost in seconds, from the runs' own logs and records (``train``: each student's and
+    expert's, from its log or, trained on another machine, its ledger entry): a study resumed across sessions
+    skips what it has, so the wall time of its last call is not what it cost."""
+    students = {s: train[s] for s in _students(cfg)}
+    experts = {task: train[f"expert {task}"] for task in cfg.experts}
     evals = {m: eval_seconds(r) for m, r in results.items()}
     parts = {
         "students": round(sum(students.values()), 1),
@@ -373,13 +397,79 @@ def _without_items(comp: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _matched_r(teacher: PointTransformer, student_spec: str | None, cfg: StudyConfig) -> int:
-    """ToMe/PiToMe merges per block so that the teacher's FLOPs match the s-student's."""
+def _flops(spec: str, x: torch.Tensor, cfg: StudyConfig) -> tuple[float, int]:
+    """A model's FLOPs per cloud of ``cfg.flops_points`` points and its parameter count."""
+    net, info = resolve(spec)
+    return count_flops(net, x, num_groups=net.groups_for(cfg.flops_points))["flops"], int(info["params"])
+
+
+def _expert_seconds(run: Path) -> float:
+    """An expert's training cost: its runs (fine-tuning, then KD) each log their steps."""
+    return round(sum(training_seconds(d) for d in sorted(run.iterdir()) if d.is_dir()), 1)
+
+
+def _gate_variants(cfg: StudyConfig, gated: str) -> dict[str, str]:
+    """The gated student's deployments the study scores: name -> the option its spec takes (r=..., keep=...)."""
+    out = {f"{gated} r={r}": f"r={r}" for r in cfg.gate_r}
+    out.update({f"{gated} keep={k}": f"keep={k}" for k in cfg.gate_keep if k <= 64})
+    return out
+
+
+class _Book:
+    """The study's side of the ledger (:mod:`foundry3d.ledger`): which models are read from it, which trained
+    run each evaluated model comes from (to record it once scored), and every run's training cost."""
+
+    def __init__(self, cfg: StudyConfig, protocol: list[str], teacher_hash: str) -> None:
+        self.cfg, self.protocol, self.teacher_hash = cfg, protocol, teacher_hash
+        self.ledger = Ledger(Path(cfg.ledger).expanduser()) if cfg.ledger else None
+        self.kept: dict[str, dict[str, Any]] = {}  # evaluated model -> its stored evaluation (results, FLOPs)
+        self.origin: dict[str, str] = {}  # evaluated model -> the run (student or expert) it comes from
+        self.keys: dict[str, dict[str, Any] | None] = {}
+        self.train_seconds: dict[str, float] = {}
+
+    def read(self, run: str, key: dict[str, Any] | None, release: Path, names: list[str]) -> bool:
+        """Whether run ``run`` (whose release would be ``release``) is read from the ledger: its weights are not
+        here, its entry has the same key and holds every evaluation ``names`` as measured now."""
+        if self.ledger is None or key is None or release.exists() or release.parent.exists():
+            return False
+        entry = self.ledger.get("study", run, key)
+        evals = (entry or {}).get("evals", {})
+        cfg = self.cfg
+        if entry is None or not all(
+            n in evals and results_hold(evals[n]["results"], cfg.tasks, cfg.eval, self.protocol, cfg.root)
+            for n in names
+        ):
+            return False
+        self.kept.update({n: evals[n] for n in names})
+        self.train_seconds[run] = float(entry["seconds"]["train"])
+        return True
+
+    def trained(self, name: str, run: str, key: dict[str, Any] | None, seconds: Any) -> None:
+        """Model ``name`` comes from run ``run``; its training cost from ``seconds()`` unless read."""
+        self.origin[name], self.keys[run] = run, key
+        if run not in self.train_seconds:
+            self.train_seconds[run] = float(seconds())
+
+    def stored(self, name: str) -> dict[str, Any] | None:
+        """Model ``name``'s evaluation as the ledger keeps it, when the model was read from it."""
+        return self.kept.get(name)
+
+    def write(self, name: str, evaluation: dict[str, Any]) -> None:
+        """Record model ``name``'s evaluation (and its run's cost) in the ledger."""
+        run = self.origin.get(name)
+        key = self.keys.get(run) if run else None
+        if self.ledger is None or run is None or key is None:
+            return  # teacher, floor and training-free merging are recomputed from the teacher wherever it runs
+        record = {"evals": {name: evaluation}, "seconds": {"train": self.train_seconds[run]}}
+        self.ledger.put("study", run, key, record)
+
+
+def _matched_r(teacher: PointTransformer, target: float | None, cfg: StudyConfig) -> int:
+    """ToMe/PiToMe merges per block so that the teacher's FLOPs match the s-student's (``target`` FLOPs)."""
     groups = teacher.groups_for(cfg.flops_points)
     x = torch.randn(1, cfg.flops_points, 3, generator=torch.Generator().manual_seed(0))
-    if student_spec is None:  # no reference student: the s SuperTokens as the mean token count
+    if target is None:  # no reference student: the s SuperTokens as the mean token count
         return flops_matched_r(groups, teacher.num_blocks, cfg.supertokens)
-    target = count_flops(resolve(student_spec)[0], x, num_groups=groups)["flops"]
     best, err = 0, float("inf")
     for r in range(0, groups // 2 + 1):
         net, _ = resolve(f"tome:{cfg.teacher}?r={r}")
