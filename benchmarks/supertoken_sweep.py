@@ -55,11 +55,18 @@ def main() -> None:
     except ValueError:
         raise SystemExit(f"supertoken_sweep: --root-at takes SIZE=FOLDER, got {a.root_at}") from None
     cfg = SweepConfig(
-        sizes=a.sizes, seeds=a.seeds, kinds=a.kinds, before=a.before, steps=a.steps, roots=roots, ledger=a.ledger
+        sizes=a.sizes,
+        seeds=a.seeds,
+        kinds=a.kinds,
+        before=a.before,
+        steps=a.steps,
+        roots=roots,
+        ledger=a.ledger,
+        threads=a.threads,
     )
     try:
         cfg.validate()
-        record = token_sweep(cfg, Path(a.out), a.teacher, recipe=a.recipe, threads=a.threads)
+        record = token_sweep(cfg, Path(a.out), a.teacher, recipe=a.recipe)
     except ConfigError as e:
         raise SystemExit(f"supertoken_sweep: {e}") from None
     record["command"] = "python benchmarks/supertoken_sweep.py " + " ".join(

@@ -307,7 +307,7 @@ def test_a_student_another_process_holds_is_left_to_it_and_read_when_it_lets_go(
 
     threading.Thread(target=other_process, daemon=True).start()
     rec = token_sweep.token_sweep(cfg, tmp_path / "sweep", teacher, recipe=apply_overrides({}, DISTILL),
-                                  eval_config=apply_overrides({}, EVAL), threads=1)  # fmt: skip
+                                  eval_config=apply_overrides({}, EVAL))  # fmt: skip
     kinds = rec["sizes"]["256"]["tasks"]["svm:synthetic@4"]["kinds"]
     assert set(kinds) == {"foundry", "kmeans", "mlp"} and len(kinds["kmeans"]["seeds"]) == 1
     release = held / "release" / "model.safetensors"
@@ -330,7 +330,7 @@ def test_a_sweep_on_a_new_machine_reads_its_students_from_the_ledger_and_retrain
     cfg = SweepConfig(sizes=[256], seeds=[1], kinds=["foundry", "mlp"], before=False, supertokens=4, steps=3,
                       tasks=tasks, large_tasks=[], ledger=str(ledger))  # fmt: skip
     recipe, ev = apply_overrides({}, DISTILL), apply_overrides({}, EVAL)
-    first = token_sweep.token_sweep(cfg, tmp_path / "one", teacher, recipe=recipe, eval_config=ev, threads=1)
+    first = token_sweep.token_sweep(cfg, tmp_path / "one", teacher, recipe=recipe, eval_config=ev)
     entries = json.loads((ledger / "points256.json").read_text())["students"]
     assert set(entries) == {"foundry_seed1", "mlp_seed1"}
     assert set(entries["mlp_seed1"]["seconds"]) == {"train", "eval"} and entries["mlp_seed1"]["weights_hash"]
@@ -343,7 +343,7 @@ def test_a_sweep_on_a_new_machine_reads_its_students_from_the_ledger_and_retrain
         return real_distill(*a, **k)
 
     monkeypatch.setattr(token_sweep, "distill", counting)
-    again = token_sweep.token_sweep(cfg, tmp_path / "two", teacher, recipe=recipe, eval_config=ev, threads=1)
+    again = token_sweep.token_sweep(cfg, tmp_path / "two", teacher, recipe=recipe, eval_config=ev)
     assert trained == []  # read from the ledger, nothing retrained: the same table and the students' costs
     one, two = first["sizes"]["256"], again["sizes"]["256"]
     assert one["tasks"] == two["tasks"]
@@ -353,21 +353,21 @@ def test_a_sweep_on_a_new_machine_reads_its_students_from_the_ledger_and_retrain
 
     # another recipe (one more step) is another student: retrained, and its entry replaced
     more = apply_overrides({}, [o for o in DISTILL if not o.startswith("engine.log_every")] + ["engine.log_every=2"])
-    token_sweep.token_sweep(cfg, tmp_path / "three", teacher, recipe=more, eval_config=ev, threads=1)
+    token_sweep.token_sweep(cfg, tmp_path / "three", teacher, recipe=more, eval_config=ev)
     assert sorted(trained) == ["foundry_seed1", "mlp_seed1"]
     # another evaluation setting: the stored results do not hold, so the student is trained again
     trained.clear()
     ev2 = apply_overrides({}, [*EVAL, "svm.grid=[0.3]"])
-    token_sweep.token_sweep(cfg, tmp_path / "four", teacher, recipe=more, eval_config=ev2, threads=1)
+    token_sweep.token_sweep(cfg, tmp_path / "four", teacher, recipe=more, eval_config=ev2)
     assert sorted(trained) == ["foundry_seed1", "mlp_seed1"]
 
     # same key, same weights: the student retrained without the ledger has the hash the ledger recorded
     kept = json.loads((ledger / "points256.json").read_text())["students"]
     plain = SweepConfig(**{**cfg.__dict__, "ledger": None})
-    rec = token_sweep.token_sweep(plain, tmp_path / "five", teacher, recipe=more, eval_config=ev2, threads=1)
+    rec = token_sweep.token_sweep(plain, tmp_path / "five", teacher, recipe=more, eval_config=ev2)
     res = json.loads((tmp_path / "five" / "points256" / "eval" / "mlp_seed1" / "results.json").read_text())
     assert res["model"]["hash"] == kept["mlp_seed1"]["weights_hash"] and "256" in rec["sizes"]
 
     (ledger / "points256.json").write_text('{"something": "else"}')
     with pytest.raises(ConfigError, match=r"sweep ledger .*points256\.json: expected a foundry3d-sweep-ledger"):
-        token_sweep.token_sweep(cfg, tmp_path / "six", teacher, recipe=recipe, eval_config=ev, threads=1)
+        token_sweep.token_sweep(cfg, tmp_path / "six", teacher, recipe=recipe, eval_config=ev)

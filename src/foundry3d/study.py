@@ -146,6 +146,8 @@ class StudyConfig:
         bad = [e for e in self.experts if e.partition(":")[0] not in ("cls", "seg") or not e.partition(":")[2]]
         if bad:
             raise ConfigError(f"experts must be cls:DATASET or seg:DATASET, got {bad}")
+        if self.ledger and Path(self.ledger).expanduser().exists() and not Path(self.ledger).expanduser().is_dir():
+            raise ConfigError(f"ledger {self.ledger} is an existing file: expected a folder for the ledger")
         if self.flops_points < 32:
             raise ConfigError(f"flops_points must be >= 32 (at least one patch), got {self.flops_points}")
 
@@ -319,9 +321,7 @@ def _run(out: Path, name: str, cfg: StudyConfig, teacher: Any, finger: dict[str,
         sweep_cfg = cfg.token_sweep
         if cfg.ledger and not sweep_cfg.ledger:
             sweep_cfg = SweepConfig(**{**asdict(sweep_cfg), "ledger": cfg.ledger})
-        sweep = token_sweep(
-            sweep_cfg, out / "sweep", cfg.teacher, cfg.distill, extra, cfg.eval, threads=None, root=cfg.root
-        )
+        sweep = token_sweep(sweep_cfg, out / "sweep", cfg.teacher, cfg.distill, extra, cfg.eval, root=cfg.root)
         seconds["token sweep"] = round(time.time() - t1, 1)
     record = {
         "seeds": seed_table(cfg, results),

@@ -66,6 +66,9 @@ class SweepConfig:
     # recorded there, and a student whose run folder is gone (a new machine) is read from it instead of
     # retrained when nothing that determines it has changed; None keeps no ledger
     ledger: str | None = None
+    # torch threads of a sweep process (None: all cores). 1 lets two sweeps share two cores; a ledger's key holds
+    # it (training is bit-identical only at a fixed thread count), so the study and the script use the same
+    threads: int | None = 1
 
     def root_at(self, n: int, root: str | None) -> str | None:
         """The dataset cache folder of cloud size ``n``: its own where ``roots`` names one, else ``root``."""
@@ -97,6 +100,10 @@ class SweepConfig:
                 raise ConfigError(
                     f"token_sweep.roots maps a sweep size to a dataset folder, got {k!r}: {v!r} (sizes {self.sizes})"
                 )
+        if self.ledger and Path(self.ledger).expanduser().exists() and not Path(self.ledger).expanduser().is_dir():
+            raise ConfigError(f"token_sweep.ledger {self.ledger} is an existing file: expected a folder for the ledger")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"token_sweep.threads must be >= 1 or null (all cores), got {self.threads}")
         if self.steps < 1 or self.supertokens < 1:
             raise ConfigError(f"token_sweep.steps and supertokens must be >= 1, got {self.steps}, {self.supertokens}")
 
@@ -122,7 +129,6 @@ def token_sweep(
     recipe: str | dict = "distill/quickstart",
     recipe_overrides: list[str] | None = None,
     eval_config: str | dict = "eval/quickstart",
-    threads: int | None = 1,
     root: str | None = None,
 ) -> dict[str, Any]:
     """Distil and evaluate every kind at every size and seed into ``out/points<N>/``; the record (summary per
@@ -136,11 +142,11 @@ def token_sweep(
         recipe_overrides: changes to it every student shares (data, root); the sweep sets steps, cloud size,
             patch tokens, s and seed after them.
         eval_config: the partial evaluation config (default: the quickstart's protocols).
-        threads: torch threads (None: all cores).
         root: dataset cache folder.
     """
     for n in cfg.sizes:
         check_sizes([n], cfg.tasks_at(n), cfg.root_at(n, root))
+    threads = cfg.threads
     if threads:
         torch.set_num_threads(threads)
     kinds: dict[str, list[str]] = {k: [f"student.kind={k}"] for k in cfg.kinds}
