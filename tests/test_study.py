@@ -371,3 +371,22 @@ def test_a_sweep_on_a_new_machine_reads_its_students_from_the_ledger_and_retrain
     (ledger / "points256.json").write_text('{"something": "else"}')
     with pytest.raises(ConfigError, match=r"sweep ledger .*points256\.json: expected a foundry3d-sweep-ledger"):
         token_sweep.token_sweep(cfg, tmp_path / "six", teacher, recipe=recipe, eval_config=ev)
+
+
+def test_a_study_cut_short_keeps_every_student_it_finished_in_the_ledger(monkeypatch, tmp_path):
+    """Each trained model is scored and recorded as soon as it is trained, so a study killed later (here: by
+    its expert) leaves the students it finished in the ledger for the next machine."""
+    from foundry3d import study as study_module
+
+    fields = {**ABLATION_ONLY, "experts": ["cls:synthetic@6"], "expert_overrides": EXPERT}
+    cfg = _tiny_study(tmp_path, kinds=["foundry", "mlp"], seeds=[1], ledger=str(tmp_path / "ledger"), **fields)
+
+    def killed(*a, **k):
+        raise RuntimeError("the machine went away")
+
+    monkeypatch.setattr(study_module, "expert", killed)
+    with pytest.raises(RuntimeError, match="went away"):
+        study("paper", config=cfg, out=tmp_path / "paper")
+    entries = json.loads((tmp_path / "ledger" / "study.json").read_text())["students"]
+    assert set(entries) == {"foundry s=4", "mlp s=4"}
+    assert set(entries["mlp s=4"]["evals"]["mlp s=4"]) == {"results", "flops", "params"}

@@ -239,7 +239,28 @@ def _run(out: Path, name: str, cfg: StudyConfig, teacher: Any, finger: dict[str,
     # every model's tokens against the study's teacher, whose tokens are computed once (kept in the cache)
     protocol = [f"fidelity.teacher={cfg.teacher}", f"cache_dir={out / 'cache'}"]
     book = _Book(cfg, protocol, finger["teacher_hash"])
-    # 1. students (one teacher-target cache for all)
+    x = torch.randn(1, cfg.flops_points, 3, generator=torch.Generator().manual_seed(0))
+    scored: dict[str, dict[str, Any]] = {}
+
+    def score(mname: str, m: dict[str, Any]) -> None:
+        """Evaluate one model and count its FLOPs (or read both from the ledger), then record it in the ledger:
+        each trained model is scored right after its training, so a study cut short keeps what it finished."""
+        t1 = time.time()
+        kept = book.stored(mname)
+        if kept:
+            scored[mname], m["flops"], m["params"] = kept["results"], kept["flops"], kept["params"]
+            return
+        record = evaluate(
+            m["spec"], cfg.tasks, config=cfg.eval, overrides=protocol, out=out / "eval", root=cfg.root,
+            name=_slug(mname),
+        )  # fmt: skip
+        assert isinstance(record, dict)  # a record (only compare=... returns text)
+        scored[mname] = record
+        m["flops"], m["params"] = _flops(m["spec"], x, cfg)
+        seconds[f"eval {mname}"] = round(time.time() - t1, 1)
+        book.write(mname, {"results": record, "flops": m["flops"], "params": m["params"]})
+
+    # 1. students (one teacher-target cache for all), each scored once trained; the gated one at every r and top-k
     for sname, ov in _students(cfg).items():
         run = out / "students" / _slug(sname)
         t1 = time.time()
@@ -248,22 +269,20 @@ def _run(out: Path, name: str, cfg: StudyConfig, teacher: Any, finger: dict[str,
             overrides_list.append(f"data.root={cfg.root}")
         if cfg.data:
             overrides_list.append(f"data.datasets=[{', '.join(cfg.data)}]")
-        names = [*_gate_variants(cfg, sname)] if "gate" in sname else [sname]
+        variants = _gate_variants(cfg, sname) if "gate" in sname else {}
         key = book.ledger.distill_key(book.teacher_hash, cfg.distill, [f"teacher={cfg.teacher}", *overrides_list],
                                       cfg.root) if book.ledger else None  # fmt: skip
-        if not book.read(sname, key, run / "release", names):
+        if not book.read(sname, key, run / "release", [*variants] or [sname]):
             distill(teacher=cfg.teacher, config=cfg.distill, overrides=overrides_list, out=run, resume=run.exists())
         seconds[f"distill {sname}"] = round(time.time() - t1, 1)
-        group = "gate" if "gate" in sname else "seed" if " seed=" in sname else "student"
-        models[sname] = {"spec": str(run / "release"), "group": group, "kind": ov["student.kind"]}
-        book.trained(sname, sname, key, lambda run=run: training_seconds(run))
-    # gated student at every r and top-k
-    gated = next((n for n in models if "gate" in n), None)
-    if gated:
-        for vname, option in _gate_variants(cfg, gated).items():
-            models[vname] = {"spec": f"{models[gated]['spec']}?{option}", "group": "gate"}
-            book.origin[vname] = book.origin[gated]
-        del models[gated]
+        group = "gate" if variants else "seed" if " seed=" in sname else "student"
+        spec = str(run / "release")
+        book.trained(sname, key, lambda run=run: training_seconds(run))
+        members = {vname: f"{spec}?{option}" for vname, option in variants.items()} or {sname: spec}
+        for mname, mspec in members.items():
+            models[mname] = {"spec": mspec, "group": group, **({} if variants else {"kind": ov["student.kind"]})}
+            book.origin[mname] = sname
+            score(mname, models[mname])
     # 2. experts
     for task in cfg.experts:
         run = out / "experts" / _slug(task)
@@ -278,37 +297,19 @@ def _run(out: Path, name: str, cfg: StudyConfig, teacher: Any, finger: dict[str,
             release = Path(expert(task, cfg.teacher, out=run, overrides=ex, resume=run.exists())["release"])
         seconds[f"expert {task}"] = round(time.time() - t1, 1)
         models[ename] = {"spec": str(release), "group": "expert"}
-        book.trained(ename, ename, key, lambda run=run: _expert_seconds(run))
+        book.trained(ename, key, lambda run=run: _expert_seconds(run))
+        book.origin[ename] = ename
+        score(ename, models[ename])
     # 3. training-free merging on the teacher at the s-student's FLOPs
-    x = torch.randn(1, cfg.flops_points, 3, generator=torch.Generator().manual_seed(0))
-    ref_name = f"foundry s={cfg.supertokens}"
-    ref = book.stored(ref_name)
-    target = ref["flops"] if ref else _flops(models[ref_name]["spec"], x, cfg)[0] if ref_name in models else None
+    ref = models.get(f"foundry s={cfg.supertokens}")
     for method in cfg.merging:
-        r = _matched_r(teacher, target, cfg)
+        r = _matched_r(teacher, ref["flops"] if ref else None, cfg)
         models[f"{method} (training-free) r={r}"] = {"spec": f"{method}:{cfg.teacher}?r={r}", "group": "merging"}
-    # 4. evaluation and FLOPs of every model (read from the ledger for a model trained on another machine)
-    results: dict[str, dict[str, Any]] = {}
+    # 4. evaluation and FLOPs of the models that need no training (teacher, floor, merging), every model in order
     for mname, m in models.items():
-        t1 = time.time()
-        kept = book.stored(mname)
-        if kept:
-            results[mname], m["flops"], m["params"] = kept["results"], kept["flops"], kept["params"]
-            continue
-        record = evaluate(
-            m["spec"],
-            cfg.tasks,
-            config=cfg.eval,
-            overrides=protocol,
-            out=out / "eval",
-            root=cfg.root,
-            name=_slug(mname),
-        )
-        assert isinstance(record, dict)  # a record (only compare=... returns text)
-        results[mname] = record
-        m["flops"], m["params"] = _flops(m["spec"], x, cfg)
-        seconds[f"eval {mname}"] = round(time.time() - t1, 1)
-        book.write(mname, {"results": record, "flops": m["flops"], "params": m["params"]})
+        if mname not in scored:
+            score(mname, m)
+    results = {k: scored[k] for k in models}
     comp = comparison(
         results["teacher"], results["floor"], {k: v for k, v in results.items() if k not in ("teacher", "floor")}
     )
@@ -444,9 +445,10 @@ class _Book:
         self.train_seconds[run] = float(entry["seconds"]["train"])
         return True
 
-    def trained(self, name: str, run: str, key: dict[str, Any] | None, seconds: Any) -> None:
-        """Model ``name`` comes from run ``run``; its training cost from ``seconds()`` unless read."""
-        self.origin[name], self.keys[run] = run, key
+    def trained(self, run: str, key: dict[str, Any] | None, seconds: Any) -> None:
+        """Run ``run`` (a student or expert) has its weights, here or in the ledger under ``key``; its training
+        cost from ``seconds()`` unless read."""
+        self.keys[run] = key
         if run not in self.train_seconds:
             self.train_seconds[run] = float(seconds())
 
