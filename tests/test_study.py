@@ -332,7 +332,7 @@ def test_a_sweep_on_a_new_machine_reads_its_students_from_the_ledger_and_retrain
     recipe, ev = apply_overrides({}, DISTILL), apply_overrides({}, EVAL)
     first = token_sweep.token_sweep(cfg, tmp_path / "one", teacher, recipe=recipe, eval_config=ev)
     entries = json.loads((ledger / "points256.json").read_text())["students"]
-    assert set(entries) == {"foundry_seed1", "mlp_seed1"}
+    assert set(entries) == {"floor", "foundry_seed1", "mlp_seed1", "teacher"}
     assert set(entries["mlp_seed1"]["seconds"]) == {"train", "eval"} and entries["mlp_seed1"]["weights_hash"]
 
     real_distill = token_sweep.distill
@@ -342,9 +342,18 @@ def test_a_sweep_on_a_new_machine_reads_its_students_from_the_ledger_and_retrain
         trained.append(k["out"].name)
         return real_distill(*a, **k)
 
+    real_evaluate, evaluated = token_sweep.evaluate, []
+
+    def counting_eval(*a, **k):
+        evaluated.append(k["name"])
+        return real_evaluate(*a, **k)
+
     monkeypatch.setattr(token_sweep, "distill", counting)
+    monkeypatch.setattr(token_sweep, "evaluate", counting_eval)
     again = token_sweep.token_sweep(cfg, tmp_path / "two", teacher, recipe=recipe, eval_config=ev)
-    assert trained == []  # read from the ledger, nothing retrained: the same table and the students' costs
+    # read from the ledger, nothing retrained or scored again (teacher and floor neither): the same table and
+    # the students' costs
+    assert trained == [] and evaluated == []
     one, two = first["sizes"]["256"], again["sizes"]["256"]
     assert one["tasks"] == two["tasks"]
     assert {k: v for k, v in one["seconds"].items() if "seed" in k} == {

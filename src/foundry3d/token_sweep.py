@@ -31,6 +31,7 @@ from foundry3d.eval.results import comparison, eval_seconds, gain_kept, kinds_ov
 from foundry3d.eval.suite import EvalError, evaluate, parse_task, results_hold
 from foundry3d.files import FolderBusy
 from foundry3d.ledger import Ledger
+from foundry3d.models.hub import resolve
 from foundry3d.train.distill import distill
 from foundry3d.train.runlog import training_seconds
 
@@ -154,6 +155,7 @@ def token_sweep(
         kinds["foundry_before"] = ["student.kind=foundry", *BEFORE_LADDER]
     t0, sizes = time.time(), {}
     ledger = Ledger(Path(cfg.ledger).expanduser()) if cfg.ledger else None
+    teacher_hash = resolve(teacher)[1]["hash"]
     teacher_model: dict[str, Any] | None = None
     for n in cfg.sizes:
         root_n = cfg.root_at(n, root)
@@ -166,19 +168,15 @@ def token_sweep(
         ]
         folder = out / f"points{n}"
         ev += [f"threads={threads}" if threads else "threads=null", "progress=false", f"cache_dir={folder / 'cache'}"]
+        holds = partial(results_hold, task_names=cfg.tasks_at(n), config=eval_config, overrides=ev, root=root_n)
         refs = {
-            name: _record(
-                _when_free(
-                    partial(
-                        evaluate, spec, cfg.tasks_at(n), config=eval_config, overrides=ev, out=folder / "eval",
-                        name=name, root=root_n,
-                    )
-                )
-            )
+            name: _reference(ledger, n, name, spec, teacher_hash, holds, root_n, partial(
+                evaluate, spec, cfg.tasks_at(n), config=eval_config, overrides=ev, out=folder / "eval", name=name,
+                root=root_n,
+            ))
             for name, spec in (("teacher", teacher), ("floor", f"floor:{teacher}"))
         }  # fmt: skip
         # a large size's own task is compared only where the teacher's encoder adds something over its floor
-        teacher_hash = refs["teacher"]["model"]["hash"]
         spare = {t: headroom(t, refs) for t in cfg.tasks_at(n) if t not in cfg.tasks}
         tasks = [*cfg.tasks, *(t for t, h in spare.items() if h["headroom"])]
         runs: dict[str, dict[int, dict[str, Any]]] = {k: {} for k in kinds}
@@ -256,6 +254,35 @@ def token_sweep(
             "torch": torch.__version__,
         },
     }
+
+
+def _reference(
+    ledger: Ledger | None,
+    n: int,
+    name: str,
+    spec: str,
+    teacher_hash: str,
+    holds: Callable[[dict[str, Any]], bool],
+    root: str | None,
+    work: partial[Any],
+) -> dict[str, Any]:
+    """Teacher or floor scored at size ``n`` (``work()``), or read from the ledger where this machine has no
+    scores of its own and the stored ones hold: at the largest sizes they cost as much as several students."""
+    if ledger is None:
+        return _record(_when_free(work))
+    key = ledger.key(teacher_hash, {"reference": spec}, [], root)
+    entry = ledger.get(f"points{n}", name, key)
+    if entry is not None and holds(entry["results"]) and not _scored_here(work):
+        return dict(entry["results"])
+    res = _record(_when_free(work))
+    ledger.put(f"points{n}", name, key, {"results": res})
+    return res
+
+
+def _scored_here(work: partial[Any]) -> bool:
+    """Whether the evaluation ``work`` (a partial of :func:`evaluate`) has a results file on this machine."""
+    kw = work.keywords
+    return bool((Path(kw["out"]) / kw["name"] / "results.json").exists())
 
 
 def _when_free(work: Callable[[], Any]) -> Any:
