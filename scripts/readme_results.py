@@ -41,6 +41,7 @@ from foundry3d.report.plots import sweep_differences
 from foundry3d.report.study_report import study_tables
 from foundry3d.report.tables import (
     Table,
+    headroom_lines,
     no_headroom_lines,
     paper_claim_lines,
     seed_cell,
@@ -82,6 +83,9 @@ paired over the same held-out test items and seeds (95 % CIs; a CI holding 0 is 
 - **{{ line }}**
 {% endfor %}
 {% for line in sweep.verdict %}
+- {{ line }}
+{% endfor %}
+{% for line in sweep.headroom %}
 - {{ line }}
 {% endfor %}
 {% for line in sweep.no_headroom %}
@@ -505,6 +509,7 @@ def sweep_context(path: Path) -> dict[str, Any] | None:
         "table": sweep_table("Token-count sweep: each kind against DSO as one SuperToken stands for more tokens", rec),
         "figure": str(figure.relative_to(path.parent.parent.parent)),
         "verdict": sweep_verdict(rec),
+        "headroom": headroom_lines(rec),
         "no_headroom": no_headroom_lines(rec),
         "claims": paper_claim_lines(rec),
         "seeds": len(rec["config"]["seeds"]),

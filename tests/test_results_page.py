@@ -146,3 +146,21 @@ def test_the_scene_sentence_says_whether_the_teacher_has_headroom_on_whole_board
         line = page.scene_line(edge)
         assert "100,000 points, 6,250 tokens: 391 per SuperToken" in line
         assert ("no headroom" in line) is not headroom
+
+
+def test_the_headroom_line_of_each_size_gives_teacher_minus_floor_and_says_where_there_is_none():
+    """Every compared task at every size, its CI, and '(none)' exactly where the CI holds 0."""
+    from foundry3d.report.tables import headroom_lines
+
+    rec = {
+        "sizes": {
+            "1024": {"points": 1024, "tasks": {
+                "svm:kicad33": {"teacher": 0.92, "floor": 0.87, "headroom": [0.03, 0.07]},
+                "svm:sh3d16": {"teacher": 0.84, "floor": 0.84, "headroom": [-0.07, 0.07]},
+            }},
+            "4096": {"points": 4096, "tasks": {"fidelity:kicad33": {"teacher": 1.0, "floor": -2.0, "headroom": None}}},
+        }
+    }  # fmt: skip
+    lines = headroom_lines(rec)
+    assert len(lines) == 1 and lines[0].startswith("Headroom at 1,024 points")  # no CI at 4,096: no line
+    assert "KiCad-33 SVM +5.0 [+3.0, +7.0]," in lines[0] and "SH3D-16 SVM +0.0 [-7.0, +7.0] (none)" in lines[0]

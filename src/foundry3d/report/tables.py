@@ -163,6 +163,7 @@ def sweep_table(title: str, sweep: dict[str, Any]) -> Table:
         "'DSO − this': the foundry kind minus this kind, paired over the same test items and seeds, with a 95 % CI "
         "over the items; a CI holding 0 is no difference",
         "foundry_before: DSO with the settings before the validation ladder chose today's defaults",
+        *headroom_lines(sweep),
         *no_headroom_lines(sweep),
         *paper_claim_lines(sweep),
         *sweep_verdict(sweep),
@@ -182,6 +183,24 @@ def no_headroom_lines(sweep: dict[str, Any]) -> list[str]:
                 f"{scale * h['teacher']:.{digits}f}, floor {scale * h['floor']:.{digits}f}, teacher − floor "
                 f"{scale * h['gap']:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}])"
             )
+    return lines
+
+
+def headroom_lines(sweep: dict[str, Any]) -> list[str]:
+    """One line per cloud size: teacher - floor with its paired 95 % CI on every task the kinds were compared on.
+    Where the CI holds 0 the teacher's encoder adds nothing there, so a kind's difference to DSO on that task says
+    nothing about keeping the teacher's gain."""
+    lines = []
+    for r in sorted(sweep["sizes"].values(), key=lambda r: r["points"]):
+        cells = []
+        for task, row in r["tasks"].items():
+            if row.get("headroom") is None:
+                continue
+            lo, hi = row["headroom"]
+            cell = format_signed(task.split(":", 1)[0], (row["teacher"] - row["floor"], lo, hi))
+            cells.append(f"{task_label(task).split(' (')[0]} {cell}" + ("" if lo > 0 else " (none)"))
+        if cells:
+            lines.append(f"Headroom at {r['points']:,} points, teacher − floor: " + ", ".join(cells) + ".")
     return lines
 
 
