@@ -10,7 +10,11 @@ at a fixed thread count: ``--resume`` is bit-identical by test). A sweep resumed
 folder is gone reads its entry instead of retraining, only when that key matches and the stored results
 hold every task as the evaluation would measure it now (same settings, same test data content,
 :func:`foundry3d.eval.suite.results_hold`); otherwise it trains and evaluates the student as before.
-Each entry also keeps the weights hash the student had, so a retrained student can be checked against it.
+Each entry also keeps the weights hash the student had, so a retrained student can be checked against it: on
+one machine the same key gives the same weights (tested); on another CPU the kernels may round differently, so
+a student trained again there can differ by as much as floating-point noise moves training, which is part of
+the seed-to-seed spread the sweep reports. The ledger does not hide such a difference, it records which weights
+each score came from.
 """
 
 from __future__ import annotations
