@@ -120,6 +120,10 @@ class StudyConfig:
     # that determines it changed); the token-count sweep keeps its students there too unless token_sweep.ledger
     # names another folder. None keeps no ledger.
     ledger: str | None = None
+    # torch threads of the study's training and evaluation (None: torch's default, all cores). The ledger's keys
+    # hold the count (training is bit-identical only at a fixed one), so a study resumed elsewhere sets it here
+    # rather than through the environment
+    threads: int | None = None
 
     def validate(self) -> None:
         """Refuse values the study would fail on hours later (a bad task, kind, seed list, s, threshold, merging
@@ -146,6 +150,8 @@ class StudyConfig:
         bad = [e for e in self.experts if e.partition(":")[0] not in ("cls", "seg") or not e.partition(":")[2]]
         if bad:
             raise ConfigError(f"experts must be cls:DATASET or seg:DATASET, got {bad}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1 or null (all cores), got {self.threads}")
         if self.ledger and Path(self.ledger).expanduser().exists() and not Path(self.ledger).expanduser().is_dir():
             raise ConfigError(f"ledger {self.ledger} is an existing file: expected a folder for the ledger")
         if self.flops_points < 32:
@@ -200,6 +206,8 @@ def study(
     if name != "paper":
         raise StudyError(f"unknown study {name!r}; studies: paper")
     cfg = load_config(StudyConfig, config, overrides)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     teacher = load_teacher(cfg.teacher)
     finger = {"study": name, "config": asdict(cfg), "teacher_hash": model_hash(teacher)}
     with run_folder(

@@ -126,6 +126,7 @@ VALIDATE_CASES = [
     (["study", "paper", "token_sweep.threads=0"], "token_sweep.threads must be >= 1"),
     (["study", "paper", "token_sweep.ledger=/proc/version"], "token_sweep.ledger /proc/version is an existing file"),
     (["study", "paper", "ledger=/proc/version"], "ledger /proc/version is an existing file"),
+    (["study", "paper", "threads=0"], "threads must be >= 1 or null"),
     (["study", "paper", "tasks=[svm]"], "tasks: unknown task 'svm'"),
     (["study", "paper", "kinds=[dso2]"], "kinds must be student kinds"),
     (["study", "paper", "seeds=[]"], "seeds must be one or more distinct seeds"),
