@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from foundry3d.config import load_config, parse_override, to_dict
+from foundry3d.config import apply_overrides, load_config, to_dict
 from foundry3d.data.registry import load_dataset, parse_spec
 from foundry3d.errors import ConfigError
 from foundry3d.files import atomic_write
@@ -91,11 +91,7 @@ class Ledger:
         self, teacher_hash: str, recipe: str | dict, overrides: list[str], root: str | None
     ) -> dict[str, Any]:
         """The key of a distilled student: its resolved recipe (paths left out) and its training data."""
-        merged: dict[str, Any] = {}
-        for o in overrides:
-            k, v = parse_override(o)
-            merged[k] = v
-        cfg = to_dict(load_config(DistillConfig, recipe, merged))
+        cfg = to_dict(load_config(DistillConfig, recipe, overrides))
         for section, name in PATH_KEYS:
             cfg[section].pop(name, None)
         return self.key(teacher_hash, cfg, list(cfg["data"]["datasets"]), root)
@@ -103,11 +99,8 @@ class Ledger:
     def expert_key(self, teacher_hash: str, task: str, teacher: str, overrides: list[str]) -> dict[str, Any]:
         """The key of an expert (fine-tuned teacher, then logit KD): its resolved recipe (without ``root``) and the
         training split of its task's dataset."""
-        merged: dict[str, Any] = {}
-        for o in overrides:
-            k, v = parse_override(o)
-            merged[k] = v
-        cfg = to_dict(load_config(ExpertConfig, None, {**merged, "task": task, "teacher": teacher}))
+        # resolved as expert() does: the overrides, then the task and teacher it is called with
+        cfg = to_dict(load_config(ExpertConfig, apply_overrides({}, overrides), {"task": task, "teacher": teacher}))
         root = cfg.pop("root", None)
         name, _, at = parse_spec(task.split(":", 1)[1])
         return self.key(teacher_hash, cfg, [f"{name}:train" + (f"@{at}" if at else "")], root)

@@ -344,7 +344,7 @@ def _run(out: Path, name: str, cfg: StudyConfig, teacher: Any, finger: dict[str,
         "comparison": _without_items(comp),
         "results": {k: {"model": v["model"], "tasks": v["tasks"]} for k, v in results.items()},
         "seconds": {**seconds, "total": round(time.time() - t0, 1)},  # this call's wall times (a resume skips work)
-        "cost": _costs(out, cfg, results, sweep, book.train_seconds),
+        "cost": _costs(cfg, results, sweep, book.train_seconds),
         "machine": _machine(),
     }
     text = json.dumps(record, separators=(",", ":"), default=float)  # per-item arrays: compact, a few MB
@@ -354,7 +354,7 @@ def _run(out: Path, name: str, cfg: StudyConfig, teacher: Any, finger: dict[str,
 
 
 def _costs(
-    out: Path, cfg: StudyConfig, results: dict[str, Any], sweep: dict[str, Any] | None, train: dict[str, float]
+    cfg: StudyConfig, results: dict[str, Any], sweep: dict[str, Any] | None, train: dict[str, float]
 ) -> dict[str, Any]:
     """What the study's pieces cost in seconds, from the runs' own logs and records (``train``: each student's and
     expert's, from its log or, trained on another machine, its ledger entry): a study resumed across sessions

@@ -173,7 +173,7 @@ def token_sweep(
             name: _reference(ledger, n, name, spec, teacher_hash, holds, root_n, partial(
                 evaluate, spec, cfg.tasks_at(n), config=eval_config, overrides=ev, out=folder / "eval", name=name,
                 root=root_n,
-            ))
+            ), here=(folder / "eval" / name / "results.json").exists())
             for name, spec in (("teacher", teacher), ("floor", f"floor:{teacher}"))
         }  # fmt: skip
         # a large size's own task is compared only where the teacher's encoder adds something over its floor
@@ -264,25 +264,21 @@ def _reference(
     teacher_hash: str,
     holds: Callable[[dict[str, Any]], bool],
     root: str | None,
-    work: partial[Any],
+    work: Callable[[], Any],
+    here: bool,
 ) -> dict[str, Any]:
     """Teacher or floor scored at size ``n`` (``work()``), or read from the ledger where this machine has no
-    scores of its own and the stored ones hold: at the largest sizes they cost as much as several students."""
+    scores of its own (``here``) and the stored ones hold: at the largest sizes they cost as much as several
+    students."""
     if ledger is None:
         return _record(_when_free(work))
     key = ledger.key(teacher_hash, {"reference": spec}, [], root)
     entry = ledger.get(f"points{n}", name, key)
-    if entry is not None and holds(entry["results"]) and not _scored_here(work):
+    if entry is not None and not here and holds(entry["results"]):
         return dict(entry["results"])
     res = _record(_when_free(work))
     ledger.put(f"points{n}", name, key, {"results": res})
     return res
-
-
-def _scored_here(work: partial[Any]) -> bool:
-    """Whether the evaluation ``work`` (a partial of :func:`evaluate`) has a results file on this machine."""
-    kw = work.keywords
-    return bool((Path(kw["out"]) / kw["name"] / "results.json").exists())
 
 
 def _when_free(work: Callable[[], Any]) -> Any:
