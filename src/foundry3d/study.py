@@ -414,7 +414,7 @@ def _flops(spec: str, x: torch.Tensor, cfg: StudyConfig) -> tuple[float, int]:
 
 def _expert_seconds(run: Path) -> float:
     """An expert's training cost: its runs (fine-tuning, then KD) each log their steps."""
-    return round(sum(training_seconds(d) for d in sorted(run.iterdir()) if d.is_dir()), 1)
+    return round(sum(training_seconds(d) for d in sorted(run.iterdir()) if d.is_dir()), 3)
 
 
 def _gate_variants(cfg: StudyConfig, gated: str) -> dict[str, str]:

@@ -79,7 +79,8 @@ def training_seconds(run_dir: str | Path) -> float:
     steps = [(r["step"], r["time"]) for r in rows]
     pairs = [(s1 - s0, (t1 - t0) / (s1 - s0)) for (s0, t0), (s1, t1) in itertools.pairwise(steps) if s1 > s0]
     med = statistics.median(p for _, p in pairs)
-    return round(sum(n * (p if p <= 10 * med else med) for n, p in pairs) + steps[0][0] * med, 1)
+    # milliseconds: a run of a few fast steps costs something, and a tenth of a second would round it to nothing
+    return round(sum(n * (p if p <= 10 * med else med) for n, p in pairs) + steps[0][0] * med, 3)
 
 
 def progress_bar(steps: int, start: int, enabled: bool, info: DistInfo) -> Any:
