@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -102,6 +103,10 @@ def test_study_end_to_end_on_a_tiny_teacher(monkeypatch, tmp_path):
     cfg2 = {**cfg, "sweep": [1]}
     with pytest.raises(StudyError, match="other settings"):
         study("paper", config=cfg2, out=tmp_path / "paper")
+    # the ledger's folder is where results are kept, not what they are: moving it is not another study
+    moved_ledger = tmp_path / "ledger-moved"
+    shutil.copytree(tmp_path / "ledger", moved_ledger)
+    study("paper", config={**cfg, "ledger": str(moved_ledger)}, out=tmp_path / "paper")
 
     # on another machine (the study folder gone, the committed ledger there) nothing is trained again: every
     # student, the gated one at each deployment and the expert are read with their scores, FLOPs and costs

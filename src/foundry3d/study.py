@@ -187,6 +187,16 @@ def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
 
 
+def _fingerprint(name: str, cfg: StudyConfig, teacher_hash: str) -> dict[str, Any]:
+    """What makes two studies in one folder the same study: its settings and teacher, but not where its ledger
+    lives. The ledger folder says where finished results are kept, not what they are (its entries carry their
+    own keys), so a study resumed with its ledger moved or turned on is still this study."""
+    config = asdict(cfg)
+    config.pop("ledger")
+    config["token_sweep"].pop("ledger")
+    return {"study": name, "config": config, "teacher_hash": teacher_hash}
+
+
 def study(
     name: str = "paper",
     config: str | Path | dict | None = None,
@@ -209,7 +219,7 @@ def study(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     teacher = load_teacher(cfg.teacher)
-    finger = {"study": name, "config": asdict(cfg), "teacher_hash": model_hash(teacher)}
+    finger = _fingerprint(name, cfg, model_hash(teacher))
     with run_folder(
         out, "study", STUDY_FILES, overwrite, legacy=holds_record("study_config.json", "teacher_hash")
     ) as folder:
