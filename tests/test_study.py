@@ -319,6 +319,52 @@ def test_a_student_another_process_holds_is_left_to_it_and_read_when_it_lets_go(
     assert release.stat().st_mtime > last.stat().st_mtime  # kmeans came last, after the lock was let go
 
 
+def test_two_sweeps_in_their_own_folders_sharing_a_ledger_train_each_student_once(monkeypatch, tmp_path):
+    """A sweep script and a study's sweep (each with its own run folders) that share a ledger split the work:
+    a student another process has claimed is left to it and read from the ledger once it is recorded."""
+    import threading
+
+    from foundry3d import token_sweep
+    from foundry3d.ledger import Ledger
+    from foundry3d.token_sweep import SweepConfig
+
+    monkeypatch.setattr(token_sweep, "BUSY_POLL_S", 0.05)
+    teacher = _tiny_study(tmp_path)["teacher"]
+    cfg = SweepConfig(sizes=[256], seeds=[1], kinds=["foundry", "kmeans", "mlp"], before=False, supertokens=4,
+                      steps=3, tasks=["svm:synthetic@4"], large_tasks=[], ledger=str(tmp_path / "ledger"))  # fmt: skip
+    recipe, ev = apply_overrides({}, DISTILL), apply_overrides({}, EVAL)
+    real_distill, trained = token_sweep.distill, []
+
+    def counting(*a, **k):
+        trained.append(k["out"].name)
+        return real_distill(*a, **k)
+
+    monkeypatch.setattr(token_sweep, "distill", counting)
+    records: dict[str, dict] = {}
+
+    def sweep(folder: str) -> None:
+        records[folder] = token_sweep.token_sweep(cfg, tmp_path / folder, teacher, recipe=recipe, eval_config=ev)
+
+    both = [threading.Thread(target=sweep, args=(f,)) for f in ("script", "study")]
+    for t in both:
+        t.start()
+    for t in both:
+        t.join()
+    assert sorted(trained) == ["foundry_seed1", "kmeans_seed1", "mlp_seed1"]  # once each, by one or the other
+    one, two = records["script"]["sizes"]["256"], records["study"]["sizes"]["256"]
+    assert one["tasks"] == two["tasks"] and set(one["tasks"]["svm:synthetic@4"]["kinds"]) == set(cfg.kinds)
+
+    # the claim itself: exclusive while held, free again once let go
+    ledger, key = Ledger(tmp_path / "ledger"), {"hash": "0123"}
+    with (
+        ledger.claim("points256", "foundry_seed1", key) as mine,
+        ledger.claim("points256", "foundry_seed1", key) as theirs,
+    ):
+        assert mine and not theirs
+    with ledger.claim("points256", "foundry_seed1", key) as again:
+        assert again
+
+
 def test_a_sweep_on_a_new_machine_reads_its_students_from_the_ledger_and_retrains_when_anything_changed(
     monkeypatch, tmp_path
 ):

@@ -23,6 +23,8 @@ import fcntl
 import hashlib
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ FORMAT = "foundry3d-sweep-ledger"
 # datasets' content is in the key instead)
 PATH_KEYS = (("data", "root"), ("data", "cache_dir"))
 LOCK = ".foundry3d-lock"  # the same name as a run folder's lock (ignored by git)
+CLAIMS = ".foundry3d-claims"  # one lock file per model being trained from this ledger (ignored by git)
 
 
 @dataclass
@@ -117,6 +120,31 @@ class Ledger:
         """The entry of ``name`` in ``group`` if it was made under the same key, else None."""
         entry = self.entries(group).get(name)
         return entry if entry is not None and entry.get("key") == key["hash"] else None
+
+    @contextmanager
+    def claim(self, group: str, name: str, key: dict[str, Any]) -> Iterator[bool]:
+        """Whether this process may train ``name`` under ``key`` now: True while it holds the claim, False while
+        another process does (train something else and come back: by then its entry is usually here).
+
+        Processes that share a ledger folder (a sweep script and a study's sweep, or two sweeps with their own
+        run folders) so split the work instead of training the same student side by side. The claim is an
+        exclusive ``flock`` on a file named after the model and its key, released when the block ends or the
+        process dies, so a killed process never leaves a claim behind. A process that gets the claim should
+        look for the entry again: another may have recorded it just before letting go.
+        """
+        folder = self.folder / CLAIMS
+        folder.mkdir(parents=True, exist_ok=True)
+        safe = "".join(ch if ch.isalnum() else "_" for ch in name)
+        with open(folder / f"{group}-{safe}-{key['hash']}", "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def put(self, group: str, name: str, key: dict[str, Any], record: dict[str, Any]) -> None:
         """Record ``name``'s outcome (results, costs, ...) under ``key``; an entry of the same key is updated

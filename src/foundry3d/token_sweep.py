@@ -18,6 +18,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -179,11 +180,13 @@ def token_sweep(
         # a large size's own task is compared only where the teacher's encoder adds something over its floor
         spare = {t: headroom(t, refs) for t in cfg.tasks_at(n) if t not in cfg.tasks}
         tasks = [*cfg.tasks, *(t for t, h in spare.items() if h["headroom"])]
+        held = partial(results_hold, task_names=tasks, config=eval_config, overrides=ev, root=root_n)
         runs: dict[str, dict[int, dict[str, Any]]] = {k: {} for k in kinds}
         seconds: dict[str, Any] = {}
-        # seed-major: a killed sweep has every kind at the seeds it reached. A student whose folder another
-        # process holds (a second sweep into the same folder, or the study beside this script) is left to it
-        # and read once that process lets go, so parallel sweeps share the work instead of stopping.
+        # seed-major: a killed sweep has every kind at the seeds it reached. A student whose folder or ledger
+        # claim another process holds (a second sweep into the same folder, or a study's sweep in its own
+        # folder sharing the ledger) is left to it and read once that process lets go, so parallel sweeps share
+        # the work instead of stopping or training it twice.
         todo = [(seed, kind) for seed in cfg.seeds for kind in kinds]
         while todo:
             busy = []
@@ -206,27 +209,35 @@ def token_sweep(
                 ]
                 have = (run / "release" / "model.safetensors").exists()
                 key = ledger.distill_key(teacher_hash, recipe, overrides, root_n) if ledger else None
-                gone = not have and not run.exists()  # trained on another machine, if at all
-                entry = ledger.get(f"points{n}", name, key) if ledger and key and gone else None
-                if entry is not None and results_hold(entry["results"], tasks, eval_config, ev, root_n):
-                    runs[kind][seed], seconds[name] = entry["results"], entry["seconds"]  # weights on another machine
+                # trained elsewhere (another machine, or another process sharing the ledger), if at all
+                entry = None if have else _stored(ledger, f"points{n}", name, key, held)
+                if entry is not None:
+                    runs[kind][seed], seconds[name] = entry["results"], entry["seconds"]
                     continue
-                try:
-                    if not have:
-                        distill(teacher=teacher, config=recipe, overrides=overrides, out=run, resume=run.exists())
-                    res = evaluate(
-                        str(run / "release"), tasks, config=eval_config, overrides=ev, out=folder / "eval", name=name,
-                        root=root_n,
-                    )  # fmt: skip
-                except FolderBusy:
-                    busy.append((seed, kind))
-                    continue
-                runs[kind][seed] = _record(res)
-                seconds[name] = {"train": training_seconds(run), "eval": eval_seconds(runs[kind][seed])}
-                if ledger and key:
-                    res = runs[kind][seed]
-                    ledger.put(f"points{n}", name, key, {"weights_hash": res["model"]["hash"], "results": res,
-                                                         "seconds": seconds[name]})  # fmt: skip
+                with ledger.claim(f"points{n}", name, key) if ledger and key else nullcontext(True) as mine:
+                    if not mine:  # another process trains it: come back once it lets go
+                        busy.append((seed, kind))
+                        continue
+                    entry = None if have else _stored(ledger, f"points{n}", name, key, held)
+                    if entry is not None:  # recorded by the process that held the claim until just now
+                        runs[kind][seed], seconds[name] = entry["results"], entry["seconds"]
+                        continue
+                    try:
+                        if not have:
+                            distill(teacher=teacher, config=recipe, overrides=overrides, out=run, resume=run.exists())
+                        res = evaluate(
+                            str(run / "release"), tasks, config=eval_config, overrides=ev, out=folder / "eval",
+                            name=name, root=root_n,
+                        )  # fmt: skip
+                    except FolderBusy:
+                        busy.append((seed, kind))
+                        continue
+                    runs[kind][seed] = _record(res)
+                    seconds[name] = {"train": training_seconds(run), "eval": eval_seconds(runs[kind][seed])}
+                    if ledger and key:
+                        res = runs[kind][seed]
+                        ledger.put(f"points{n}", name, key, {"weights_hash": res["model"]["hash"], "results": res,
+                                                             "seconds": seconds[name]})  # fmt: skip
             if busy:
                 print(f"token sweep: {len(busy)} student(s) at {n} points are another process's; waiting", flush=True)
                 if len(busy) == len(todo):  # nothing else to do here: wait for the other process to let go
@@ -279,6 +290,17 @@ def _reference(
     res = _record(_when_free(work))
     ledger.put(f"points{n}", name, key, {"results": res})
     return res
+
+
+def _stored(
+    ledger: Ledger | None, group: str, name: str, key: dict[str, Any] | None, holds: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any] | None:
+    """The ledger's entry of student ``name`` when it was made under ``key`` and its results hold as the sweep
+    would evaluate them now, else None."""
+    if ledger is None or key is None:
+        return None
+    entry = ledger.get(group, name, key)
+    return entry if entry is not None and holds(entry["results"]) else None
 
 
 def _when_free(work: Callable[[], Any]) -> Any:
