@@ -323,3 +323,9 @@ def folder_lock(folder: str | Path) -> Iterator[None]:
             os.ftruncate(fd, 0)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def slug(name: str) -> str:
+    """``name`` as a file name: every character other than a letter or digit becomes ``_`` (a model name such as
+    ``foundry s=16 seed=2`` names its run folder and its ledger claim)."""
+    return "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")

@@ -34,7 +34,7 @@ import torch
 from foundry3d.config import apply_overrides, load_config, to_dict
 from foundry3d.data.registry import load_dataset, parse_spec
 from foundry3d.errors import ConfigError
-from foundry3d.files import atomic_write
+from foundry3d.files import atomic_write, slug
 from foundry3d.train.distill import DistillConfig
 from foundry3d.train.expert import ExpertConfig
 
@@ -134,8 +134,7 @@ class Ledger:
         """
         folder = self.folder / CLAIMS
         folder.mkdir(parents=True, exist_ok=True)
-        safe = "".join(ch if ch.isalnum() else "_" for ch in name)
-        with open(folder / f"{group}-{safe}-{key['hash']}", "a") as f:
+        with open(folder / f"{group}-{slug(name)}-{key['hash']}", "a") as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

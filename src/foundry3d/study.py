@@ -39,7 +39,7 @@ from foundry3d.edge.flops import count_flops
 from foundry3d.errors import ConfigError, Foundry3DError
 from foundry3d.eval.results import comparison, eval_seconds, kinds_over_seeds
 from foundry3d.eval.suite import EvalError, evaluate, parse_task, results_hold
-from foundry3d.files import atomic_write, holds_record, run_folder
+from foundry3d.files import atomic_write, holds_record, run_folder, slug
 from foundry3d.ledger import Ledger
 from foundry3d.models.backbone import PointTransformer
 from foundry3d.models.hub import load_teacher, model_hash, resolve
@@ -183,10 +183,6 @@ def _students(cfg: StudyConfig) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _slug(name: str) -> str:
-    return "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
-
-
 def _fingerprint(name: str, cfg: StudyConfig, teacher_hash: str) -> dict[str, Any]:
     """What makes two studies in one folder the same study: its settings and teacher, but not where its ledger
     lives. The ledger folder says where finished results are kept, not what they are (its entries carry their
@@ -270,7 +266,7 @@ def _run(out: Path, name: str, cfg: StudyConfig, teacher: Any, finger: dict[str,
             return
         record = evaluate(
             m["spec"], cfg.tasks, config=cfg.eval, overrides=protocol, out=out / "eval", root=cfg.root,
-            name=_slug(mname),
+            name=slug(mname),
         )  # fmt: skip
         assert isinstance(record, dict)  # a record (only compare=... returns text)
         scored[mname] = record
@@ -280,7 +276,7 @@ def _run(out: Path, name: str, cfg: StudyConfig, teacher: Any, finger: dict[str,
 
     # 1. students (one teacher-target cache for all), each scored once trained; the gated one at every r and top-k
     for sname, ov in _students(cfg).items():
-        run = out / "students" / _slug(sname)
+        run = out / "students" / slug(sname)
         t1 = time.time()
         overrides_list = [f"data.cache_dir={out / 'cache'}", *(f"{k}={v}" for k, v in ov.items())]
         if cfg.root:
@@ -303,7 +299,7 @@ def _run(out: Path, name: str, cfg: StudyConfig, teacher: Any, finger: dict[str,
             score(mname, models[mname])
     # 2. experts
     for task in cfg.experts:
-        run = out / "experts" / _slug(task)
+        run = out / "experts" / slug(task)
         t1 = time.time()
         ex = [*cfg.expert_overrides, f"student.supertokens={cfg.supertokens}"]
         if cfg.root:

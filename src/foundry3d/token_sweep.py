@@ -209,17 +209,13 @@ def token_sweep(
                 ]
                 have = (run / "release" / "model.safetensors").exists()
                 key = ledger.distill_key(teacher_hash, recipe, overrides, root_n) if ledger else None
-                # trained elsewhere (another machine, or another process sharing the ledger), if at all
-                entry = None if have else _stored(ledger, f"points{n}", name, key, held)
-                if entry is not None:
-                    runs[kind][seed], seconds[name] = entry["results"], entry["seconds"]
-                    continue
                 with ledger.claim(f"points{n}", name, key) if ledger and key else nullcontext(True) as mine:
                     if not mine:  # another process trains it: come back once it lets go
                         busy.append((seed, kind))
                         continue
+                    # trained elsewhere (another machine, or another process sharing the ledger), if at all
                     entry = None if have else _stored(ledger, f"points{n}", name, key, held)
-                    if entry is not None:  # recorded by the process that held the claim until just now
+                    if entry is not None:
                         runs[kind][seed], seconds[name] = entry["results"], entry["seconds"]
                         continue
                     try:
