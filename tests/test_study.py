@@ -107,6 +107,13 @@ def test_study_end_to_end_on_a_tiny_teacher(monkeypatch, tmp_path):
     moved_ledger = tmp_path / "ledger-moved"
     shutil.copytree(tmp_path / "ledger", moved_ledger)
     study("paper", config={**cfg, "ledger": str(moved_ledger)}, out=tmp_path / "paper")
+    # a folder whose fingerprint was written with the ledger's path in it (before it was left out) resumes too
+    stored = tmp_path / "paper" / "study_config.json"
+    legacy = json.loads(stored.read_text())
+    legacy["config"]["ledger"] = str(tmp_path / "ledger")
+    legacy["config"]["token_sweep"]["ledger"] = None
+    stored.write_text(json.dumps(legacy))
+    study("paper", config=cfg, out=tmp_path / "paper")
 
     # on another machine (the study folder gone, the committed ledger there) nothing is trained again: every
     # student, the gated one at each deployment and the expert are read with their scores, FLOPs and costs

@@ -187,10 +187,16 @@ def _fingerprint(name: str, cfg: StudyConfig, teacher_hash: str) -> dict[str, An
     """What makes two studies in one folder the same study: its settings and teacher, but not where its ledger
     lives. The ledger folder says where finished results are kept, not what they are (its entries carry their
     own keys), so a study resumed with its ledger moved or turned on is still this study."""
-    config = asdict(cfg)
-    config.pop("ledger")
-    config["token_sweep"].pop("ledger")
-    return {"study": name, "config": config, "teacher_hash": teacher_hash}
+    return _without_ledger({"study": name, "config": asdict(cfg), "teacher_hash": teacher_hash})
+
+
+def _without_ledger(finger: dict[str, Any]) -> dict[str, Any]:
+    """A fingerprint with the ledger paths left out; also applied to a stored one, since folders written before
+    the ledger left the fingerprint hold its path and are still the same study."""
+    finger = json.loads(json.dumps(finger))
+    finger.get("config", {}).pop("ledger", None)
+    finger.get("config", {}).get("token_sweep", {}).pop("ledger", None)
+    return finger
 
 
 def study(
@@ -239,7 +245,7 @@ STUDY_FILES = (
 
 def _run(out: Path, name: str, cfg: StudyConfig, teacher: Any, finger: dict[str, Any]) -> dict[str, Any]:
     fp = out / "study_config.json"
-    if fp.exists() and json.loads(fp.read_text()) != finger:
+    if fp.exists() and _without_ledger(json.loads(fp.read_text())) != finger:
         raise StudyError(
             f"{out} holds a study with other settings or another teacher; pass --overwrite or another --out"
         )
