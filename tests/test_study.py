@@ -408,7 +408,17 @@ def test_a_sweep_on_a_new_machine_reads_its_students_from_the_ledger_and_retrain
 
     monkeypatch.setattr(token_sweep, "distill", counting)
     monkeypatch.setattr(token_sweep, "evaluate", counting_eval)
+    stored = json.loads((ledger / "points256.json").read_text())
+    for entry in stored["students"].values():
+        entry["recorded"] = "2000-01-01T00:00:00"  # a time no write of this run can give
+    (ledger / "points256.json").write_text(json.dumps(stored, separators=(",", ":")) + "\n")
+    before = (ledger / "points256.json").read_text()
+    token_sweep.token_sweep(cfg, tmp_path / "one", teacher, recipe=recipe, eval_config=ev)  # resumed where it ran
+    trained.clear()
+    evaluated.clear()
     again = token_sweep.token_sweep(cfg, tmp_path / "two", teacher, recipe=recipe, eval_config=ev)
+    # what was read back is not written again: the committed file does not change when nothing did
+    assert (ledger / "points256.json").read_text() == before
     # read from the ledger, nothing retrained or scored again (teacher and floor neither): the same table and
     # the students' costs
     assert trained == [] and evaluated == []

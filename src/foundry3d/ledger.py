@@ -166,8 +166,20 @@ class Ledger:
         entry.update(record, key=key["hash"], determined_by={k: v for k, v in key.items() if k != "hash"})
         if evals:
             entry["evals"] = evals
+        if old is not None and _same(entry, old):
+            return  # the same outcome read or scored again: the file (and when it was recorded) stays as it was
         entry["recorded"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         students[name] = entry
         body = {"format": FORMAT, "group": group, "students": dict(sorted(students.items()))}
         text = json.dumps(body, separators=(",", ":"), default=float) + "\n"
         atomic_write(self.path(group), lambda tmp: Path(tmp).write_text(text))
+
+
+def _same(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    """Whether an entry about to be written holds what the stored one does (its ``recorded`` time aside), compared
+    as they would be written (tuples as lists, numpy scalars as floats)."""
+
+    def text(entry: dict[str, Any]) -> str:
+        return json.dumps({k: v for k, v in entry.items() if k != "recorded"}, sort_keys=True, default=float)
+
+    return text(new) == text(old)
