@@ -86,5 +86,8 @@ def test_seeds_are_paired_and_their_spread_is_reported():
     assert d == pytest.approx(np.mean([x.mean() - y.mean() for x, y in zip(better, base)]))
     assert 0 < lo < d < hi  # paired: the items both get right cancel, so the gain is resolved
     assert paired_over_seeds("svm", b, b) == [0.0, 0.0, 0.0]
+    # the same in exact arithmetic is the same: (0.7 - 0.4) + (0.1 - 0.4) is -5.6e-17 in floats, not a difference
+    folds = [[{"per_item": {"score": [v] * 10}} for v in vals] for vals in ([0.7, 0.1], [0.4, 0.4])]
+    assert paired_over_seeds("fewshot", *folds) == [0.0, 0.0, 0.0]
     with pytest.raises(ResultsError, match="same non-zero number"):
         paired_over_seeds("svm", a, b[:2])
